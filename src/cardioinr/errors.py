@@ -1,0 +1,27 @@
+"""Errors that reach the user as one clear line (the CLI prints them and exits with code 2)."""
+
+from __future__ import annotations
+
+
+class CardioInrError(Exception):
+    """Base class: a problem the user can fix (bad input, bad option, unusable file)."""
+
+    exit_code = 2
+
+
+class InputError(CardioInrError):
+    """An input file or array is missing, unreadable or inconsistent."""
+
+
+class ConfigError(CardioInrError):
+    """An option or configuration value is invalid."""
+
+
+class FitDivergedError(CardioInrError):
+    """The optimisation produced non-finite values and could not be recovered."""
+
+    exit_code = 3
+
+
+class CheckpointError(CardioInrError):
+    """A prior checkpoint is missing, corrupt, of the wrong kind or of an unsupported version."""
