@@ -1,0 +1,150 @@
+"""Pure functions for sampling images and label maps at physical points, and for carrying
+labels with a displacement field.
+
+Arrays follow the package layout: volumes ``(X, Y, Z)`` (array axes i, j, k), points and
+displacements in array-aligned millimetres ``p = index * spacing`` (see :mod:`cardioinr.io`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_sampling_layout(volume: torch.Tensor) -> torch.Tensor:
+    """``(C, X, Y, Z)`` -> the ``(1, C, Z, Y, X)`` layout that :func:`torch.nn.functional.grid_sample` wants."""
+    return volume.permute(0, 3, 2, 1).unsqueeze(0).contiguous()
+
+
+def mm_to_grid(points_mm: torch.Tensor, shape: tuple[int, ...], spacing: torch.Tensor) -> torch.Tensor:
+    """Map mm points ``(..., D)`` to grid_sample's ``[-1, 1]`` (align_corners=True) coordinates.
+
+    Axes of size 1 map to 0 (the only slice)."""
+    size = torch.as_tensor(shape[: points_mm.shape[-1]], dtype=points_mm.dtype, device=points_mm.device)
+    extent = (size - 1).clamp(min=1) * spacing[: points_mm.shape[-1]].to(points_mm)
+    g = 2.0 * points_mm / extent - 1.0
+    return torch.where(size > 1, g, torch.zeros_like(g))
+
+
+def sample(
+    volume: torch.Tensor,
+    points_mm: torch.Tensor,
+    spacing: torch.Tensor,
+    *,
+    mode: str = "bilinear",
+    padding_mode: str = "border",
+) -> torch.Tensor:
+    """Sample ``volume`` at mm points (linear interpolation, border padding).
+
+    Args:
+        volume: ``(C, X, Y, Z)`` channels of one 3D volume (Z may be 1).
+        points_mm: ``(N, D)`` with D = 2 (in-plane, Z must be 1) or 3, array-aligned mm.
+        spacing: ``(3,)`` voxel size in mm.
+
+    Returns:
+        ``(N, C)`` sampled values.
+    """
+    c, nx, ny, nz = volume.shape
+    if points_mm.ndim != 2 or points_mm.shape[-1] not in (2, 3):
+        raise ValueError(f"points must be (N, 2|3), got {tuple(points_mm.shape)}")
+    if points_mm.shape[-1] == 2 or nz == 1:
+        img = volume[..., 0].permute(0, 2, 1).unsqueeze(0)  # (1, C, Y, X)
+        g = mm_to_grid(points_mm[:, :2], (nx, ny), spacing).view(1, 1, -1, 2)
+        out = F.grid_sample(img, g, mode=mode, padding_mode=padding_mode, align_corners=True)
+        return out.view(c, -1).t()
+    g = mm_to_grid(points_mm, (nx, ny, nz), spacing).view(1, 1, 1, -1, 3)
+    out = F.grid_sample(to_sampling_layout(volume), g, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return out.view(c, -1).t()
+
+
+def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int = 40) -> torch.Tensor:
+    """Invert a dense displacement field by fixed-point iteration.
+
+    Given ``u`` with ``x = X + u(X)``, returns ``v`` on the same grid with ``X = x + v(x)``,
+    i.e. ``v(x) = -u(x + v(x))``. Converges where ``|grad u| < 1`` (no folding), which a
+    motion field must satisfy anyway.
+
+    Args:
+        u: ``(X, Y, Z, 3)`` displacement in mm along the array axes.
+        spacing: ``(3,)`` mm.
+
+    Returns:
+        ``(X, Y, Z, 3)`` inverse displacement in mm.
+    """
+    shape = tuple(u.shape[:3])
+    grid = _grid_mm(shape, spacing, u)
+    field = u.permute(3, 0, 1, 2)  # (3, X, Y, Z) channels for sampling
+    pts = grid.reshape(-1, 3)
+    v = -u.reshape(-1, 3)
+    dims = 2 if shape[2] == 1 else 3
+    for _ in range(iterations):
+        v = -sample(field, (pts + v)[:, :dims], spacing)
+    return v.reshape(*shape, 3)
+
+
+def _grid_mm(shape: tuple[int, int, int], spacing: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    axes = [torch.arange(n, dtype=like.dtype, device=like.device) * float(s) for n, s in zip(shape, spacing)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def warp_labels(labels: torch.Tensor, inverse: torch.Tensor, spacing: torch.Tensor, codes: list[int]) -> torch.Tensor:
+    """Pull a label map through an inverse displacement: ``L_t(x) = L_ref(x + v(x))``.
+
+    Labels are interpolated as one-hot channels (linear) and the arg-max is taken, which keeps
+    boundaries smoother than nearest-neighbour lookup.
+
+    Args:
+        labels: ``(X, Y, Z)`` integer codes of the reference frame.
+        inverse: ``(X, Y, Z, 3)`` inverse displacement (mm), see :func:`invert_displacement`.
+        codes: the non-zero codes to carry (others become background).
+
+    Returns:
+        ``(X, Y, Z)`` uint8 labels.
+    """
+    shape = tuple(labels.shape)
+    all_codes = [0] + [c for c in codes if c != 0]
+    onehot = torch.stack([(labels == c).to(inverse.dtype) for c in all_codes])  # (K, X, Y, Z)
+    pts = (_grid_mm(shape, spacing, inverse) + inverse).reshape(-1, 3)
+    dims = 2 if shape[2] == 1 else 3
+    prob = sample(onehot, pts[:, :dims], spacing, padding_mode="border")  # (N, K)
+    idx = prob.argmax(dim=1)
+    lut = torch.tensor(all_codes, dtype=torch.uint8, device=labels.device)
+    return lut[idx].reshape(shape)
+
+
+def propagate_labels(
+    labels_ref: np.ndarray,
+    displacement: np.ndarray,
+    spacing: np.ndarray,
+    codes: list[int] | None = None,
+    iterations: int = 40,
+) -> np.ndarray:
+    """Carry reference labels to every frame with a Lagrangian displacement field.
+
+    Args:
+        labels_ref: ``(X, Y, Z)`` uint8 labels of the reference frame.
+        displacement: ``(X, Y, Z, T, 3)`` float mm, ``x_t = X + u[..., t, :]`` (output contract).
+        spacing: ``(3,)`` voxel size, mm.
+        codes: label codes to carry; default all non-zero codes present.
+
+    Returns:
+        ``(X, Y, Z, T)`` uint8 labels of every frame.
+    """
+    if displacement.ndim != 5 or displacement.shape[-1] != 3 or displacement.shape[:3] != labels_ref.shape:
+        raise ValueError(
+            f"displacement {displacement.shape} does not match labels {labels_ref.shape} (expected (X, Y, Z, T, 3))"
+        )
+    if codes is None:
+        codes = sorted(int(c) for c in np.unique(labels_ref) if c != 0)
+    lab = torch.from_numpy(np.ascontiguousarray(labels_ref))
+    sp = torch.as_tensor(np.asarray(spacing, dtype=np.float64))
+    out = np.zeros(displacement.shape[:4], dtype=np.uint8)
+    for t in range(displacement.shape[3]):
+        u = torch.from_numpy(np.ascontiguousarray(displacement[:, :, :, t, :], dtype=np.float64))
+        if not torch.any(u != 0):
+            out[..., t] = labels_ref
+            continue
+        v = invert_displacement(u, sp, iterations)
+        out[..., t] = warp_labels(lab, v, sp, codes).numpy()
+    return out
