@@ -148,3 +148,25 @@ def propagate_labels(
         v = invert_displacement(u, sp, iterations)
         out[..., t] = warp_labels(lab, v, sp, codes).numpy()
     return out
+
+
+def sample_frames(frames: torch.Tensor, points_mm: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
+    """Sample each frame at its own points (linear, border padding).
+
+    Args:
+        frames: ``(T, X, Y, Z)`` intensities.
+        points_mm: ``(T, N, D)`` mm points, D = 2 (then Z must be 1) or 3.
+        spacing: ``(3,)`` mm.
+
+    Returns:
+        ``(T, N)`` values.
+    """
+    t, nx, ny, nz = frames.shape
+    n, d = points_mm.shape[1], points_mm.shape[2]
+    if d == 2 or nz == 1:
+        img = frames[..., 0].transpose(1, 2).unsqueeze(1)  # (T, 1, Y, X)
+        g = mm_to_grid(points_mm[..., :2], (nx, ny), spacing).view(t, 1, n, 2)
+        return F.grid_sample(img, g, mode="bilinear", padding_mode="border", align_corners=True).view(t, n)
+    vol = frames.permute(0, 3, 2, 1).unsqueeze(1)  # (T, 1, Z, Y, X)
+    g = mm_to_grid(points_mm, (nx, ny, nz), spacing).view(t, 1, 1, n, 3)
+    return F.grid_sample(vol, g, mode="bilinear", padding_mode="border", align_corners=True).view(t, n)

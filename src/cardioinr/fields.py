@@ -1,0 +1,338 @@
+"""Continuous motion fields u = f(x, t): coordinate networks with a periodic time encoding.
+
+The field is *separable in time*: a spatial coordinate network predicts, for every point,
+the coefficients of a truncated Fourier series over the cardiac cycle,
+
+    u(x, t) = s * g * sum_k [ a_k(x) sin(k phi) + b_k(x) (1 - cos(k phi)) ] / k,
+    phi = 2 pi (t - t_ref) / T,
+
+so that
+
+* the cycle repeats exactly (u(x, t + T) = u(x, t)),
+* u(x, t_ref) = 0 exactly, by construction (every basis function vanishes at phi = 0),
+* one spatial network evaluation yields the displacement at *every* frame, which makes a
+  fitting step over all frames about T times cheaper than evaluating f(x, t) per frame,
+* time stays continuous: any real ``t`` (in frames) can be queried.
+
+With K harmonics the series spans every periodic signal that T >= 2K + 1 frames can hold;
+the 1/k factor biases the fit towards smooth (low-frequency) motion.
+
+Coordinates enter normalised, ``x_n = (x_mm - centre) / scale``; the output is in mm. The
+backbones take explicit parameters through :func:`torch.func.functional_call` and optional
+per-layer *shift modulations* (Functa-style), which the priors use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+MODELS = ("siren", "fourier", "hashgrid")
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Architecture of a motion field.
+
+    Attributes:
+        model: ``siren`` (sine MLP), ``fourier`` (random Fourier features + SiLU MLP) or
+            ``hashgrid`` (multiresolution hash encoding + small SiLU MLP, pure PyTorch).
+        hidden: width of the hidden layers.
+        layers: number of hidden layers.
+        omega: SIREN frequency omega_0 (for coordinates normalised to about [-1, 1]).
+        fourier_features: number of random frequencies (fourier model).
+        fourier_sigma: standard deviation of the frequencies, cycles per normalised unit.
+        hash_levels, hash_features, hash_log2_size, hash_min_res, hash_max_res: hash-grid encoding.
+        harmonics: temporal harmonics K (capped at (T - 1) // 2 for T frames).
+        output_gain: displacement = scale * output_gain * network output; keeps the network's
+            outputs of order one for typical cardiac motion (a few mm).
+    """
+
+    model: str = "siren"
+    hidden: int = 128
+    layers: int = 3
+    omega: float = 30.0
+    fourier_features: int = 96
+    fourier_sigma: float = 3.0
+    hash_levels: int = 8
+    hash_features: int = 2
+    hash_log2_size: int = 14
+    hash_min_res: int = 4
+    hash_max_res: int = 96
+    harmonics: int = 6
+    output_gain: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown field model {self.model!r} (choose from {', '.join(MODELS)})")
+        if self.hidden < 1 or self.layers < 1 or self.harmonics < 1:
+            raise ConfigError("field hidden width, layers and harmonics must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def n_harmonics(config: FieldConfig, n_frames: int) -> int:
+    """Harmonics actually used for a cycle of ``n_frames`` frames."""
+    return max(1, min(config.harmonics, (n_frames - 1) // 2))
+
+
+def harmonic_basis(t: torch.Tensor, n_frames: int, ref_frame: float, harmonics: int) -> torch.Tensor:
+    """Periodic time basis that vanishes at the reference frame.
+
+    Args:
+        t: ``(T',)`` times in frames (real values allowed).
+        n_frames: frames per cycle T.
+        ref_frame: reference frame index.
+        harmonics: K.
+
+    Returns:
+        ``(T', 2K)``: ``[sin(k phi) / k, (1 - cos(k phi)) / k]`` for k = 1..K.
+    """
+    phi = 2.0 * math.pi * (t.reshape(-1, 1) - ref_frame) / n_frames
+    k = torch.arange(1, harmonics + 1, dtype=t.dtype, device=t.device)
+    return torch.cat([torch.sin(k * phi) / k, (1.0 - torch.cos(k * phi)) / k], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones: x_n (N, D) -> (N, out), optional shifts (list of (N or 1, hidden) per layer)
+# ---------------------------------------------------------------------------------------------
+
+
+class SineLayer(nn.Linear):
+    """sin(omega * (W x + b + shift)), with SIREN initialisation (Sitzmann et al. 2020)."""
+
+    def __init__(self, n_in: int, n_out: int, omega: float, first: bool) -> None:
+        super().__init__(n_in, n_out)
+        self.omega = omega
+        with torch.no_grad():
+            bound = 1.0 / n_in if first else math.sqrt(6.0 / n_in) / omega
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        z = F.linear(x, self.weight, self.bias)
+        if shift is not None:
+            z = z + shift
+        return torch.sin(self.omega * z)
+
+
+class MLP(nn.Module):
+    """Hidden layers with optional per-layer shift modulation, then a linear head initialised
+    near zero (so a fresh field starts at the identity map)."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int, layers: int, activation: str, omega: float = 30.0) -> None:
+        super().__init__()
+        self.activation = activation
+        self.hidden_width = hidden
+        if activation == "sine":
+            self.hidden = nn.ModuleList(
+                [SineLayer(n_in if i == 0 else hidden, hidden, omega, first=(i == 0)) for i in range(layers)]
+            )
+        else:
+            self.hidden = nn.ModuleList([nn.Linear(n_in if i == 0 else hidden, hidden) for i in range(layers)])
+        self.head = nn.Linear(hidden, n_out)
+        with torch.no_grad():
+            self.head.weight.uniform_(-1e-4, 1e-4)
+            self.head.bias.zero_()
+
+    def forward(self, h: torch.Tensor, shifts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.hidden):
+            s = None if shifts is None else shifts[i]
+            if self.activation == "sine":
+                h = layer(h, s)
+            else:
+                z = layer(h)
+                h = F.silu(z if s is None else z + s)
+        return self.head(h)
+
+
+class FourierEncoding(nn.Module):
+    """[sin(2 pi B x), cos(2 pi B x)] with fixed Gaussian frequencies B (Tancik et al. 2020)."""
+
+    def __init__(self, dim: int, features: int, sigma: float, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", torch.randn(dim, features, generator=g) * sigma)
+        self.out_dim = 2 * features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = 2.0 * math.pi * x @ self.B
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+_PRIMES = (1, 2654435761, 805459861)
+
+
+class HashGridEncoding(nn.Module):
+    """Multiresolution hash encoding (Mueller et al. 2022) in plain PyTorch.
+
+    Coarse levels whose dense grid fits in the table are indexed directly (no collisions);
+    finer levels use the spatial hash. Multilinear interpolation keeps the encoding
+    differentiable in x, so Jacobians of the field are exact.
+    Inputs are normalised coordinates; ``domain`` maps [-domain, domain] to the grid.
+    """
+
+    def __init__(self, dim: int, levels: int, features: int, log2_size: int, min_res: int, max_res: int,
+                 domain: float = 1.5) -> None:
+        super().__init__()
+        self.dim, self.levels, self.features, self.domain = dim, levels, features, domain
+        growth = math.exp((math.log(max_res) - math.log(min_res)) / max(levels - 1, 1))
+        self.resolutions = [int(math.floor(min_res * growth**lvl)) for lvl in range(levels)]
+        self.table_size = 2**log2_size
+        sizes = [min(self.table_size, (r + 1) ** dim) for r in self.resolutions]
+        self.dense = [(r + 1) ** dim <= self.table_size for r in self.resolutions]
+        self.tables = nn.ParameterList([nn.Parameter(torch.empty(n, features).uniform_(-1e-4, 1e-4)) for n in sizes])
+        corners = torch.tensor([[(c >> d) & 1 for d in range(dim)] for c in range(2**dim)], dtype=torch.long)
+        self.register_buffer("corners", corners, persistent=False)
+        self.out_dim = levels * features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = ((x / self.domain + 1.0) * 0.5).clamp(0.0, 1.0)
+        outs = []
+        for lvl, res in enumerate(self.resolutions):
+            pos = u * res
+            base = torch.floor(pos).clamp(max=res - 1)
+            frac = pos - base  # differentiable in x
+            base = base.long()
+            idx = base.unsqueeze(1) + self.corners.unsqueeze(0)  # (N, 2^D, D)
+            w = torch.where(self.corners.unsqueeze(0).bool(), frac.unsqueeze(1), 1.0 - frac.unsqueeze(1)).prod(-1)
+            if self.dense[lvl]:
+                stride = torch.tensor([(res + 1) ** d for d in range(self.dim)], device=x.device)
+                flat = (idx * stride).sum(-1)
+            else:
+                h = idx[..., 0] * _PRIMES[0]
+                for d in range(1, self.dim):
+                    h = h ^ (idx[..., d] * _PRIMES[d])
+                flat = h % self.table_size
+            feats = self.tables[lvl][flat]  # (N, 2^D, F)
+            outs.append((w.unsqueeze(-1) * feats).sum(1))
+        return torch.cat(outs, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The motion field
+# ---------------------------------------------------------------------------------------------
+
+
+class MotionField(nn.Module):
+    """u(x, t) in mm for points in array-aligned mm; see the module docstring.
+
+    Args:
+        config: architecture.
+        dim: spatial dimension D (2 for a single slice, 3 for a stack).
+        n_frames: frames per cycle T.
+        ref_frame: the frame where u = 0.
+        centre: ``(D,)`` mm, centre of the normalised frame (image or heart centre).
+        scale: mm per normalised unit.
+    """
+
+    def __init__(self, config: FieldConfig, dim: int, n_frames: int, ref_frame: int,
+                 centre: torch.Tensor | None = None, scale: float = 1.0, seed: int = 0) -> None:
+        super().__init__()
+        if dim not in (2, 3):
+            raise ConfigError(f"motion fields are 2D or 3D, got dim={dim}")
+        self.config = config
+        self.dim = dim
+        self.n_frames = int(n_frames)
+        self.ref_frame = int(ref_frame)
+        self.harmonics = n_harmonics(config, n_frames)
+        self.register_buffer("centre", torch.zeros(dim) if centre is None else torch.as_tensor(centre, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        n_out = 2 * self.harmonics * dim
+        if config.model == "siren":
+            self.encoding: nn.Module = nn.Identity()
+            n_enc = dim
+            act = "sine"
+        elif config.model == "fourier":
+            self.encoding = FourierEncoding(dim, config.fourier_features, config.fourier_sigma, seed=seed)
+            n_enc = self.encoding.out_dim
+            act = "silu"
+        else:
+            self.encoding = HashGridEncoding(dim, config.hash_levels, config.hash_features, config.hash_log2_size,
+                                             config.hash_min_res, config.hash_max_res)
+            n_enc = self.encoding.out_dim
+            act = "silu"
+        self.mlp = MLP(n_enc, n_out, config.hidden, config.layers, act, config.omega)
+
+    # -- normalisation -----------------------------------------------------------------------
+    def normalise(self, x_mm: torch.Tensor) -> torch.Tensor:
+        return (x_mm - self.centre) / self.scale
+
+    @property
+    def modulation_size(self) -> int:
+        """Length of a flat shift-modulation vector (one shift per hidden unit and layer)."""
+        return self.config.hidden * self.config.layers
+
+    def _split_shifts(self, modulation: torch.Tensor | None) -> list[torch.Tensor] | None:
+        if modulation is None:
+            return None
+        return list(modulation.reshape(*modulation.shape[:-1], self.config.layers, self.config.hidden).unbind(-2))
+
+    # -- evaluation --------------------------------------------------------------------------
+    def coefficients(self, x_mm: torch.Tensor, modulation: torch.Tensor | None = None) -> torch.Tensor:
+        """Fourier coefficients of the displacement, ``(N, 2K, D)``, in mm (gain and scale applied)."""
+        h = self.encoding(self.normalise(x_mm))
+        out = self.mlp(h, self._split_shifts(modulation))
+        return out.reshape(-1, 2 * self.harmonics, self.dim) * (self.scale * self.config.output_gain)
+
+    def basis(self, t: torch.Tensor | None = None) -> torch.Tensor:
+        """``(T', 2K)`` time basis at frames ``t`` (default: every frame 0..T-1)."""
+        if t is None:
+            t = torch.arange(self.n_frames, dtype=self.scale.dtype, device=self.scale.device)
+        return harmonic_basis(t.to(self.scale), self.n_frames, self.ref_frame, self.harmonics)
+
+    def forward(self, x_mm: torch.Tensor, t: torch.Tensor | None = None,
+                modulation: torch.Tensor | None = None) -> torch.Tensor:
+        """Displacement ``(N, T', D)`` in mm at points ``(N, D)`` mm and frames ``t`` (default all)."""
+        return torch.einsum("nkd,tk->ntd", self.coefficients(x_mm, modulation), self.basis(t))
+
+    def coefficients_and_jacobian(self, x_mm: torch.Tensor, modulation: torch.Tensor | None = None
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coefficients ``(N, 2K, D)`` and their exact spatial Jacobian ``(N, 2K, D, D)``
+        (d coefficient / d x_mm, by forward-mode autodiff, differentiable for training)."""
+        n, d = x_mm.shape
+        x_rep = x_mm.repeat(d, 1)
+        tangent = torch.eye(d, dtype=x_mm.dtype, device=x_mm.device).repeat_interleave(n, dim=0)
+        mod_rep = None if modulation is None or modulation.ndim == 1 else modulation.repeat(d, 1)
+        mod = modulation if mod_rep is None else mod_rep
+        coeffs, dcoeffs = torch.func.jvp(lambda x: self.coefficients(x, mod), (x_rep,), (tangent,))
+        jac = dcoeffs.reshape(d, n, *dcoeffs.shape[1:]).permute(1, 2, 3, 0)  # (N, 2K, D_out, D_in)
+        return coeffs[:n], jac
+
+    def displacement_and_jacobian(self, x_mm: torch.Tensor, t: torch.Tensor | None = None,
+                                  modulation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Displacement ``(N, T', D)`` mm and its spatial gradient ``(N, T', D, D)`` (du_i/dx_j)."""
+        coeffs, jac = self.coefficients_and_jacobian(x_mm, modulation)
+        b = self.basis(t)
+        return torch.einsum("nkd,tk->ntd", coeffs, b), torch.einsum("nkij,tk->ntij", jac, b)
+
+    @torch.no_grad()
+    def dense(self, shape: tuple[int, int, int], spacing: torch.Tensor, chunk: int = 32768,
+              modulation: torch.Tensor | None = None) -> torch.Tensor:
+        """Displacement at every voxel centre of the reference grid, ``(X, Y, Z, T, 3)`` mm
+        (the output contract; the k component is 0 for a 2D field)."""
+        axes = [torch.arange(n, dtype=torch.float32, device=self.scale.device) * float(s) for n, s in zip(shape, spacing)]
+        pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        out = torch.zeros(pts.shape[0], self.n_frames, 3, device=pts.device)
+        for i in range(0, pts.shape[0], chunk):
+            out[i:i + chunk, :, : self.dim] = self(pts[i:i + chunk, : self.dim], modulation=modulation)
+        return out.reshape(*shape, self.n_frames, 3)
+
+    def describe(self) -> dict:
+        """Everything needed to rebuild this field (stored in checkpoints and metrics)."""
+        return {
+            "config": self.config.to_dict(),
+            "dim": self.dim,
+            "n_frames": self.n_frames,
+            "ref_frame": self.ref_frame,
+            "centre": self.centre.tolist(),
+            "scale": float(self.scale),
+            "harmonics": self.harmonics,
+        }

@@ -1,0 +1,543 @@
+"""Fitting a motion field to one cine sequence.
+
+Direction: points X are sampled in the *reference* frame and every frame is pulled back,
+``I_t(X + u(X, t)) ~ I_ref(X)``. The field is therefore Lagrangian and lives on the
+reference grid, which is exactly the output contract (no inversion needed for the field;
+labels are carried to each frame by inverting it on the grid, see :mod:`cardioinr.warp`).
+
+One step: sample a fixed budget of points (uniform + near image edges + inside the heart
+when reference labels exist), evaluate the field once for all frames (the time basis is
+separable), sample all frames, and add the regularisers computed exactly by forward-mode
+autodiff on a point subset. A Gaussian scale-space schedule (coarse to fine) makes the fit
+robust to large motion.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, FitDivergedError, InputError
+from .fields import FieldConfig, MotionField
+from .io import Sequence, atomic_path, save_nifti, write_json_atomic
+from .losses import (
+    SIMILARITIES,
+    folding_loss,
+    gradient_smoothness_loss,
+    jacobian_determinant,
+    label_overlap_loss,
+    lncc_loss,
+    mse_loss,
+    ncc_loss,
+    temporal_smoothness_loss,
+    volume_change_loss,
+)
+from .warp import propagate_labels, sample, sample_frames
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of one per-sequence fit.
+
+    Weights multiply dimensionless terms (intensities normalised to [0, 1], gradients in
+    mm/mm, temporal acceleration in mm/frame^2).
+    """
+
+    field: FieldConfig = field(default_factory=FieldConfig)
+    steps: int = 800
+    lr: float = 3e-4
+    lr_final: float = 0.1  # cosine decay to lr * lr_final
+    points: int = 4096
+    reg_points: int = 1024
+    similarity: str = "ncc"
+    patch: int = 5  # local NCC patch width, voxels
+    edge_fraction: float = 0.4
+    heart_fraction: float = 0.3
+    w_smooth: float = 0.02
+    w_fold: float = 1.0
+    w_incompress: float = 0.05
+    w_temporal: float = 0.01
+    w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
+    blur_px: tuple[float, ...] = (2.0, 1.0, 0.0)
+    blur_until: tuple[float, ...] = (0.3, 0.6, 1.0)  # fraction of the steps each level lasts to
+    patience: int = 150
+    min_delta: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITIES:
+            raise ConfigError(f"unknown similarity {self.similarity!r} (choose from {', '.join(SIMILARITIES)})")
+        if self.steps < 0 or self.points < 16 or self.reg_points < 0:
+            raise ConfigError("steps must be >= 0 and points >= 16")
+        if not self.lr > 0:
+            raise ConfigError("learning rate must be positive")
+        if len(self.blur_px) != len(self.blur_until):
+            raise ConfigError("blur_px and blur_until must have the same length")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    """What a fit returns.
+
+    Attributes:
+        field: the fitted continuous field (query it anywhere: ``field(x_mm, t)``).
+        displacement: ``(X, Y, Z, T, 3)`` float32 mm on the reference grid (output contract).
+        labels: ``(X, Y, Z, T)`` uint8 reference labels carried to every frame, or None.
+        history: one dict of losses per step.
+        metrics: fit time, steps, final losses, folding.
+    """
+
+    field: MotionField
+    displacement: np.ndarray
+    labels: np.ndarray | None
+    history: list[dict]
+    metrics: dict
+    config: FitConfig
+    sequence: Sequence
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparation (pure helpers)
+# ---------------------------------------------------------------------------------------------
+
+
+def normalise_intensity(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
+    """Robustly scale intensities to about [0, 1] using percentiles over the whole cine."""
+    lo, hi = np.percentile(image, [low, high])
+    if hi <= lo:
+        lo, hi = float(image.min()), float(image.max())
+    return np.clip((image - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
+
+
+def heart_mask(seq: Sequence) -> np.ndarray | None:
+    """Boolean ``(X, Y, Z)`` mask of the labelled heart at the reference frame, or None."""
+    lab = seq.ref_labels
+    if lab is None:
+        return None
+    m = lab > 0
+    return m if m.any() else None
+
+
+def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
+    """Centre (mm, ``(D,)``) and scale (mm) of the normalised coordinates.
+
+    With reference labels the frame is heart-centred and scaled by the heart's size, so a
+    learned prior transfers across patients, resolutions and fields of view; otherwise it is
+    the image centre and half the in-plane extent.
+    """
+    d = seq.ndim_space
+    sp = seq.spacing
+    mask = heart_mask(seq)
+    if mask is not None:
+        idx = np.argwhere(mask).astype(np.float64)
+        centre = idx.mean(0) * sp
+        # equivalent radius of the largest labelled cross-section
+        area = max(mask[:, :, k].sum() for k in range(mask.shape[2])) * sp[0] * sp[1]
+        scale = 2.0 * math.sqrt(area / math.pi)
+    else:
+        centre = (np.array(seq.shape) - 1) / 2.0 * sp
+        scale = 0.5 * max(seq.shape[0] * sp[0], seq.shape[1] * sp[1])
+    return centre[:d], float(max(scale, 4 * sp[:2].max()))
+
+
+def _blur_inplane(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    if sigma_px <= 0:
+        return image
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(image, sigma=(sigma_px, sigma_px, 0, 0), mode="nearest")
+
+
+def _sampling_weights(ref: np.ndarray, mask: np.ndarray | None, cfg: FitConfig) -> np.ndarray:
+    """Per-voxel probabilities ``(X*Y*Z,)``: uniform + image edges + heart."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    sm = gaussian_filter(ref, sigma=(1, 1, 0), mode="nearest")
+    gx, gy = np.gradient(sm, axis=(0, 1))
+    edge = np.hypot(gx, gy).ravel()
+    parts = [(1.0 - cfg.edge_fraction, np.ones_like(edge))]
+    if edge.sum() > 0:
+        parts.append((cfg.edge_fraction, edge))
+    if mask is not None and cfg.heart_fraction > 0:
+        grown = binary_dilation(mask, iterations=3, structure=np.ones((3, 3, 1), bool)) if mask.ndim == 3 else mask
+        parts.append((cfg.heart_fraction, grown.ravel().astype(np.float64)))
+    w = sum(frac * p / p.sum() for frac, p in parts)
+    return (w / w.sum()).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fitter
+# ---------------------------------------------------------------------------------------------
+
+
+class Fitter:
+    """Fits a :class:`MotionField` to one sequence. Reusable across sequences."""
+
+    def __init__(self, config: FitConfig | None = None) -> None:
+        self.config = config or FitConfig()
+
+    def new_field(self, seq: Sequence) -> MotionField:
+        centre, scale = frame_of_reference(seq)
+        torch.manual_seed(self.config.seed)
+        return MotionField(self.config.field, seq.ndim_space, seq.n_frames, seq.ref_frame,
+                           centre=torch.as_tensor(centre, dtype=torch.float32), scale=scale,
+                           seed=self.config.seed)
+
+    def fit(
+        self,
+        seq: Sequence,
+        init: MotionField | None = None,
+        callback: Callable[[int, dict], None] | None = None,
+        progress: bool = False,
+    ) -> FitResult:
+        """Fit the field and return it with the dense outputs.
+
+        Args:
+            seq: the cine (its ``ref_frame`` is the reference; ``labels[ref_frame]`` optional).
+            init: start from this field (a prior); a fresh field otherwise. Not modified.
+            callback: called as ``callback(step, logs)`` after every step.
+            progress: show a progress bar.
+        """
+        cfg = self.config
+        device = resolve_device(cfg.device)
+        t0 = time.perf_counter()
+        field_ = self.new_field(seq) if init is None else copy.deepcopy(init)
+        _check_compatible(field_, seq)
+        field_ = field_.to(device)
+        problem = _Problem(seq, cfg, device)
+        history = self._optimise(field_, problem, callback, progress)
+        fit_seconds = time.perf_counter() - t0
+        disp = field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
+        labels = None
+        if seq.ref_labels is not None:
+            labels = propagate_labels(seq.ref_labels, disp, seq.spacing, sorted(seq.label_map.codes()))
+        metrics = _fit_metrics(seq, cfg, history, disp, labels, fit_seconds, time.perf_counter() - t0)
+        return FitResult(field_.cpu(), disp, labels, history, metrics, cfg, seq)
+
+    # -- optimisation loop -------------------------------------------------------------------
+    def _optimise(self, field_: MotionField, problem: "_Problem", callback, progress: bool) -> list[dict]:
+        cfg = self.config
+        history: list[dict] = []
+        if cfg.steps == 0:
+            return history
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        lr = cfg.lr
+        retries = 1
+        good_state = copy.deepcopy(field_.state_dict())
+        opt = torch.optim.Adam(field_.parameters(), lr=lr)
+        best, since_best = math.inf, 0
+        ema = None
+        bar = _progress_bar(cfg.steps) if progress else None
+        step = 0
+        try:
+            while step < cfg.steps:
+                frac = step / max(cfg.steps - 1, 1)
+                level = problem.level_at(frac)
+                for g in opt.param_groups:
+                    g["lr"] = lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
+                opt.zero_grad(set_to_none=True)
+                total, logs = problem.loss(field_, level, gen)
+                if not torch.isfinite(total):
+                    if retries == 0:
+                        raise FitDivergedError(
+                            f"{problem.seq.name}: the fit diverged (non-finite loss at step {step}) even after "
+                            "restarting with half the learning rate; try a lower --lr or stronger regularisation"
+                        )
+                    retries -= 1
+                    lr *= 0.5
+                    field_.load_state_dict(good_state)
+                    opt = torch.optim.Adam(field_.parameters(), lr=lr)
+                    logs = {"restart": step, "lr": lr}
+                    history.append(logs)
+                    continue
+                total.backward()
+                opt.step()
+                logs["step"] = step
+                logs["level"] = level
+                history.append(logs)
+                if step % 50 == 0:
+                    good_state = copy.deepcopy(field_.state_dict())
+                if callback is not None:
+                    callback(step, logs)
+                if bar is not None:
+                    bar[0].update(bar[1], advance=1, description=f"fit loss {logs['loss']:.4f}")
+                step += 1
+                # Early stopping only once the finest scale is reached.
+                ema = logs["loss"] if ema is None else 0.9 * ema + 0.1 * logs["loss"]
+                if level == problem.n_levels - 1:
+                    if not math.isfinite(best) or ema < best - cfg.min_delta * abs(best):
+                        best, since_best = ema, 0
+                    else:
+                        since_best += 1
+                        if since_best >= cfg.patience:
+                            break
+        finally:
+            if bar is not None:
+                bar[0].stop()
+        return history
+
+
+def _progress_bar(total: int):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                 TimeElapsedColumn(), TimeRemainingColumn(), transient=True)
+    task = p.add_task("fit", total=total)
+    p.start()
+    return p, task
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for but absent."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r} (use cpu or cuda)")
+    return dev
+
+
+def _check_compatible(field_: MotionField, seq: Sequence) -> None:
+    if field_.dim != seq.ndim_space:
+        raise InputError(f"{seq.name}: the initial field is {field_.dim}D but the sequence is {seq.ndim_space}D")
+    if field_.n_frames != seq.n_frames or field_.ref_frame != seq.ref_frame:
+        # Time is continuous in cycle phase, so a field for another frame count is re-timed.
+        field_.n_frames = seq.n_frames
+        field_.ref_frame = seq.ref_frame
+
+
+class _Problem:
+    """The data of one fit on the device, and the loss of one step."""
+
+    def __init__(self, seq: Sequence, cfg: FitConfig, device: torch.device) -> None:
+        self.seq, self.cfg, self.device = seq, cfg, device
+        self.dim = seq.ndim_space
+        self.spacing = torch.as_tensor(seq.spacing, dtype=torch.float32, device=device)
+        img = normalise_intensity(seq.image)
+        self.levels = []
+        for s in cfg.blur_px:
+            lvl = torch.from_numpy(np.ascontiguousarray(_blur_inplane(img, s).transpose(3, 0, 1, 2))).to(device)
+            self.levels.append(lvl)  # (T, X, Y, Z)
+        self.n_levels = len(self.levels)
+        self.others = torch.tensor([t for t in range(seq.n_frames) if t != seq.ref_frame], device=device)
+        mask = heart_mask(seq)
+        self.weights = torch.from_numpy(_sampling_weights(img[..., seq.ref_frame], mask, cfg)).to(device)
+        self.shape = seq.shape
+        self.stride = torch.tensor([seq.shape[1] * seq.shape[2], seq.shape[2], 1], device=device)
+        # Through-plane, data exist only at slice centres: similarity points stay on slices when
+        # slices are thick; regulariser points fill the gaps.
+        self.jitter_z_similarity = self.dim == 3 and seq.spacing[2] <= 2.0 * seq.spacing[:2].max()
+        self.myo = None
+        self.onehot = None
+        if seq.ref_labels is not None:
+            lm = seq.label_map
+            codes = sorted(lm.codes())
+            ref = torch.from_numpy(seq.ref_labels.astype(np.int64)).to(device)
+            if lm.myo is not None and (seq.ref_labels == lm.myo).any():
+                self.myo = (ref == lm.myo).float().unsqueeze(0)  # (1, X, Y, Z)
+            extra = [t for t in seq.labels if t != seq.ref_frame]
+            if cfg.w_labels > 0 and extra:
+                self.label_frames = torch.tensor(extra, device=device)
+                oh = []
+                for t in extra:
+                    lab = torch.from_numpy(seq.labels[t].astype(np.int64)).to(device)
+                    oh.append(torch.stack([(lab == c).float() for c in codes]))
+                self.onehot_frames = torch.stack(oh)  # (F, C, X, Y, Z)
+                self.onehot_ref = torch.stack([(ref == c).float() for c in codes])
+                self.onehot = True
+        if cfg.similarity == "lncc":
+            p = cfg.patch
+            r = torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2
+            off = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2) * self.spacing[:2]
+            if self.dim == 3:
+                off = torch.cat([off, torch.zeros(off.shape[0], 1, device=device)], 1)
+            self.patch_offsets = off  # (P, D)
+
+    def level_at(self, frac: float) -> int:
+        for i, until in enumerate(self.cfg.blur_until):
+            if frac < until:
+                return i
+        return self.n_levels - 1
+
+    def sample_points(self, n: int, gen: torch.Generator, jitter_z: bool) -> torch.Tensor:
+        """``(n, D)`` reference points in mm, drawn from the sampling weights, jittered in-voxel."""
+        idx = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=gen).to(self.device)
+        ijk = torch.stack([idx // self.stride[0], (idx // self.stride[1]) % self.shape[1], idx % self.shape[2]], -1).float()
+        jit = torch.rand(n, 3, generator=gen).to(self.device) - 0.5
+        if not jitter_z:
+            jit[:, 2] = 0
+        pts = (ijk + jit) * self.spacing
+        hi = (torch.tensor(self.shape, device=self.device) - 1) * self.spacing
+        pts = torch.minimum(pts.clamp(min=0), hi)
+        return pts[:, : self.dim]
+
+    def loss(self, field_: MotionField, level: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        frames = self.levels[level]
+        ref_t = self.seq.ref_frame
+        if cfg.similarity == "lncc":
+            m = max(1, cfg.points // self.patch_offsets.shape[0])
+            centres = self.sample_points(m, gen, self.jitter_z_similarity)
+            x = (centres.unsqueeze(1) + self.patch_offsets.unsqueeze(0)).reshape(-1, self.dim)
+        else:
+            x = self.sample_points(cfg.points, gen, self.jitter_z_similarity)
+        coeffs = field_.coefficients(x)
+        basis = field_.basis()[self.others]  # (T-1, 2K)
+        u = torch.einsum("nkd,tk->tnd", coeffs, basis)  # (T-1, N, D)
+        fixed = sample(frames[ref_t].unsqueeze(0), x, self.spacing).t()  # (1, N)
+        moving = sample_frames(frames[self.others], x.unsqueeze(0) + u, self.spacing)  # (T-1, N)
+        if cfg.similarity == "ncc":
+            sim = ncc_loss(fixed.t(), moving.t())
+        elif cfg.similarity == "mse":
+            sim = mse_loss(fixed.t(), moving.t())
+        else:
+            p = self.patch_offsets.shape[0]
+            sim = lncc_loss(fixed.t().reshape(-1, p, 1), moving.t().reshape(-1, p, moving.shape[0]))
+        total = sim
+        logs = {"sim": sim.item()}
+        if cfg.w_temporal > 0:
+            tem = temporal_smoothness_loss(coeffs, field_.n_frames)
+            total = total + cfg.w_temporal * tem
+            logs["temporal"] = tem.item()
+        if cfg.reg_points > 0 and (cfg.w_smooth > 0 or cfg.w_fold > 0 or cfg.w_incompress > 0):
+            xr = self.sample_points(cfg.reg_points, gen, jitter_z=True)
+            _, jac_c = field_.coefficients_and_jacobian(xr)
+            jac = torch.einsum("nkij,tk->ntij", jac_c, basis)  # (M, T-1, D, D)
+            det = jacobian_determinant(jac)
+            if cfg.w_smooth > 0:
+                sm = gradient_smoothness_loss(jac)
+                total = total + cfg.w_smooth * sm
+                logs["smooth"] = sm.item()
+            if cfg.w_fold > 0:
+                fo = folding_loss(det)
+                total = total + cfg.w_fold * fo
+                logs["fold"] = fo.item()
+            if cfg.w_incompress > 0 and self.myo is not None:
+                w = sample(self.myo, xr, self.spacing, mode="nearest")  # (M, 1)
+                inc = volume_change_loss(det, w)
+                total = total + cfg.w_incompress * inc
+                logs["incompress"] = inc.item()
+            logs["min_det"] = det.min().item()
+        if self.onehot is not None and cfg.w_labels > 0:
+            lab_u = torch.einsum("nkd,tk->tnd", coeffs, field_.basis()[self.label_frames])
+            ref_oh = sample(self.onehot_ref, x, self.spacing).unsqueeze(0).expand(len(self.label_frames), -1, -1)
+            mov_oh = torch.stack([
+                sample(self.onehot_frames[i], x + lab_u[i], self.spacing) for i in range(len(self.label_frames))
+            ])  # (F, N, C)
+            lab = label_overlap_loss(ref_oh.permute(1, 0, 2), mov_oh.permute(1, 0, 2))
+            total = total + cfg.w_labels * lab
+            logs["labels"] = lab.item()
+        logs["loss"] = total.item()
+        return total, logs
+
+
+def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray,
+                 labels: np.ndarray | None, fit_seconds: float, total_seconds: float) -> dict:
+    from .metrics import folding_stats
+
+    steps = [h for h in history if "loss" in h]
+    last = steps[-1] if steps else {}
+    mask = heart_mask(seq)
+    if mask is not None:
+        from scipy.ndimage import binary_dilation
+
+        mask = binary_dilation(mask, iterations=3, structure=np.ones((3, 3, 1), bool))
+    fold_all = folding_stats(disp, seq.spacing)
+    out = {
+        "fit_seconds": round(fit_seconds, 3),
+        "total_seconds": round(total_seconds, 3),
+        "steps": len(steps),
+        "restarts": sum(1 for h in history if "restart" in h),
+        "final_losses": {k: v for k, v in last.items() if k not in ("step", "level")},
+        "percent_negative_jacobian": fold_all["percent_folded"],
+        "min_jacobian_determinant": fold_all["min_det"],
+        "max_displacement_mm": float(np.abs(disp).max()),
+    }
+    if mask is not None:
+        fold_heart = folding_stats(disp, seq.spacing, mask=mask)
+        out["percent_negative_jacobian_heart"] = fold_heart["percent_folded"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the output contract
+# ---------------------------------------------------------------------------------------------
+
+
+def save_field(path: str | Path, field_: MotionField) -> Path:
+    """Save a fitted field (architecture + weights) atomically as a torch file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": "cardioinr-field", "version": 1, "describe": field_.describe(),
+                    "state_dict": field_.state_dict()}, tmp)
+    return path
+
+
+def load_field(path: str | Path, device: str = "cpu") -> MotionField:
+    """Load a field written by :func:`save_field`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: field file not found")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+        d = obj["describe"]
+        f = MotionField(FieldConfig(**d["config"]), d["dim"], d["n_frames"], d["ref_frame"],
+                        centre=torch.tensor(d["centre"]), scale=d["scale"])
+        f.load_state_dict(obj["state_dict"])
+    except InputError:
+        raise
+    except Exception as e:  # corrupt or foreign file
+        raise InputError(f"{path}: not a readable cardioinr field file ({str(e).splitlines()[0][:160]})") from None
+    return f
+
+
+def write_fit_outputs(result: FitResult, out_dir: str | Path, extra_metrics: dict | None = None) -> Path:
+    """Write ``displacement.nii.gz``, ``labels.nii.gz`` (if labels), ``field.pt`` and
+    ``metrics.json`` into ``out_dir`` (each atomically)."""
+    from . import __version__
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seq = result.sequence
+    save_nifti(out / "displacement.nii.gz", result.displacement.astype(np.float32), seq.affine)
+    if result.labels is not None:
+        save_nifti(out / "labels.nii.gz", result.labels.astype(np.uint8), seq.affine,
+                   frame_interval_ms=seq.frame_interval_ms)
+    save_field(out / "field.pt", result.field)
+    metrics = dict(result.metrics)
+    metrics.update({
+        "cardioinr_version": __version__,
+        "sequence": {"name": seq.name, "shape": list(seq.image.shape), "spacing_mm": seq.spacing.tolist(),
+                     "frame_interval_ms": seq.frame_interval_ms, "ref_frame": seq.ref_frame,
+                     "label_map": seq.label_map.as_dict(), "source": seq.meta.get("source")},
+        "config": result.config.to_dict(),
+        "loss_curve": [h.get("loss") for h in result.history if "loss" in h][:: max(1, len(result.history) // 200)],
+    })
+    if extra_metrics:
+        metrics.update(extra_metrics)
+    write_json_atomic(out / "metrics.json", metrics)
+    return out
+
+
+def fit_sequence(seq: Sequence, config: FitConfig | None = None, init: MotionField | None = None,
+                 progress: bool = False) -> FitResult:
+    """Convenience wrapper: ``Fitter(config).fit(seq, init)``."""
+    return Fitter(config).fit(seq, init=init, progress=progress)
+
+
+__all__ = ["FitConfig", "FitResult", "Fitter", "fit_sequence", "frame_of_reference", "load_field",
+           "normalise_intensity", "resolve_device", "save_field", "write_fit_outputs"]
