@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,41 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitConfig":
+        """Build from a plain dict (e.g. parsed TOML/JSON); unknown keys are an error."""
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown fit setting(s): {', '.join(sorted(unknown))}")
+        if isinstance(d.get("field"), dict):
+            fknown = {f.name for f in fields(FieldConfig)}
+            bad = set(d["field"]) - fknown
+            if bad:
+                raise ConfigError(f"unknown field setting(s): {', '.join(sorted(bad))}")
+            d["field"] = FieldConfig(**d["field"])
+        for k in ("blur_px", "blur_until"):
+            if k in d:
+                d[k] = tuple(float(v) for v in d[k])
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "FitConfig":
+        """Load from a TOML or JSON file (a ``[fit]`` table in TOML is accepted too)."""
+        import json
+        import tomllib
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            text = path.read_text()
+            d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+        return cls.from_dict(d.get("fit", d))
 
 
 @dataclass
@@ -237,7 +272,7 @@ class Fitter:
         good_state = copy.deepcopy(field_.state_dict())
         opt = torch.optim.Adam(field_.parameters(), lr=lr)
         best, since_best = math.inf, 0
-        ema = None
+        ema, ema_level = None, -1
         bar = _progress_bar(cfg.steps) if progress else None
         step = 0
         try:
@@ -273,7 +308,9 @@ class Fitter:
                 if bar is not None:
                     bar[0].update(bar[1], advance=1, description=f"fit loss {logs['loss']:.4f}")
                 step += 1
-                # Early stopping only once the finest scale is reached.
+                # Early stopping only at the finest scale; losses of different scales differ.
+                if level != ema_level:
+                    ema, ema_level, best, since_best = None, level, math.inf, 0
                 ema = logs["loss"] if ema is None else 0.9 * ema + 0.1 * logs["loss"]
                 if level == problem.n_levels - 1:
                     if not math.isfinite(best) or ema < best - cfg.min_delta * abs(best):
