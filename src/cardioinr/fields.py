@@ -95,7 +95,8 @@ def harmonic_basis(t: torch.Tensor, n_frames: int, ref_frame: float, harmonics: 
     Returns:
         ``(T', 2K)``: ``[sin(k phi) / k, (1 - cos(k phi)) / k]`` for k = 1..K.
     """
-    phi = 2.0 * math.pi * (t.reshape(-1, 1) - ref_frame) / n_frames
+    # Wrap to one cycle first so that u is exactly zero at ref_frame + m * T too.
+    phi = 2.0 * math.pi * torch.remainder(t.reshape(-1, 1) - ref_frame, n_frames) / n_frames
     k = torch.arange(1, harmonics + 1, dtype=t.dtype, device=t.device)
     return torch.cat([torch.sin(k * phi) / k, (1.0 - torch.cos(k * phi)) / k], dim=1)
 
