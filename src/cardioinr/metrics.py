@@ -1,0 +1,746 @@
+"""Evaluation metrics: overlap and surface distance of labels, end-point error and folding of
+displacement fields, and scoring of a fit output folder against ground truth.
+
+All functions are pure (NumPy in, Python floats / dicts out) and follow the package layout
+(see :mod:`cardioinr.io`):
+
+* label maps ``(X, Y, Z)`` per frame or ``(X, Y, Z, T)`` for a whole sequence, uint8 codes whose
+  meaning is given by a :class:`~cardioinr.io.LabelMap`;
+* displacements ``(X, Y, Z, T, 3)`` (or ``(X, Y, Z, 3)`` for one frame) in millimetres along the
+  array axes i, j, k; entry ``[i, j, k, t]`` moves the reference-frame voxel ``(i, j, k)`` to frame
+  ``t`` (``x_t = X + u``, Lagrangian, zero at the reference frame);
+* ``spacing``: voxel size along the array axes in mm, shape ``(3,)``.
+
+A single slice (``Z == 1``) is treated as a 2D image throughout: surface distances are computed
+in-plane and the Jacobian is the 2 x 2 in-plane one.
+
+Undefined values are ``NaN`` (never an exception): the Dice of two empty masks, the HD95 when
+either mask is empty. :func:`json_ready` turns them into ``None`` for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .io import ACDC, LabelMap, load_label_volume, read_nifti, spacing_from_affine
+
+__all__ = [
+    "dice",
+    "dice_per_label",
+    "hd95",
+    "label_scores",
+    "endpoint_error",
+    "epe_by_region",
+    "jacobian_determinant",
+    "folding_stats",
+    "heart_mask",
+    "find_reference_frame",
+    "evaluate_arrays",
+    "evaluate_folder",
+    "phantom_truth_paths",
+    "json_ready",
+]
+
+_NAN = float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_spacing(spacing: Iterable[float] | np.ndarray, ndim: int = 3) -> np.ndarray:
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if sp.size < ndim or not np.all(np.isfinite(sp[:ndim])) or np.any(sp[:ndim] <= 0):
+        raise InputError(f"spacing must hold {ndim} positive numbers (mm), got {np.asarray(spacing).tolist()}")
+    return sp[:ndim]
+
+
+def _mask(labels: np.ndarray, code: int | bool) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == bool and code in (True, 1):
+        return labels
+    return labels == code
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
+    if a.shape != b.shape:
+        raise InputError(f"{what_a} has shape {tuple(a.shape)} but {what_b} has shape {tuple(b.shape)}")
+
+
+def json_ready(obj: Any) -> Any:
+    """Turn a result into plain JSON types: NaN/inf -> ``None``, NumPy -> Python, keys -> str.
+
+    ``json.dumps(json_ready(x), allow_nan=False)`` always succeeds for the dicts this module builds.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlap and surface distance
+# ---------------------------------------------------------------------------------------------
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, code: int | bool = 1) -> float:
+    """Dice coefficient ``2 |A & B| / (|A| + |B|)`` of the voxels equal to ``code``.
+
+    Args:
+        pred, truth: label arrays of one shape (any dimension), or boolean masks with ``code=1``.
+        code: the label value to compare.
+
+    Returns:
+        Dice in [0, 1]; ``0.0`` when exactly one mask is empty; ``NaN`` when both are empty
+        (the overlap of nothing with nothing is undefined, not perfect).
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    _check_same_shape(pred, truth, "predicted labels", "true labels")
+    a, b = _mask(pred, code), _mask(truth, code)
+    total = int(a.sum()) + int(b.sum())
+    if total == 0:
+        return _NAN
+    return 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def dice_per_label(pred: np.ndarray, truth: np.ndarray, label_map: LabelMap = ACDC) -> dict[str, float]:
+    """Dice of every labelled structure: ``{"LV": .., "MYO": .., "RV": ..}`` (names from ``label_map``)."""
+    return {name: dice(pred, truth, code) for name, code in label_map.items()}
+
+
+def _squeeze_2d(a: np.ndarray, b: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop a singleton k axis (a single slice is a 2D image)."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        return a[:, :, 0], b[:, :, 0], sp[:2]
+    return a, b, sp[: a.ndim]
+
+
+def _crop_to_union(a: np.ndarray, b: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to the bounding box of ``a | b`` plus ``margin`` voxels (clipped to the array).
+
+    A margin of one voxel keeps surface extraction identical to the uncropped arrays: a voxel on
+    the crop border is then either background or on the array border in both cases."""
+    idx = np.nonzero(a | b)
+    sl = tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n)) for i, n in zip(idx, a.shape))
+    return a[sl], b[sl]
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, code: int | bool, spacing: Iterable[float] | np.ndarray) -> float:
+    """95th-percentile symmetric Hausdorff distance between two mask surfaces, in mm.
+
+    Surfaces are the boundary voxels of each mask (the mask minus its face-connected erosion;
+    voxels on the array border count as boundary). For each direction the 95th percentile of the
+    distances from one surface's voxel centres to the nearest voxel centre of the other surface is
+    taken (physical distances, anisotropic ``spacing`` honoured); the result is the larger of the
+    two. This is MONAI's ``compute_hausdorff_distance(percentile=95)``, which does the work here,
+    run on the bounding box of both masks (plus one voxel) for speed.
+
+    Args:
+        pred, truth: label arrays ``(X, Y, Z)`` or ``(X, Y)`` of one shape. ``Z == 1`` is scored
+            as a 2D image (in-plane distances only).
+        code: label value of the structure (``1`` / ``True`` for boolean masks).
+        spacing: voxel size ``(3,)`` (or ``(2,)`` for 2D arrays), mm.
+
+    Returns:
+        HD95 in mm; ``NaN`` when either mask is empty (the distance is undefined; the Dice,
+        0 in that case, records the failure).
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    _check_same_shape(pred, truth, "predicted labels", "true labels")
+    if pred.ndim not in (2, 3):
+        raise InputError(f"hd95 expects a 2D or 3D label array, got shape {pred.shape}")
+    sp = _as_spacing(spacing, pred.ndim)
+    a, b, sp = _squeeze_2d(_mask(pred, code), _mask(truth, code), sp)
+    if not a.any() or not b.any():
+        return _NAN
+    a, b = _crop_to_union(a, b)
+    return _monai_hd(a, b, sp, 95.0)
+
+
+def _monai_hd(a: np.ndarray, b: np.ndarray, sp: np.ndarray, percentile: float) -> float:
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    ta = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    tb = torch.from_numpy(np.ascontiguousarray(b))[None, None]
+    with warnings.catch_warnings():
+        # MONAI 1.5+ warns about its own internal use of a deprecated argument on every call.
+        warnings.simplefilter("ignore", FutureWarning)
+        hd = compute_hausdorff_distance(
+            ta, tb, include_background=True, distance_metric="euclidean", percentile=percentile,
+            directed=False, spacing=[float(s) for s in sp],
+        )
+    return float(hd.reshape(-1)[0])
+
+
+def _frames_of(truth: np.ndarray | Mapping[int, np.ndarray], n_frames: int, shape3: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Truth labels as ``{frame: (X, Y, Z)}``, validated against the prediction's shape."""
+    if isinstance(truth, Mapping):
+        out = {}
+        for t, lab in truth.items():
+            t = int(t)
+            if not -n_frames <= t < n_frames:
+                raise InputError(f"true labels given for frame {t}, but the prediction has {n_frames} frames")
+            lab = np.asarray(lab)
+            if lab.ndim == 2 and shape3[2] == 1:
+                lab = lab[:, :, None]
+            if lab.shape != tuple(shape3):
+                raise InputError(f"true labels of frame {t} have shape {lab.shape}, predicted frames have {tuple(shape3)}")
+            out[t % n_frames] = lab
+        return out
+    truth = np.asarray(truth)
+    if truth.shape != tuple(shape3) + (n_frames,):
+        raise InputError(f"true labels have shape {truth.shape}, predicted labels have {tuple(shape3) + (n_frames,)}")
+    return {t: truth[..., t] for t in range(n_frames)}
+
+
+def label_scores(
+    pred_labels: np.ndarray,
+    truth_labels: np.ndarray | Mapping[int, np.ndarray],
+    label_map: LabelMap = ACDC,
+    spacing: Iterable[float] | np.ndarray = (1.0, 1.0, 1.0),
+    frames: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """Per-frame, per-structure Dice and HD95 of propagated labels, with a summary over frames.
+
+    A structure is scored in a frame only where the truth labels it there (e.g. Sunnybrook ES
+    frames have an LV contour but no myocardium); undefined entries are left out, not zeroed.
+
+    Args:
+        pred_labels: ``(X, Y, Z, T)`` predicted labels of every frame.
+        truth_labels: ``(X, Y, Z, T)`` true labels of every frame, or ``{frame: (X, Y, Z)}`` for
+            the labelled frames only.
+        label_map: codes of LV, MYO, RV.
+        spacing: ``(3,)`` voxel size, mm.
+        frames: frames to score (default: every frame with truth).
+
+    Returns:
+        ``{"frames": {t: {name: {"dice": float, "hd95": float}}},
+        "summary": {name: {"n_frames", "dice_min", "dice_mean", "hd95_mean", "hd95_max",
+        "hd95_n_undefined"}}}``. HD95 is in mm; ``hd95_*`` are over frames where it is defined
+        (``hd95_n_undefined`` counts frames where the prediction lost the structure).
+    """
+    pred_labels = np.asarray(pred_labels)
+    if pred_labels.ndim != 4:
+        raise InputError(f"predicted labels must be (X, Y, Z, T), got shape {pred_labels.shape}")
+    sp = _as_spacing(spacing)
+    n_frames = pred_labels.shape[3]
+    truth = _frames_of(truth_labels, n_frames, pred_labels.shape[:3])
+    wanted = sorted(truth) if frames is None else _frame_list(frames, n_frames)
+    per_frame: dict[int, dict[str, dict[str, float]]] = {}
+    for t in wanted:
+        if t not in truth:
+            continue
+        entry = {}
+        for name, code in label_map.items():
+            if not np.any(truth[t] == code):
+                continue
+            p = pred_labels[..., t]
+            entry[name] = {"dice": dice(p, truth[t], code), "hd95": hd95(p, truth[t], code, sp)}
+        if entry:
+            per_frame[t] = entry
+    summary: dict[str, dict[str, float | int]] = {}
+    for name, _ in label_map.items():
+        d = np.array([f[name]["dice"] for f in per_frame.values() if name in f], dtype=np.float64)
+        h = np.array([f[name]["hd95"] for f in per_frame.values() if name in f], dtype=np.float64)
+        if d.size == 0:
+            continue
+        hf = h[np.isfinite(h)]
+        summary[name] = {
+            "n_frames": int(d.size),
+            "dice_min": float(d.min()),
+            "dice_mean": float(d.mean()),
+            "hd95_mean": float(hf.mean()) if hf.size else _NAN,
+            "hd95_max": float(hf.max()) if hf.size else _NAN,
+            "hd95_n_undefined": int(h.size - hf.size),
+        }
+    return {"frames": per_frame, "summary": summary}
+
+
+# ---------------------------------------------------------------------------------------------
+# Displacement fields
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_disp(disp: np.ndarray, what: str) -> np.ndarray:
+    disp = np.asarray(disp)
+    if disp.ndim != 5 or disp.shape[-1] != 3:
+        raise InputError(f"{what} must be (X, Y, Z, T, 3), got shape {disp.shape}")
+    return disp
+
+
+def _frame_list(frames: Iterable[int] | None, n_frames: int) -> list[int]:
+    if frames is None:
+        return list(range(n_frames))
+    out = []
+    for t in frames:
+        if not -n_frames <= int(t) < n_frames:
+            raise InputError(f"frame {t} is out of range for {n_frames} frames")
+        out.append(int(t) % n_frames)
+    return out
+
+
+def _mask_4d(mask: np.ndarray | None, shape4: tuple[int, ...], frames: list[int]) -> np.ndarray | None:
+    """A region mask ``(X, Y, Z)`` (same region every frame) or ``(X, Y, Z, T)`` as ``(X, Y, Z, len(frames))``."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape == tuple(shape4[:3]):
+        return np.broadcast_to(mask[..., None], tuple(shape4[:3]) + (len(frames),))
+    if mask.shape == tuple(shape4):
+        return mask[..., frames]
+    raise InputError(f"mask has shape {mask.shape}, expected {tuple(shape4[:3])} or {tuple(shape4)}")
+
+
+def _stats(values: np.ndarray) -> dict[str, float | int]:
+    if values.size == 0:
+        return {"n": 0, "mean": _NAN, "median": _NAN, "p95": _NAN, "max": _NAN}
+    return {
+        "n": int(values.size),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(values.max()),
+    }
+
+
+def endpoint_error(
+    pred_disp: np.ndarray,
+    true_disp: np.ndarray,
+    mask: np.ndarray | None = None,
+    frames: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """End-point error ``|u_pred - u_true|`` (mm) over voxels and frames.
+
+    Args:
+        pred_disp, true_disp: ``(X, Y, Z, T, 3)`` displacements, mm (same reference frame).
+        mask: region of reference-frame voxels ``(X, Y, Z)``, or ``(X, Y, Z, T)``; default all.
+        frames: frames to include (default all; leave out the reference frame, where both fields
+            are zero by definition, to avoid diluting the average).
+
+    Returns:
+        ``{"n", "mean", "median", "p95", "max", "per_frame_mean": [one per included frame],
+        "frames": [included frame indices]}``, mm. Statistics are ``NaN`` for an empty region.
+    """
+    pred_disp = _check_disp(pred_disp, "predicted displacement")
+    true_disp = _check_disp(true_disp, "true displacement")
+    _check_same_shape(pred_disp, true_disp, "predicted displacement", "true displacement")
+    fr = _frame_list(frames, pred_disp.shape[3])
+    m = _mask_4d(mask, pred_disp.shape[:4], fr)
+    per_frame, values = [], []
+    for n, t in enumerate(fr):
+        diff = pred_disp[:, :, :, t, :].astype(np.float64) - true_disp[:, :, :, t, :].astype(np.float64)
+        err = np.sqrt(np.sum(diff * diff, axis=-1))
+        if m is not None:
+            err = err[m[..., n]]
+        else:
+            err = err.reshape(-1)
+        values.append(err)
+        per_frame.append(float(err.mean()) if err.size else _NAN)
+    out = _stats(np.concatenate(values) if values else np.zeros(0))
+    out["per_frame_mean"] = per_frame
+    out["frames"] = fr
+    return out
+
+
+def epe_by_region(
+    pred_disp: np.ndarray,
+    true_disp: np.ndarray,
+    ref_labels: np.ndarray,
+    label_map: LabelMap = ACDC,
+    frames: Iterable[int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """End-point error over the whole grid, the heart and each labelled structure.
+
+    The displacement is Lagrangian (indexed by reference-frame voxels), so regions are taken
+    from the labels of the reference frame.
+
+    Args:
+        pred_disp, true_disp: ``(X, Y, Z, T, 3)`` mm.
+        ref_labels: ``(X, Y, Z)`` labels of the reference frame.
+        label_map: codes of LV, MYO, RV.
+        frames: frames to include (see :func:`endpoint_error`).
+
+    Returns:
+        ``{"all": stats, "heart": stats (any labelled structure), "LV": .., "MYO": .., "RV": ..}``
+        with :func:`endpoint_error`'s stats; structures absent from ``ref_labels`` are left out.
+    """
+    pred_disp = _check_disp(pred_disp, "predicted displacement")
+    ref_labels = np.asarray(ref_labels)
+    if ref_labels.ndim == 2 and pred_disp.shape[2] == 1:
+        ref_labels = ref_labels[:, :, None]
+    if ref_labels.shape != pred_disp.shape[:3]:
+        raise InputError(f"reference labels have shape {ref_labels.shape}, displacement grid is {pred_disp.shape[:3]}")
+    fr = list(frames) if frames is not None else None
+    out = {"all": endpoint_error(pred_disp, true_disp, None, fr)}
+    heart = np.isin(ref_labels, list(label_map.codes()))
+    if heart.any():
+        out["heart"] = endpoint_error(pred_disp, true_disp, heart, fr)
+    for name, code in label_map.items():
+        m = ref_labels == code
+        if m.any():
+            out[name] = endpoint_error(pred_disp, true_disp, m, fr)
+    return out
+
+
+def jacobian_determinant(disp: np.ndarray, spacing: Iterable[float] | np.ndarray) -> np.ndarray:
+    """Determinant of the deformation gradient ``det(I + du/dX)`` on the grid.
+
+    Derivatives are central finite differences in mm (``np.gradient`` with the spacing; one-sided
+    at the array border). A single slice (``Z == 1``) is 2D: the in-plane 2 x 2 determinant, the
+    k component of ``u`` ignored. ``det <= 0`` marks folding; ``det < 1`` compression.
+
+    Args:
+        disp: ``(X, Y, Z, 3)`` displacement of one frame, mm along the array axes.
+        spacing: ``(3,)`` voxel size, mm.
+
+    Returns:
+        ``(X, Y, Z)`` float64 determinant (dimensionless).
+    """
+    disp = np.asarray(disp, dtype=np.float64)
+    if disp.ndim != 4 or disp.shape[-1] != 3:
+        raise InputError(f"displacement must be (X, Y, Z, 3), got shape {disp.shape}")
+    sp = _as_spacing(spacing)
+    shape = disp.shape[:3]
+    dims = 2 if shape[2] == 1 else 3
+    if any(n < 2 for n in shape[:dims]):
+        raise InputError(f"Jacobian needs at least 2 voxels along each spatial axis, got {shape}")
+    if dims == 2:
+        u = disp[:, :, 0, :2]
+        # F[..., c, a] = d u_c / d X_a + delta
+        g = [np.gradient(u[..., c], sp[0], sp[1]) for c in range(2)]
+        a, b = 1.0 + g[0][0], g[0][1]
+        c, d = g[1][0], 1.0 + g[1][1]
+        return (a * d - b * c)[:, :, None]
+    grads = [np.gradient(disp[..., c], sp[0], sp[1], sp[2]) for c in range(3)]
+    F = np.empty(shape + (3, 3))
+    for c in range(3):
+        for a in range(3):
+            F[..., c, a] = grads[c][a] + (1.0 if a == c else 0.0)
+    return np.linalg.det(F)
+
+
+def folding_stats(
+    disp: np.ndarray,
+    spacing: Iterable[float] | np.ndarray,
+    mask: np.ndarray | None = None,
+    frames: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """How much of a displacement sequence folds (``det(I + du/dX) <= 0``).
+
+    Args:
+        disp: ``(X, Y, Z, T, 3)`` mm.
+        spacing: ``(3,)`` mm.
+        mask: region ``(X, Y, Z)`` (same every frame, e.g. a dilated heart mask) or
+            ``(X, Y, Z, T)``; default the whole grid.
+        frames: frames to include (default all).
+
+    Returns:
+        ``{"n_voxels": voxels x frames counted, "percent_folded": % with det <= 0 over all
+        included frames, "min_det", "per_frame_percent": [...], "per_frame_min_det": [...],
+        "frames": [...]}``. ``min_det`` is ``NaN`` for an empty region.
+    """
+    disp = _check_disp(disp, "displacement")
+    fr = _frame_list(frames, disp.shape[3])
+    m = _mask_4d(mask, disp.shape[:4], fr)
+    folded = total = 0
+    per_pct, per_min = [], []
+    for n, t in enumerate(fr):
+        det = jacobian_determinant(disp[:, :, :, t, :], spacing)
+        det = det[m[..., n]] if m is not None else det.reshape(-1)
+        k = int(np.count_nonzero(det <= 0))
+        folded += k
+        total += det.size
+        per_pct.append(100.0 * k / det.size if det.size else _NAN)
+        per_min.append(float(det.min()) if det.size else _NAN)
+    finite_min = [v for v in per_min if math.isfinite(v)]
+    return {
+        "n_voxels": int(total),
+        "percent_folded": 100.0 * folded / total if total else _NAN,
+        "min_det": float(min(finite_min)) if finite_min else _NAN,
+        "per_frame_percent": per_pct,
+        "per_frame_min_det": per_min,
+        "frames": fr,
+    }
+
+
+def heart_mask(ref_labels: np.ndarray, label_map: LabelMap, spacing: Iterable[float] | np.ndarray, margin_mm: float = 5.0) -> np.ndarray:
+    """Voxels within ``margin_mm`` (physical distance) of any labelled structure; ``(X, Y, Z)`` bool.
+
+    A single slice is dilated in-plane only."""
+    ref_labels = np.asarray(ref_labels)
+    sp = _as_spacing(spacing)
+    heart = np.isin(ref_labels, list(label_map.codes()))
+    if not heart.any() or margin_mm <= 0:
+        return heart
+    if heart.shape[2] == 1:
+        dist = ndimage.distance_transform_edt(~heart[:, :, 0], sampling=sp[:2])[:, :, None]
+    else:
+        dist = ndimage.distance_transform_edt(~heart, sampling=sp)
+    return dist <= margin_mm
+
+
+def find_reference_frame(disp: np.ndarray) -> int | None:
+    """The first frame where the displacement is exactly zero everywhere (the contract's reference
+    frame), or ``None``. ``disp``: ``(X, Y, Z, T, 3)``."""
+    disp = _check_disp(disp, "displacement")
+    for t in range(disp.shape[3]):
+        if not np.any(disp[:, :, :, t, :]):
+            return t
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything at once
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_arrays(
+    pred_disp: np.ndarray,
+    pred_labels: np.ndarray | None = None,
+    truth_disp: np.ndarray | None = None,
+    truth_labels: np.ndarray | Mapping[int, np.ndarray] | None = None,
+    ref_labels: np.ndarray | None = None,
+    *,
+    spacing: Iterable[float] | np.ndarray,
+    label_map: LabelMap = ACDC,
+    ref_frame: int | None = None,
+    heart_margin_mm: float = 5.0,
+) -> dict[str, Any]:
+    """Score a fitted motion (and propagated labels) against whatever ground truth is given.
+
+    Args:
+        pred_disp: ``(X, Y, Z, T, 3)`` fitted displacement, mm.
+        pred_labels: ``(X, Y, Z, T)`` propagated labels, or ``None``.
+        truth_disp: ``(X, Y, Z, T, 3)`` true displacement (same reference frame), or ``None``.
+        truth_labels: ``(X, Y, Z, T)`` or ``{frame: (X, Y, Z)}`` true labels, or ``None``.
+        ref_labels: ``(X, Y, Z)`` labels of the reference frame, defining the EPE regions and
+            the heart mask for folding; default the truth labels at the reference frame, else
+            the predicted labels there.
+        spacing: ``(3,)`` voxel size, mm.
+        label_map: codes of LV, MYO, RV.
+        ref_frame: reference frame; default the first all-zero frame of ``pred_disp``.
+            It is left out of the EPE (both fields are zero there by definition).
+        heart_margin_mm: dilation of the heart mask used for ``folding["heart"]``.
+
+    Returns:
+        JSON-ready dict (NaN -> ``None``)::
+
+            {"shape": [X, Y, Z], "n_frames": T, "spacing_mm": [..], "ref_frame": int | None,
+             "folding": {"all": folding_stats, "heart": folding_stats (if ref labels)},
+             "epe": epe_by_region or {"all": ..} (if truth_disp),
+             "labels": label_scores (if pred_labels and truth_labels)}
+    """
+    pred_disp = _check_disp(pred_disp, "predicted displacement")
+    sp = _as_spacing(spacing)
+    shape3, n_frames = tuple(pred_disp.shape[:3]), pred_disp.shape[3]
+    if pred_labels is not None:
+        pred_labels = np.asarray(pred_labels)
+        if pred_labels.shape != shape3 + (n_frames,):
+            raise InputError(f"predicted labels have shape {pred_labels.shape}, displacement grid is {shape3 + (n_frames,)}")
+    if truth_disp is not None:
+        truth_disp = _check_disp(truth_disp, "true displacement")
+        _check_same_shape(pred_disp, truth_disp, "predicted displacement", "true displacement")
+    truth_frames = _frames_of(truth_labels, n_frames, shape3) if truth_labels is not None else None
+    if ref_frame is None:
+        ref_frame = find_reference_frame(pred_disp)
+    elif not -n_frames <= int(ref_frame) < n_frames:
+        raise InputError(f"reference frame {ref_frame} is out of range for {n_frames} frames")
+    else:
+        ref_frame = int(ref_frame) % n_frames
+    if ref_labels is None and ref_frame is not None:
+        if truth_frames is not None and ref_frame in truth_frames:
+            ref_labels = truth_frames[ref_frame]
+        elif pred_labels is not None:
+            ref_labels = pred_labels[..., ref_frame]
+    if ref_labels is not None:
+        ref_labels = np.asarray(ref_labels)
+        if ref_labels.ndim == 2 and shape3[2] == 1:
+            ref_labels = ref_labels[:, :, None]
+        if ref_labels.shape != shape3:
+            raise InputError(f"reference labels have shape {ref_labels.shape}, displacement grid is {shape3}")
+
+    out: dict[str, Any] = {
+        "shape": list(shape3),
+        "n_frames": int(n_frames),
+        "spacing_mm": [float(s) for s in sp],
+        "ref_frame": ref_frame,
+    }
+    folding = {"all": folding_stats(pred_disp, sp)}
+    if ref_labels is not None and np.isin(ref_labels, list(label_map.codes())).any():
+        folding["heart"] = folding_stats(pred_disp, sp, heart_mask(ref_labels, label_map, sp, heart_margin_mm))
+        folding["heart"]["margin_mm"] = float(heart_margin_mm)
+    out["folding"] = folding
+    if truth_disp is not None:
+        frames = [t for t in range(n_frames) if t != ref_frame]
+        if ref_labels is not None:
+            out["epe"] = epe_by_region(pred_disp, truth_disp, ref_labels, label_map, frames)
+        else:
+            out["epe"] = {"all": endpoint_error(pred_disp, truth_disp, None, frames)}
+    if pred_labels is not None and truth_frames is not None:
+        out["labels"] = label_scores(pred_labels, truth_frames, label_map, sp)
+    return json_ready(out)
+
+
+def phantom_truth_paths(folder: str | os.PathLike, case: int | str) -> dict[str, Path]:
+    """Ground-truth files of a phantom case: ``{"truth_displacement": caseNNN_truth_displacement.nii.gz,
+    "truth_labels": caseNNN_labels.nii.gz}`` (``case`` an int -> ``case{NNN:03d}``, or the prefix)."""
+    folder = Path(folder)
+    prefix = f"case{int(case):03d}" if isinstance(case, (int, np.integer)) else str(case)
+    paths = {
+        "truth_displacement": folder / f"{prefix}_truth_displacement.nii.gz",
+        "truth_labels": folder / f"{prefix}_labels.nii.gz",
+    }
+    for p in paths.values():
+        if not p.is_file():
+            raise InputError(f"{p}: phantom ground-truth file not found")
+    return paths
+
+
+def _read_displacement(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    data, affine, _ = read_nifti(path, what)
+    if data.ndim == 6 and data.shape[4] == 1:  # (X, Y, Z, T, 1, 3) written by some tools
+        data = data[:, :, :, :, 0, :]
+    if data.ndim != 5 or data.shape[-1] != 3:
+        raise InputError(f"{path}: {what} must be (X, Y, Z, T, 3), got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: {what} holds NaN or infinite values")
+    return data.astype(np.float32, copy=False), affine
+
+
+def _read_labels_4d(path: Path, shape4: tuple[int, ...], what: str) -> np.ndarray:
+    data, _, _ = read_nifti(path, what)
+    if data.ndim == 3 and shape4[2] == 1 and data.shape == (shape4[0], shape4[1], shape4[3]):
+        data = data[:, :, None, :]  # (X, Y, T) for a single slice
+    if data.shape != tuple(shape4):
+        raise InputError(f"{path}: {what} have shape {data.shape}, the displacement grid is {tuple(shape4)}")
+    if not np.all(np.isfinite(data)) or not np.allclose(data, np.round(data)) or data.min() < 0 or data.max() > 255:
+        raise InputError(f"{path}: {what} must hold integer codes 0..255")
+    return data.astype(np.uint8)
+
+
+def _ref_frame_from_metrics(out_dir: Path) -> int | None:
+    path = out_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("ref_frame")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def evaluate_folder(
+    out_dir: str | os.PathLike,
+    truth_displacement: str | os.PathLike | None = None,
+    truth_labels: str | os.PathLike | None = None,
+    frame_labels: Mapping[int, str | os.PathLike] | None = None,
+    label_map: LabelMap = ACDC,
+    ref_frame: int | None = None,
+    heart_margin_mm: float = 5.0,
+) -> dict[str, Any]:
+    """Score a ``cardioinr fit`` output folder against ground truth.
+
+    Reads ``displacement.nii.gz`` (required) and ``labels.nii.gz`` (if present) from ``out_dir``
+    (the output contract); the spacing comes from the displacement file's affine.
+
+    Args:
+        out_dir: the fit's output folder.
+        truth_displacement: ``(X, Y, Z, T, 3)`` true displacement NIfTI in mm (e.g. a phantom's
+            ``caseNNN_truth_displacement.nii.gz``), same grid and reference frame.
+        truth_labels: ``(X, Y, Z, T)`` NIfTI of true labels for every frame (e.g. a phantom's
+            ``caseNNN_labels.nii.gz``).
+        frame_labels: ``{frame: path}`` label maps ``(X, Y, Z)`` for some frames only (e.g.
+            Sunnybrook ED and ES); used where ``truth_labels`` is not given, and overriding it
+            for the frames it names when both are.
+        label_map: codes of LV, MYO, RV in both prediction and truth.
+        ref_frame: the reference frame; default ``metrics.json``'s ``ref_frame`` if present, else
+            the first all-zero frame of the displacement.
+        heart_margin_mm: see :func:`evaluate_arrays`.
+
+    Returns:
+        :func:`evaluate_arrays`'s dict plus ``"inputs"`` (the files read).
+
+    Raises:
+        InputError: a file is missing or unreadable, or shapes / spacings do not match.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise InputError(f"{out_dir}: fit output folder not found")
+    disp_path = out_dir / "displacement.nii.gz"
+    pred_disp, affine = _read_displacement(disp_path, "displacement")
+    shape3, n_frames = tuple(pred_disp.shape[:3]), pred_disp.shape[3]
+    spacing = spacing_from_affine(affine)
+    inputs: dict[str, Any] = {"displacement": str(disp_path)}
+
+    pred_labels = None
+    lab_path = out_dir / "labels.nii.gz"
+    if lab_path.exists():
+        pred_labels = _read_labels_4d(lab_path, shape3 + (n_frames,), "propagated labels")
+        inputs["labels"] = str(lab_path)
+
+    truth_disp = None
+    if truth_displacement is not None:
+        truth_disp, t_aff = _read_displacement(Path(truth_displacement), "true displacement")
+        if truth_disp.shape != pred_disp.shape:
+            raise InputError(
+                f"{truth_displacement}: true displacement has shape {truth_disp.shape}, "
+                f"the fit's displacement has {pred_disp.shape}"
+            )
+        t_sp = spacing_from_affine(t_aff)
+        if not np.allclose(t_sp, spacing, rtol=1e-3, atol=1e-4):
+            raise InputError(
+                f"{truth_displacement}: voxel size {np.round(t_sp, 4).tolist()} mm differs from the fit's "
+                f"{np.round(spacing, 4).tolist()} mm"
+            )
+        inputs["truth_displacement"] = str(truth_displacement)
+
+    truth: dict[int, np.ndarray] | None = None
+    if truth_labels is not None:
+        all_frames = _read_labels_4d(Path(truth_labels), shape3 + (n_frames,), "true labels")
+        truth = {t: all_frames[..., t] for t in range(n_frames)}
+        inputs["truth_labels"] = str(truth_labels)
+    if frame_labels:
+        truth = dict(truth or {})
+        for t, p in frame_labels.items():
+            t = int(t)
+            if not -n_frames <= t < n_frames:
+                raise InputError(f"{p}: labels given for frame {t}, but the fit has {n_frames} frames")
+            truth[t % n_frames] = load_label_volume(p, shape3)
+        inputs["frame_labels"] = {int(t): str(p) for t, p in frame_labels.items()}
+    if truth is not None and pred_labels is None:
+        raise InputError(f"{out_dir}: no labels.nii.gz to score against the true labels (fit with --seg)")
+
+    if ref_frame is None:
+        ref_frame = _ref_frame_from_metrics(out_dir)
+        if ref_frame is not None and not 0 <= ref_frame < n_frames:
+            ref_frame = None
+    result = evaluate_arrays(
+        pred_disp, pred_labels, truth_disp, truth, None,
+        spacing=spacing, label_map=label_map, ref_frame=ref_frame, heart_margin_mm=heart_margin_mm,
+    )
+    result["inputs"] = json_ready(inputs)
+    return result
