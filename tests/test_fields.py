@@ -68,12 +68,21 @@ def test_functional_call_with_other_weights() -> None:
     assert torch.all(functional_call(f, params, (x,)) == 0)
 
 
-def test_shift_modulation_changes_the_field() -> None:
-    f = _field("siren")
+def test_latent_code_modulates_the_field() -> None:
+    torch.manual_seed(0)
+    f = MotionField(FieldConfig(hidden=32, layers=2, latent_dim=8), 2, 12, 0, scale=40.0)
+    with torch.no_grad():
+        f.mlp.head.weight.normal_(0, 0.3)
     x = torch.rand(8, 2) * 80
-    mod = torch.zeros(f.modulation_size)
-    torch.testing.assert_close(f(x, modulation=mod), f(x))
-    assert (f(x, modulation=mod + 0.1) - f(x)).abs().max() > 1e-4
+    torch.testing.assert_close(f(x, latent=torch.zeros(8)), f(x))  # the default code is zero
+    assert (f(x, latent=torch.ones(8)) - f(x)).abs().max() > 1e-4
+    with torch.no_grad():
+        f.latent.fill_(1.0)
+    torch.testing.assert_close(f(x), f(x, latent=torch.ones(8)))
+    u, jac = f.displacement_and_jacobian(x, latent=torch.ones(8))
+    torch.testing.assert_close(u, f(x))
+    with pytest.raises(ValueError):
+        _field("siren")(x, latent=torch.zeros(8))
 
 
 def test_harmonic_basis_vanishes_at_reference() -> None:

@@ -19,7 +19,8 @@ the 1/k factor biases the fit towards smooth (low-frequency) motion.
 
 Coordinates enter normalised, ``x_n = (x_mm - centre) / scale``; the output is in mm. The
 backbones take explicit parameters through :func:`torch.func.functional_call` and optional
-per-layer *shift modulations* (Functa-style), which the priors use.
+per-layer *shift modulations* from a latent code (Functa-style), which the auto-decoder
+and encoder priors use.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class FieldConfig:
         harmonics: temporal harmonics K (capped at (T - 1) // 2 for T frames).
         output_gain: displacement = scale * output_gain * network output; keeps the network's
             outputs of order one for typical cardiac motion (a few mm).
+        latent_dim: size of a per-sequence latent code mapped linearly to per-layer shift
+            modulations (auto-decoder priors); 0 for a plain field.
     """
 
     model: str = "siren"
@@ -67,11 +70,12 @@ class FieldConfig:
     hash_max_res: int = 96
     harmonics: int = 6
     output_gain: float = 0.1
+    latent_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ConfigError(f"unknown field model {self.model!r} (choose from {', '.join(MODELS)})")
-        if self.hidden < 1 or self.layers < 1 or self.harmonics < 1:
+        if self.hidden < 1 or self.layers < 1 or self.harmonics < 1 or self.latent_dim < 0:
             raise ConfigError("field hidden width, layers and harmonics must be positive")
 
     def to_dict(self) -> dict:
@@ -261,26 +265,45 @@ class MotionField(nn.Module):
             n_enc = self.encoding.out_dim
             act = "silu"
         self.mlp = MLP(n_enc, n_out, config.hidden, config.layers, act, config.omega)
+        self.modulator: nn.Linear | None = None
+        if config.latent_dim > 0:
+            # Functa-style shift modulations; the code in use when none is passed explicitly.
+            self.modulator = nn.Linear(config.latent_dim, config.hidden * config.layers)
+            with torch.no_grad():
+                self.modulator.weight.normal_(0.0, 0.01)
+                self.modulator.bias.zero_()
+            self.register_buffer("latent", torch.zeros(config.latent_dim))
 
     # -- normalisation -----------------------------------------------------------------------
     def normalise(self, x_mm: torch.Tensor) -> torch.Tensor:
         return (x_mm - self.centre) / self.scale
 
-    @property
-    def modulation_size(self) -> int:
-        """Length of a flat shift-modulation vector (one shift per hidden unit and layer)."""
-        return self.config.hidden * self.config.layers
+    def set_frame(self, centre: torch.Tensor, scale: float, n_frames: int, ref_frame: int) -> None:
+        """Re-bind the field to another sequence's normalised frame and cycle (weights shared)."""
+        with torch.no_grad():
+            self.centre.copy_(torch.as_tensor(centre, dtype=self.centre.dtype))
+            self.scale.fill_(float(scale))
+        self.n_frames, self.ref_frame = int(n_frames), int(ref_frame)
+        self.harmonics = n_harmonics(self.config, self.n_frames)
 
-    def _split_shifts(self, modulation: torch.Tensor | None) -> list[torch.Tensor] | None:
-        if modulation is None:
+    def _shifts(self, latent: torch.Tensor | None) -> list[torch.Tensor] | None:
+        """Per-layer shifts from a latent code ``(L,)`` or ``(N, L)``; None for a plain field."""
+        if self.modulator is None:
+            if latent is not None:
+                raise ValueError("this field has no latent code (latent_dim = 0)")
             return None
-        return list(modulation.reshape(*modulation.shape[:-1], self.config.layers, self.config.hidden).unbind(-2))
+        z = self.latent if latent is None else latent
+        shifts = self.modulator(z)
+        return list(shifts.reshape(*shifts.shape[:-1], self.config.layers, self.config.hidden).unbind(-2))
 
     # -- evaluation --------------------------------------------------------------------------
-    def coefficients(self, x_mm: torch.Tensor, modulation: torch.Tensor | None = None) -> torch.Tensor:
-        """Fourier coefficients of the displacement, ``(N, 2K, D)``, in mm (gain and scale applied)."""
+    def coefficients(self, x_mm: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Fourier coefficients of the displacement, ``(N, 2K, D)``, in mm (gain and scale applied).
+
+        ``latent``: code ``(L,)`` (or per point ``(N, L)``) for a modulated field; default the
+        field's own code."""
         h = self.encoding(self.normalise(x_mm))
-        out = self.mlp(h, self._split_shifts(modulation))
+        out = self.mlp(h, self._shifts(latent))
         return out.reshape(-1, 2 * self.harmonics, self.dim) * (self.scale * self.config.output_gain)
 
     def basis(self, t: torch.Tensor | None = None) -> torch.Tensor:
@@ -290,40 +313,39 @@ class MotionField(nn.Module):
         return harmonic_basis(t.to(self.scale), self.n_frames, self.ref_frame, self.harmonics)
 
     def forward(self, x_mm: torch.Tensor, t: torch.Tensor | None = None,
-                modulation: torch.Tensor | None = None) -> torch.Tensor:
+                latent: torch.Tensor | None = None) -> torch.Tensor:
         """Displacement ``(N, T', D)`` in mm at points ``(N, D)`` mm and frames ``t`` (default all)."""
-        return torch.einsum("nkd,tk->ntd", self.coefficients(x_mm, modulation), self.basis(t))
+        return torch.einsum("nkd,tk->ntd", self.coefficients(x_mm, latent), self.basis(t))
 
-    def coefficients_and_jacobian(self, x_mm: torch.Tensor, modulation: torch.Tensor | None = None
+    def coefficients_and_jacobian(self, x_mm: torch.Tensor, latent: torch.Tensor | None = None
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients ``(N, 2K, D)`` and their exact spatial Jacobian ``(N, 2K, D, D)``
         (d coefficient / d x_mm, by forward-mode autodiff, differentiable for training)."""
         n, d = x_mm.shape
         x_rep = x_mm.repeat(d, 1)
         tangent = torch.eye(d, dtype=x_mm.dtype, device=x_mm.device).repeat_interleave(n, dim=0)
-        mod_rep = None if modulation is None or modulation.ndim == 1 else modulation.repeat(d, 1)
-        mod = modulation if mod_rep is None else mod_rep
-        coeffs, dcoeffs = torch.func.jvp(lambda x: self.coefficients(x, mod), (x_rep,), (tangent,))
+        z = latent if latent is None or latent.ndim == 1 else latent.repeat(d, 1)
+        coeffs, dcoeffs = torch.func.jvp(lambda x: self.coefficients(x, z), (x_rep,), (tangent,))
         jac = dcoeffs.reshape(d, n, *dcoeffs.shape[1:]).permute(1, 2, 3, 0)  # (N, 2K, D_out, D_in)
         return coeffs[:n], jac
 
     def displacement_and_jacobian(self, x_mm: torch.Tensor, t: torch.Tensor | None = None,
-                                  modulation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                  latent: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Displacement ``(N, T', D)`` mm and its spatial gradient ``(N, T', D, D)`` (du_i/dx_j)."""
-        coeffs, jac = self.coefficients_and_jacobian(x_mm, modulation)
+        coeffs, jac = self.coefficients_and_jacobian(x_mm, latent)
         b = self.basis(t)
         return torch.einsum("nkd,tk->ntd", coeffs, b), torch.einsum("nkij,tk->ntij", jac, b)
 
     @torch.no_grad()
     def dense(self, shape: tuple[int, int, int], spacing: torch.Tensor, chunk: int = 32768,
-              modulation: torch.Tensor | None = None) -> torch.Tensor:
+              latent: torch.Tensor | None = None) -> torch.Tensor:
         """Displacement at every voxel centre of the reference grid, ``(X, Y, Z, T, 3)`` mm
         (the output contract; the k component is 0 for a 2D field)."""
         axes = [torch.arange(n, dtype=torch.float32, device=self.scale.device) * float(s) for n, s in zip(shape, spacing)]
         pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
         out = torch.zeros(pts.shape[0], self.n_frames, 3, device=pts.device)
         for i in range(0, pts.shape[0], chunk):
-            out[i:i + chunk, :, : self.dim] = self(pts[i:i + chunk, : self.dim], modulation=modulation)
+            out[i:i + chunk, :, : self.dim] = self(pts[i:i + chunk, : self.dim], latent=latent)
         return out.reshape(*shape, self.n_frames, 3)
 
     def describe(self) -> dict:
