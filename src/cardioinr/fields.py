@@ -283,8 +283,9 @@ class MotionField(nn.Module):
         with torch.no_grad():
             self.centre.copy_(torch.as_tensor(centre, dtype=self.centre.dtype))
             self.scale.fill_(float(scale))
+        # The number of harmonics is part of the architecture and stays: the basis is
+        # continuous in cycle phase, so it applies to any frame count.
         self.n_frames, self.ref_frame = int(n_frames), int(ref_frame)
-        self.harmonics = n_harmonics(self.config, self.n_frames)
 
     def _shifts(self, latent: torch.Tensor | None) -> list[torch.Tensor] | None:
         """Per-layer shifts from a latent code ``(L,)`` or ``(N, L)``; None for a plain field."""

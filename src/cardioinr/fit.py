@@ -65,6 +65,8 @@ class FitConfig:
     w_incompress: float = 0.05
     w_temporal: float = 0.01
     w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
+    latent_steps: int = 0  # modulated fields: steps that move only the latent code first
+    latent_lr: float = 1e-2
     blur_px: tuple[float, ...] = (2.0, 1.0, 0.0)
     blur_until: tuple[float, ...] = (0.3, 0.6, 1.0)  # fraction of the steps each level lasts to
     patience: int = 150
@@ -245,13 +247,9 @@ class Fitter:
             progress: show a progress bar.
         """
         cfg = self.config
-        device = resolve_device(cfg.device)
         t0 = time.perf_counter()
         field_ = self.new_field(seq) if init is None else copy.deepcopy(init)
-        _check_compatible(field_, seq)
-        field_ = field_.to(device)
-        problem = _Problem(seq, cfg, device)
-        history = self._optimise(field_, problem, callback, progress)
+        history = self.optimise(seq, field_, callback, progress)
         fit_seconds = time.perf_counter() - t0
         disp = field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
         labels = None
@@ -261,28 +259,58 @@ class Fitter:
         return FitResult(field_.cpu(), disp, labels, history, metrics, cfg, seq)
 
     # -- optimisation loop -------------------------------------------------------------------
+    def optimise(self, seq: Sequence, field_: MotionField, callback: Callable[[int, dict], None] | None = None,
+                 progress: bool = False) -> list[dict]:
+        """Optimise ``field_`` in place on ``seq`` (no dense outputs); returns the loss history.
+
+        For a field with a latent code, the first ``latent_steps`` steps move only the code
+        (auto-decoder adaptation), then all weights and the code together."""
+        device = resolve_device(self.config.device)
+        _check_compatible(field_, seq)
+        field_.to(device)
+        return self._optimise(field_, _Problem(seq, self.config, device), callback, progress)
+
     def _optimise(self, field_: MotionField, problem: "_Problem", callback, progress: bool) -> list[dict]:
         cfg = self.config
         history: list[dict] = []
         if cfg.steps == 0:
             return history
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        z = torch.nn.Parameter(field_.latent.detach().clone()) if field_.modulator is not None else None
+        latent_only = z is not None and cfg.latent_steps > 0
+
+        def make_optimiser(lr: float) -> torch.optim.Optimizer:
+            if latent_only:
+                return torch.optim.Adam([z], lr=cfg.latent_lr)
+            groups = [{"params": list(field_.parameters()), "lr": lr}]
+            if z is not None:
+                groups.append({"params": [z], "lr": cfg.latent_lr, "latent": True})
+            return torch.optim.Adam(groups)
+
+        def snapshot() -> tuple[dict, torch.Tensor | None]:
+            return copy.deepcopy(field_.state_dict()), None if z is None else z.detach().clone()
+
         lr = cfg.lr
         retries = 1
-        good_state = copy.deepcopy(field_.state_dict())
-        opt = torch.optim.Adam(field_.parameters(), lr=lr)
+        good = snapshot()
+        opt = make_optimiser(lr)
         best, since_best = math.inf, 0
         ema, ema_level = None, -1
         bar = _progress_bar(cfg.steps) if progress else None
         step = 0
         try:
             while step < cfg.steps:
+                if latent_only and step >= cfg.latent_steps:
+                    latent_only = False
+                    opt = make_optimiser(lr)
                 frac = step / max(cfg.steps - 1, 1)
                 level = problem.level_at(frac)
-                for g in opt.param_groups:
-                    g["lr"] = lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
+                if not latent_only:
+                    decay = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac))
+                    for g in opt.param_groups:
+                        g["lr"] = (cfg.latent_lr if g.get("latent") else lr) * decay
                 opt.zero_grad(set_to_none=True)
-                total, logs = problem.loss(field_, level, gen)
+                total, logs = problem.loss(field_, level, gen, latent=z)
                 if not torch.isfinite(total):
                     if retries == 0:
                         raise FitDivergedError(
@@ -291,10 +319,12 @@ class Fitter:
                         )
                     retries -= 1
                     lr *= 0.5
-                    field_.load_state_dict(good_state)
-                    opt = torch.optim.Adam(field_.parameters(), lr=lr)
-                    logs = {"restart": step, "lr": lr}
-                    history.append(logs)
+                    field_.load_state_dict(good[0])
+                    if z is not None:
+                        with torch.no_grad():
+                            z.copy_(good[1])
+                    opt = make_optimiser(lr)
+                    history.append({"restart": step, "lr": lr})
                     continue
                 total.backward()
                 opt.step()
@@ -302,7 +332,7 @@ class Fitter:
                 logs["level"] = level
                 history.append(logs)
                 if step % 50 == 0:
-                    good_state = copy.deepcopy(field_.state_dict())
+                    good = snapshot()
                 if callback is not None:
                     callback(step, logs)
                 if bar is not None:
@@ -312,7 +342,7 @@ class Fitter:
                 if level != ema_level:
                     ema, ema_level, best, since_best = None, level, math.inf, 0
                 ema = logs["loss"] if ema is None else 0.9 * ema + 0.1 * logs["loss"]
-                if level == problem.n_levels - 1:
+                if level == problem.n_levels - 1 and not latent_only:
                     if not math.isfinite(best) or ema < best - cfg.min_delta * abs(best):
                         best, since_best = ema, 0
                     else:
@@ -322,6 +352,9 @@ class Fitter:
         finally:
             if bar is not None:
                 bar[0].stop()
+            if z is not None:
+                with torch.no_grad():
+                    field_.latent.copy_(z.detach())
         return history
 
 
@@ -353,8 +386,7 @@ def _check_compatible(field_: MotionField, seq: Sequence) -> None:
         raise InputError(f"{seq.name}: the initial field is {field_.dim}D but the sequence is {seq.ndim_space}D")
     if field_.n_frames != seq.n_frames or field_.ref_frame != seq.ref_frame:
         # Time is continuous in cycle phase, so a field for another frame count is re-timed.
-        field_.n_frames = seq.n_frames
-        field_.ref_frame = seq.ref_frame
+        field_.set_frame(field_.centre, float(field_.scale), seq.n_frames, seq.ref_frame)
 
 
 class _Problem:
@@ -422,7 +454,9 @@ class _Problem:
         pts = torch.minimum(pts.clamp(min=0), hi)
         return pts[:, : self.dim]
 
-    def loss(self, field_: MotionField, level: int, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    def loss(self, field_: MotionField, level: int, gen: torch.Generator,
+             latent: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Total loss of one step and its terms (floats); ``latent`` for modulated fields."""
         cfg = self.cfg
         frames = self.levels[level]
         ref_t = self.seq.ref_frame
@@ -432,7 +466,7 @@ class _Problem:
             x = (centres.unsqueeze(1) + self.patch_offsets.unsqueeze(0)).reshape(-1, self.dim)
         else:
             x = self.sample_points(cfg.points, gen, self.jitter_z_similarity)
-        coeffs = field_.coefficients(x)
+        coeffs = field_.coefficients(x, latent)
         basis = field_.basis()[self.others]  # (T-1, 2K)
         u = torch.einsum("nkd,tk->tnd", coeffs, basis)  # (T-1, N, D)
         fixed = sample(frames[ref_t].unsqueeze(0), x, self.spacing).t()  # (1, N)
@@ -452,7 +486,7 @@ class _Problem:
             logs["temporal"] = tem.item()
         if cfg.reg_points > 0 and (cfg.w_smooth > 0 or cfg.w_fold > 0 or cfg.w_incompress > 0):
             xr = self.sample_points(cfg.reg_points, gen, jitter_z=True)
-            _, jac_c = field_.coefficients_and_jacobian(xr)
+            _, jac_c = field_.coefficients_and_jacobian(xr, latent)
             jac = torch.einsum("nkij,tk->ntij", jac_c, basis)  # (M, T-1, D, D)
             det = jacobian_determinant(jac)
             if cfg.w_smooth > 0:
