@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .errors import CardioInrError
+from .errors import CardioInrError, ConfigError
 
 app = typer.Typer(
     name="cardioinr",
@@ -52,7 +52,8 @@ def fit(
     sequence: Path = typer.Argument(..., help="Cine: 4D NIfTI (X, Y, Z, T), .npz, or a folder of frames / DICOM."),
     out: Path = typer.Option(..., "--out", help="Output folder (created)."),
     seg: Optional[Path] = typer.Option(None, "--seg", help="Labels of the reference frame (NIfTI)."),
-    ref_frame: int = typer.Option(0, "--ref-frame", help="Reference frame index (negative counts from the end)."),
+    ref_frame: Optional[int] = typer.Option(None, "--ref-frame", help="Reference frame index (negative counts from the end; default 0)."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Start from a learned prior checkpoint (train-prior)."),
     label_map: str = typer.Option("acdc", "--label-map", help="acdc (1 RV, 2 MYO, 3 LV), sunnybrook (1 LV, 2 MYO), or 'lv=N,myo=N,rv=N'."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default from the config)."),
     model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
@@ -62,36 +63,207 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed and device give the same field)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html (the rest of the contract is written)."),
 ) -> None:
     """Fit a motion field to one cine and write the output contract into OUT."""
     from dataclasses import replace as dc_replace
 
-    import torch
-
-    from .fit import FitConfig, Fitter, write_fit_outputs
+    from .fit import FitConfig, Fitter
     from .io import LabelMap, load_label_volume, load_sequence
+    from .report import save_fit
 
-    if threads:
-        torch.set_num_threads(threads)
+    _threads(threads)
     cfg = FitConfig.from_file(config) if config else FitConfig()
+    loaded_prior = None
+    if prior is not None:
+        from .priors import load_prior
+
+        loaded_prior = load_prior(prior, device=device)
+        cfg = loaded_prior.fit_config(cfg)
     changes: dict = {"device": device, "seed": seed}
     if steps is not None:
         changes["steps"] = steps
     if similarity is not None:
         changes["similarity"] = similarity
     if model is not None:
+        if loaded_prior is not None and model != loaded_prior.field.config.model:
+            raise ConfigError(f"--model {model} differs from the prior's model {loaded_prior.field.config.model}")
         changes["field"] = dc_replace(cfg.field, model=model)
     cfg = dc_replace(cfg, **changes)
     seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
     if seg is not None:
         seq = seq.with_labels(seq.ref_frame, load_label_volume(seg, seq.shape))
-    result = Fitter(cfg).fit(seq, progress=not quiet)
-    write_fit_outputs(result, out)
+    init = loaded_prior.init_field(seq) if loaded_prior is not None else None
+    result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
+    extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind}} if loaded_prior is not None else None
+    save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
     typer.echo(
         f"fitted {seq.name}: {m['steps']} steps in {m['fit_seconds']:.1f} s, "
         f"{m['percent_negative_jacobian']:.3f} % folded voxels -> {out}"
     )
+
+
+@app.command()
+def report(
+    out_dir: Path = typer.Argument(..., help="A fit output folder."),
+) -> None:
+    """(Re)build report.html in a fit output folder."""
+    from .report import build_report
+
+    path = build_report(out_dir)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer steps and one Sunnybrook case."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+) -> None:
+    """Phantoms fitted from scratch and from a prior, plus the Sunnybrook cases when present."""
+    from .demo import print_rows, run_demo
+
+    _threads(threads)
+    rows = run_demo(out, quick=quick, log=typer.echo)
+    print_rows(rows)
+    typer.echo(f"outputs and reports in {out}/ (open fit_*/report.html in a browser)")
+
+
+def _threads(n: Optional[int]) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def load_cohort(data: Path, label_map: Optional[str] = None, dim: Optional[int] = None) -> list:
+    """All sequences of a dataset folder or manifest, reference frame at ED."""
+    from .datasets import index_dataset, load_entry
+    from .errors import InputError
+
+    entries = index_dataset(data, label_map=label_map)
+    if not entries:
+        raise InputError(f"{data}: no sequences found")
+    seqs = [load_entry(e) for e in entries]
+    dims = {s.ndim_space for s in seqs}
+    if dim is not None:
+        seqs = [s for s in seqs if s.ndim_space == dim]
+        if not seqs:
+            raise InputError(f"{data}: no {dim}D sequences found")
+    elif len(dims) > 1:
+        raise InputError(f"{data}: holds both 2D and 3D sequences; choose one with --dim")
+    return seqs
+
+
+@app.command("train-prior")
+def train_prior_cmd(
+    data: Path = typer.Argument(..., help="Folder or manifest of training sequences (phantoms, Sunnybrook, ACDC, plain)."),
+    kind: str = typer.Option("population", "--kind", help="population, consensus, autodecoder, meta or encoder."),
+    out: Path = typer.Option(..., "--out", help="Prior checkpoint to write (e.g. prior.ckpt)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Outer training steps."),
+    model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with prior settings ([prior] table)."),
+    label_map: Optional[str] = typer.Option(None, "--label-map", help="Override the dataset's label codes."),
+    dim: Optional[int] = typer.Option(None, "--dim", min=2, max=3, help="Use only 2D or 3D sequences."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the training state left by an interrupted run."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Learn a motion prior from a cohort (data-parallel under torchrun)."""
+    from dataclasses import replace as dc_replace
+
+    from .distributed import init_from_env, is_rank0, shutdown
+    from .priors import PriorConfig, save_prior, train_prior
+
+    _threads(threads)
+    base = _load_prior_config(config) if config else PriorConfig(kind=kind)
+    changes: dict = {"kind": kind, "device": device, "seed": seed}
+    if steps is not None:
+        changes["steps"] = steps
+    if model is not None:
+        changes["field"] = dc_replace(base.field, model=model)
+    cfg = dc_replace(base, **changes)
+    seqs = load_cohort(data, label_map, dim)
+    state = out.with_name(out.name + ".state")
+    if state.exists() and not resume:
+        raise ConfigError(f"{state}: an interrupted training left its state here; pass --resume or delete it")
+    dist = init_from_env(device)
+    try:
+        prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist)
+        if is_rank0(dist):
+            save_prior(out, prior)
+            typer.echo(f"trained a {kind} prior on {len(seqs)} sequences in "
+                       f"{prior.config['train_seconds']:.0f} s -> {out}")
+    finally:
+        shutdown(dist)
+
+
+def _load_prior_config(path: Path):
+    import json
+    import tomllib
+
+    from .priors import PriorConfig
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text()
+        d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+    return PriorConfig.from_dict(d.get("prior", d))
+
+
+@app.command()
+def evaluate(
+    out_dir: Path = typer.Argument(..., help="A fit output folder (displacement.nii.gz, labels.nii.gz)."),
+    truth_displacement: Optional[Path] = typer.Option(None, "--truth-displacement", help="Ground-truth displacement (X, Y, Z, T, 3) mm."),
+    truth_labels: Optional[Path] = typer.Option(None, "--truth-labels", help="Labels of every frame (X, Y, Z, T)."),
+    frame_labels: Optional[list[str]] = typer.Option(None, "--frame-labels", help="FRAME=PATH labels of one frame (repeatable)."),
+    label_map: str = typer.Option("acdc", "--label-map"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores to this JSON file."),
+) -> None:
+    """Score a fit output folder against ground truth (Dice, HD95, EPE, folding)."""
+    from .errors import InputError
+    from .io import LabelMap, write_json_atomic
+    from .metrics import evaluate_folder
+
+    frames = {}
+    for item in frame_labels or []:
+        t, sep, p = item.partition("=")
+        if not sep or not t.strip().lstrip("-").isdigit():
+            raise InputError(f"--frame-labels {item!r}: expected FRAME=PATH")
+        frames[int(t)] = Path(p)
+    scores = evaluate_folder(out_dir, truth_displacement=truth_displacement, truth_labels=truth_labels,
+                             frame_labels=frames or None, label_map=LabelMap.parse(label_map))
+    if json_out:
+        write_json_atomic(json_out, scores)
+    _print_scores(scores)
+
+
+def _print_scores(scores: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="evaluation")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for name, s in (scores.get("labels") or {}).get("summary", {}).items():
+        table.add_row(f"Dice {name} (min / mean over frames)", f"{_f(s.get('dice_min'))} / {_f(s.get('dice_mean'))}")
+        table.add_row(f"HD95 {name} mean (mm)", _f(s.get("hd95_mean")))
+    for region, e in (scores.get("epe") or {}).items():
+        table.add_row(f"EPE {region} mean / p95 (mm)", f"{_f(e.get('mean'))} / {_f(e.get('p95'))}")
+    for region, fstat in (scores.get("folding") or {}).items():
+        if isinstance(fstat, dict) and "percent_folded" in fstat:
+            table.add_row(f"folded voxels {region} (%)", _f(fstat["percent_folded"]))
+    Console().print(table)
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -966,3 +966,24 @@ def build_report(
     target = Path(path) if path is not None else f.path / REPORT_NAME
     write_text_atomic(target, doc)
     return target
+
+
+def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None = None, *,
+             report: bool = True, strain_config: StrainConfig | None = None) -> Path:
+    """Write the whole output contract of a fit: ``displacement.nii.gz``, ``labels.nii.gz``,
+    ``field.pt``, ``strain.csv`` (when a reference myocardium exists), ``metrics.json`` and
+    ``report.html``. Each file is written atomically."""
+    from .fit import write_fit_outputs
+    from .strain import analyse_fit_result, write_strain_csv
+
+    out = Path(out_dir)
+    strain = analyse_fit_result(result, None, config=strain_config)
+    extra = dict(extra_metrics or {})
+    if strain is not None:
+        extra["strain"] = strain.summary()
+    write_fit_outputs(result, out, extra_metrics=extra)
+    if strain is not None:
+        write_strain_csv(strain, out / "strain.csv")
+    if report:
+        build_report(out, seq=result.sequence, strain=strain, strain_config=strain_config)
+    return out
