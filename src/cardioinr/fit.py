@@ -358,6 +358,21 @@ class Fitter:
         return history
 
 
+def evaluate_loss(field_: MotionField, seq: Sequence, config: FitConfig | None = None, repeats: int = 4,
+                  seed: int = 12345) -> float:
+    """The fitting loss of ``field_`` on ``seq`` at the finest scale, averaged over ``repeats``
+    fixed point draws (deterministic: for comparing initialisations and adaptation curves)."""
+    cfg = config or FitConfig()
+    device = resolve_device(cfg.device)
+    _check_compatible(field_, seq)
+    problem = _Problem(seq, cfg, device)
+    gen = torch.Generator().manual_seed(seed)
+    field_ = field_.to(device)
+    with torch.enable_grad():  # forward-mode Jacobians need autograd machinery, not gradients
+        vals = [problem.loss(field_, problem.n_levels - 1, gen)[0].item() for _ in range(repeats)]
+    return float(np.mean(vals))
+
+
 def _progress_bar(total: int):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

@@ -220,6 +220,7 @@ class Prior:
         if self.encoder is not None:
             enc = self.config.get("encoder", {})
             x = encoder_input(seq, centre, scale, enc.get("size", 48), enc.get("phases", 12))
+            x = x.to(next(self.encoder.parameters()).device)
             with torch.no_grad():
                 f.latent.copy_(self.encoder(x.unsqueeze(0))[0])
         return f
