@@ -1,0 +1,298 @@
+"""Prior benchmark: train every kind of prior, then adapt to held-out hearts from each prior
+and from random initialisation, and record accuracy against the number of steps.
+
+Two phases, which may run on different machines:
+
+* ``train``: phantoms (seeds 1000+) -> one checkpoint per kind in ``OUT/priors/`` (a GPU helps:
+  ``--device cuda``).
+* ``eval``: held-out phantoms (seeds 2000+), robustness variants (stronger noise, half the
+  frames, voxels twice as thick along one axis) and the Sunnybrook cases (a 3D prior trained on
+  3D phantoms, ED labels carried to ES). Threads pinned; timings are CPU wall seconds of the
+  whole fit call (set-up, optimisation, dense field, label propagation).
+
+Each fit uses a step *budget* (the learning-rate schedule spans the budget), so the curve is
+"accuracy of a fit given k steps", the quantity a user chooses. Prints Markdown tables, writes
+``OUT/priors.json``, ``OUT/priors.md`` and adaptation-curve PNGs.
+
+    python benchmarks/priors.py --out bench_out/priors                 # train + eval on CPU
+    python benchmarks/priors.py --out DIR --phase train --device cuda  # train elsewhere
+    python benchmarks/priors.py --out DIR --phase eval                 # then evaluate here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cardioinr.fit import FitConfig, Fitter  # noqa: E402
+from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
+from cardioinr.priors import KINDS, PriorConfig, load_prior, save_prior, train_prior  # noqa: E402
+
+PHANTOM_2D = PhantomConfig(dim=2)
+PHANTOM_3D = PhantomConfig(dim=3, shape=(80, 80, 8), spacing=(1.4, 1.6, 10.0), n_frames=20)
+SCRATCH_BUDGETS = (0, 10, 25, 50, 100, 250, 500, 800)
+PRIOR_BUDGETS = (0, 5, 10, 25, 50, 100)
+
+
+def _ref_only(seq):
+    return replace(seq, labels={seq.ref_frame: seq.labels[seq.ref_frame]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def prior_config(kind: str, dim: int, device: str, scale: float) -> PriorConfig:
+    steps = int((300 if kind == "meta" else 600) * scale)
+    return PriorConfig(kind=kind, steps=max(steps, 1), subject_steps=max(int(400 * scale), 1),
+                       encoder_steps=max(int(400 * scale), 1), inner_steps=8, batch=4, device=device, seed=0)
+
+
+def phase_train(out: Path, n_train: int, device: str, kinds: list[str], scale: float, dims: list[int]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    record = {}
+    for dim in dims:
+        pc = PHANTOM_2D if dim == 2 else PHANTOM_3D
+        n = n_train if dim == 2 else max(4, n_train // 2)
+        t0 = time.perf_counter()
+        seqs = [_ref_only(make_phantom(pc, 1000 + s, name=f"train{s:03d}").sequence) for s in range(n)]
+        print(f"[train] {n} {dim}D training phantoms in {time.perf_counter() - t0:.1f} s", flush=True)
+        for kind in kinds:
+            t0 = time.perf_counter()
+            prior = train_prior(seqs, prior_config(kind, dim, device, scale), progress=False)
+            secs = time.perf_counter() - t0
+            save_prior(out / f"{kind}_{dim}d.ckpt", prior)
+            record[f"{kind}_{dim}d"] = {"seconds": secs, "n_train": n, "device": device}
+            print(f"[train] {kind} {dim}D: {secs:.1f} s", flush=True)
+    (out / f"train_{'-'.join(kinds)}_{'-'.join(map(str, dims))}d.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _scores(res, truth_disp, truth_labels, seq) -> dict:
+    from cardioinr.metrics import evaluate_arrays
+
+    ev = evaluate_arrays(res.displacement, res.labels, truth_disp, truth_labels, spacing=seq.spacing,
+                         label_map=seq.label_map, ref_frame=seq.ref_frame)
+    s = ev["labels"]["summary"]
+    return {"dice_lv_min": s["LV"]["dice_min"], "dice_myo_min": s["MYO"]["dice_min"],
+            "dice_lv_mean": s["LV"]["dice_mean"], "dice_myo_mean": s["MYO"]["dice_mean"],
+            "epe_myo": ev["epe"]["MYO"]["mean"], "folded_pct": ev["folding"]["heart"]["percent_folded"]}
+
+
+def _fit(seq, prior, budget: int):
+    if prior is None:
+        cfg = FitConfig(steps=budget, patience=10**9)
+        init = None
+    else:
+        cfg = prior.fit_config(FitConfig(), steps=budget, patience=10**9)
+        init = prior.init_field(seq)
+    t0 = time.perf_counter()
+    res = Fitter(cfg).fit(seq, init=init)
+    return res, time.perf_counter() - t0
+
+
+def _variant(ph, variant: str):
+    """(sequence with reference labels only, truth displacement, truth labels of every frame)."""
+    seq = ph.sequence
+    truth_labels = np.stack([seq.labels[t] for t in range(seq.n_frames)], -1)
+    disp = ph.displacement
+    if variant == "half_frames":
+        keep = [t for t in range(seq.n_frames) if (t - seq.ref_frame) % 2 == 0]
+        ref = keep.index(seq.ref_frame)
+        seq = replace(seq, image=seq.image[..., keep], labels={ref: seq.labels[seq.ref_frame]}, ref_frame=ref,
+                      frame_interval_ms=seq.frame_interval_ms * 2)
+        return seq, disp[..., keep, :], truth_labels[..., keep]
+    return _ref_only(seq), disp, truth_labels
+
+
+def _phantom_cases(variant: str, n_test: int):
+    cfg = PHANTOM_2D
+    if variant == "noise":
+        cfg = replace(PHANTOM_2D, noise_sigma=0.08)
+    elif variant == "thick":
+        cfg = replace(PHANTOM_2D, shape=(112, 56, 1), spacing=(1.6, 3.2, 8.0))
+    return [_variant(make_phantom(cfg, 2000 + s, name=f"test{s:03d}"), variant) for s in range(n_test)]
+
+
+def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, variants: list[str],
+               sunnybrook: bool, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    results: dict = {"threads": threads, "curves": {}, "sunnybrook": {}}
+    priors = {k: load_prior(priors_dir / f"{k}_2d.ckpt") for k in kinds if (priors_dir / f"{k}_2d.ckpt").exists()}
+    for variant in variants:
+        cases = _phantom_cases(variant, n_test)
+        curves: dict = {}
+        for name, prior in [("random", None)] + list(priors.items()):
+            budgets = SCRATCH_BUDGETS if prior is None else PRIOR_BUDGETS
+            rows = []
+            for budget in budgets:
+                per = []
+                for seq, disp, labels in cases:
+                    res, secs = _fit(seq, prior, budget)
+                    per.append({**_scores(res, disp, labels, seq), "seconds": secs})
+                row = {"steps": budget, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
+                       "dice_lv_min_worst": float(min(p["dice_lv_min"] for p in per))}
+                rows.append(row)
+                print(f"[eval {variant}] {name:12s} k={budget:4d} LV {row['dice_lv_min']:.3f} MYO "
+                      f"{row['dice_myo_min']:.3f} EPE {row['epe_myo']:.3f} {row['seconds']:.2f}s", flush=True)
+            curves[name] = rows
+        results["curves"][variant] = curves
+    if sunnybrook:
+        results["sunnybrook"] = eval_sunnybrook(priors_dir, kinds)
+    return results
+
+
+def eval_sunnybrook(priors_dir: Path, kinds: list[str]) -> dict:
+    from cardioinr.datasets import index_dataset, load_entry, shared_data_dir
+    from cardioinr.metrics import dice
+
+    data = shared_data_dir()
+    if data is None:
+        print("[sunnybrook] data not found; skipped")
+        return {}
+    root = data / "sunnybrook" if (data / "sunnybrook").is_dir() else data
+    priors = {k: load_prior(priors_dir / f"{k}_3d.ckpt") for k in kinds if (priors_dir / f"{k}_3d.ckpt").exists()}
+    out: dict = {}
+    for entry in index_dataset(root):
+        full = load_entry(entry)
+        seq = _ref_only(full)
+        es, lv = entry.es_frame, full.label_map.lv
+        truth = full.labels[es] == lv
+        sl = [k for k in range(truth.shape[2]) if truth[:, :, k].any()]
+        for name, prior in [("random", None)] + list(priors.items()):
+            for budget in (25, 50, 100, 200, 800):
+                if prior is not None and budget > 200:
+                    continue
+                res, secs = _fit(seq, prior, budget)
+                d = dice(res.labels[:, :, sl, es] == lv, truth[:, :, sl])
+                out.setdefault(entry.name, {}).setdefault(name, []).append(
+                    {"steps": budget, "dice_lv_es": d, "seconds": secs,
+                     "folded_pct": res.metrics["percent_negative_jacobian"]})
+                print(f"[sunnybrook] {entry.name} {name:12s} k={budget:4d} LV Dice ES {d:.3f} {secs:.1f}s", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+# ---------------------------------------------------------------------------------------------
+
+
+def steps_to_reach(rows: list[dict], target_dice_lv: float, target_dice_myo: float, target_epe: float):
+    """First budget whose mean Dice (LV, MYO) and EPE are at least as good as the targets."""
+    for r in rows:
+        if r["dice_lv_min"] >= target_dice_lv and r["dice_myo_min"] >= target_dice_myo and r["epe_myo"] <= target_epe:
+            return r
+    return None
+
+
+def summarise(results: dict) -> str:
+    lines = []
+    for variant, curves in results["curves"].items():
+        scratch = curves["random"]
+        final = scratch[-1]
+        lines.append(f"\n### {variant}: scratch final ({final['steps']} steps): LV {final['dice_lv_min']:.3f}, "
+                     f"MYO {final['dice_myo_min']:.3f}, EPE {final['epe_myo']:.3f} mm, {final['seconds']:.1f} s\n")
+        lines.append("| init | k=0 LV/MYO/EPE | k=10 | k=50 | k=100 | steps to scratch-final | s to scratch-final | step ratio | time ratio |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for name, rows in curves.items():
+            by = {r["steps"]: r for r in rows}
+
+            def cell(k):
+                r = by.get(k)
+                return "-" if r is None else f"{r['dice_lv_min']:.3f}/{r['dice_myo_min']:.3f}/{r['epe_myo']:.2f}"
+
+            hit = steps_to_reach(rows, final["dice_lv_min"] - 0.005, final["dice_myo_min"] - 0.005, final["epe_myo"] * 1.05)
+            if hit is None:
+                reach = ("not reached", "-", "-", "-")
+            else:
+                reach = (str(hit["steps"]), f"{hit['seconds']:.2f}",
+                         f"{final['steps'] / max(hit['steps'], 1):.1f}x", f"{final['seconds'] / hit['seconds']:.1f}x")
+            lines.append(f"| {name} | {cell(0)} | {cell(10)} | {cell(50)} | {cell(100)} | " + " | ".join(reach) + " |")
+    if results.get("sunnybrook"):
+        lines.append("\n### Sunnybrook (3D prior trained on 3D phantoms): LV Dice at ES, mean over cases\n")
+        names = sorted({n for case in results["sunnybrook"].values() for n in case})
+        lines.append("| init | " + " | ".join(f"k={k}" for k in (25, 50, 100, 200, 800)) + " |")
+        lines.append("|---|" + "---|" * 5)
+        for n in names:
+            cells = []
+            for k in (25, 50, 100, 200, 800):
+                vals = [r["dice_lv_es"] for case in results["sunnybrook"].values() for r in case.get(n, []) if r["steps"] == k]
+                cells.append(f"{np.mean(vals):.3f}" if vals else "-")
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for variant, curves in results["curves"].items():
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for name, rows in curves.items():
+            ks = [max(r["steps"], 1) for r in rows]
+            for ax, key in zip(axes, ("dice_lv_min", "dice_myo_min", "epe_myo")):
+                ax.plot(ks, [r[key] for r in rows], marker="o", label=name)
+        for ax, title in zip(axes, ("LV Dice (min over frames)", "MYO Dice (min over frames)", "myocardial EPE (mm)")):
+            ax.set_xscale("log")
+            ax.set_xlabel("fit steps (budget; 0 plotted at 1)")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"adaptation curves: {variant}")
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{variant}.png", dpi=90)
+        plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("bench_out/priors"))
+    ap.add_argument("--phase", choices=["train", "eval", "all"], default="all")
+    ap.add_argument("--priors", type=Path, default=None, help="folder of checkpoints (default OUT/priors)")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--dims", default="2,3")
+    ap.add_argument("--train", type=int, default=16, help="training phantoms (2D; half as many 3D)")
+    ap.add_argument("--test", type=int, default=4, help="held-out phantoms per variant")
+    ap.add_argument("--variants", default="plain,noise,half_frames,thick")
+    ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies the training step counts")
+    ap.add_argument("--device", default="cpu", help="training device")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-sunnybrook", action="store_true")
+    args = ap.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    priors_dir = args.priors or args.out / "priors"
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.phase in ("train", "all"):
+        phase_train(priors_dir, args.train, args.device, kinds, args.train_scale, [int(d) for d in args.dims.split(",")])
+    if args.phase in ("eval", "all"):
+        results = phase_eval(args.out, priors_dir, kinds, args.test, [v for v in args.variants.split(",") if v],
+                             not args.no_sunnybrook, args.threads)
+        md = summarise(results)
+        print(md)
+        (args.out / "priors.json").write_text(json.dumps(results, indent=1))
+        (args.out / "priors.md").write_text(md + "\n")
+        plot_curves(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
