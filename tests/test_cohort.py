@@ -1,0 +1,213 @@
+"""Cohort fitting on Ray: good subjects finish with correct outputs, a corrupt one is recorded
+and does not stop the others, --resume redoes nothing complete and retries what failed.
+
+The Ray tests skip when ray is not importable (it is the optional ``[cluster]`` extra); the
+checks of completeness, rows and settings run without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cardioinr.cohort import (
+    COLUMNS,
+    MARKER,
+    cohort_command,
+    one_line,
+    resolve_fit_config,
+    run_cohort,
+    subject_complete,
+    subject_dirname,
+    summary_row,
+)
+from cardioinr.errors import ConfigError, InputError
+from cardioinr.io import read_nifti
+from cardioinr.metrics import dice
+from cardioinr.phantoms import PhantomConfig, write_cases
+
+SMALL = PhantomConfig(dim=2, shape=(64, 64, 1), spacing=(2.0, 2.0, 8.0), n_frames=12)
+# Few steps and a small field keep the cohort fast; the phantoms' motion is still recovered.
+FIT = {"steps": 60, "points": 1024, "reg_points": 256, "field": {"hidden": 64, "layers": 2}}
+BAD = "case001"
+
+
+def _read_summary(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and tuple(rows[0].keys()) == COLUMNS
+    return {r["subject"]: r for r in rows}
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Four phantoms, one truncated on purpose, fitted on a local Ray with two workers."""
+    pytest.importorskip("ray")
+    root = tmp_path_factory.mktemp("cohort")
+    write_cases(root / "data", 4, SMALL, seed=0, progress=False)
+    bad = root / "data" / f"{BAD}_4d.nii.gz"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[: len(good_bytes) // 2])
+    summary = run_cohort(root / "data", root / "out", workers=2, fit_overrides=FIT, progress=False)
+    return root, summary, good_bytes
+
+
+def test_cohort_fits_the_good_subjects_and_records_the_corrupt_one(cohort) -> None:
+    root, summary, _ = cohort
+    assert summary.slots == 2
+    by_name = {r["subject"]: r for r in summary.rows}
+    assert [r["subject"] for r in summary.rows] == ["case000", "case001", "case002", "case003"]
+    assert by_name[BAD]["status"] == "failed"
+    assert "corrupt or truncated" in by_name[BAD]["error"] and "\n" not in by_name[BAD]["error"]
+    assert not subject_complete(root / "out" / BAD)
+
+    manifest = json.loads((root / "data" / "manifest.json").read_text())
+    for case in manifest["cases"]:
+        name = case["name"]
+        if name == BAD:
+            continue
+        row = by_name[name]
+        assert row["status"] == "ok", row
+        assert row["steps"] == FIT["steps"] and row["seconds"] > 0
+        folder = root / "out" / name
+        assert subject_complete(folder)
+        for f in ("displacement.nii.gz", "labels.nii.gz", "field.pt", "strain.csv", "metrics.json", "report.html"):
+            assert (folder / f).is_file(), f
+        disp, _, _ = read_nifti(folder / "displacement.nii.gz")
+        X, Y, Z = case["shape"]
+        T, ref = case["n_frames"], case["ref_frame"]
+        assert disp.shape == (X, Y, Z, T, 3)
+        assert np.all(disp[..., ref, :] == 0)
+        assert np.abs(disp).max() > 0.5  # it moved
+        # Propagated labels against the phantom's true labels of every other frame, and against
+        # doing nothing (the reference labels copied to every frame).
+        pred, _, _ = read_nifti(folder / "labels.nii.gz")
+        truth, _, _ = read_nifti(root / "data" / case["labels"])
+        frames = [t for t in range(T) if t != ref]
+        fitted = np.mean([dice(pred[..., t], truth[..., t], c) for t in frames for c in (1, 2, 3)])
+        still = np.mean([dice(truth[..., ref], truth[..., t], c) for t in frames for c in (1, 2, 3)])
+        assert fitted > 0.85 and fitted > still + 0.1, (name, fitted, still)
+        assert row["dice_mean"] == pytest.approx(fitted, abs=1e-3)  # the summary holds the same score
+        assert row["percent_negative_jacobian"] is not None and row["peak_circumferential_pct"] < 0
+
+    table = _read_summary(summary.csv)
+    assert table[BAD]["status"] == "failed" and table[BAD]["error"] == by_name[BAD]["error"]
+    assert {table[n]["status"] for n in table if n != BAD} == {"ok"}
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        assert summary.parquet is None
+    else:
+        assert summary.parquet is not None and summary.parquet.is_file()
+
+
+def test_resume_redoes_nothing_complete_and_retries_the_failed(cohort, tmp_path) -> None:
+    src, _, good_bytes = cohort
+    # A copy (mtimes kept) so that this test leaves the other one's results alone.
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    (root / "data" / f"{BAD}_4d.nii.gz").write_bytes(good_bytes)  # the input is fixed
+    done = {n: _mtimes(root / "out" / n) for n in ("case000", "case002", "case003")}
+    cfg = root / "fit.json"
+    cfg.write_text(json.dumps({k: v for k, v in FIT.items() if k != "steps"}))
+    args = ["cohort", str(root / "data"), "--out", str(root / "out"), "--resume", "--workers", "2",
+            "--steps", str(FIT["steps"]), "--config", str(cfg), "--quiet"]
+    from cardioinr import cli
+
+    if any(c.callback is cohort_command for c in cli.app.registered_commands):
+        assert cli.main(args) == 0
+    else:  # not registered yet: call the command function itself
+        cohort_command(data=root / "data", out=root / "out", prior=None, workers=2, address=None, resume=True,
+                       steps=FIT["steps"], device="cpu", threads_per_task=1, gpus_per_task=0.0, cpus_per_task=1.0,
+                       config=cfg, label_map=None, no_report=False, quiet=True)
+    table = _read_summary(root / "out" / "cohort_summary.csv")
+    assert {n: r["status"] for n, r in table.items()} == {
+        "case000": "skipped", "case001": "ok", "case002": "skipped", "case003": "skipped"}
+    for n, before in done.items():
+        assert _mtimes(root / "out" / n) == before, n  # nothing rewritten
+        assert table[n]["dice_mean"]  # skipped rows still carry their figures
+    assert subject_complete(root / "out" / BAD)
+    assert int(table[BAD]["steps"]) == FIT["steps"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Without Ray
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_complete(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for f in ("displacement.nii.gz", "field.pt"):
+        (folder / f).write_bytes(b"x")
+    (folder / "metrics.json").write_text('{"steps": 5}')
+    (folder / MARKER).write_text(json.dumps({"files": ["displacement.nii.gz", "field.pt", "metrics.json"]}))
+
+
+def test_completeness_needs_marker_files_and_parsable_metrics(tmp_path) -> None:
+    f = tmp_path / "s"
+    _fake_complete(f)
+    assert subject_complete(f)
+    (f / "metrics.json").write_text('{"steps": 5')  # truncated
+    assert not subject_complete(f)
+    (f / "metrics.json").write_text("{}")
+    (f / "field.pt").unlink()
+    assert not subject_complete(f)
+    (f / "field.pt").write_bytes(b"x")
+    (f / MARKER).unlink()
+    assert not subject_complete(f)
+    (f / MARKER).write_text(json.dumps({"files": ["field.pt"]}))  # a marker that lists too little
+    assert not subject_complete(f)
+    assert not subject_complete(tmp_path / "absent")
+
+
+def test_rows_names_and_errors() -> None:
+    assert subject_dirname("SC-HF-I-01") == "SC-HF-I-01"
+    assert subject_dirname("a/b c") == "a_b_c"
+    assert one_line(InputError("x.nii: bad")) == "x.nii: bad"
+    assert one_line(ValueError("first\nsecond")) == "ValueError: first"
+    metrics = {"steps": 7, "percent_negative_jacobian": 0.5, "sequence": {"ref_frame": 0},
+               "strain": {"ef_pct": 55.0, "peak": {"radial_pct": 30.0, "circumferential_pct": -20.0,
+                                                    "longitudinal_pct": None}},
+               "evaluation": {"labels": {"frames": {"0": {"LV": {"dice": 1.0}}, "3": {"LV": {"dice": 0.8},
+                                                                                   "MYO": {"dice": 0.6}}}},
+                              "epe": {"MYO": {"mean": 1.25}}}}
+    row = summary_row("s", Path("/o/s"), "ok", seconds=2.0, metrics=metrics)
+    assert set(row) == set(COLUMNS)
+    assert row["dice_mean"] == pytest.approx(0.7) and row["dice_min"] == pytest.approx(0.6)  # ref frame left out
+    assert row["epe_myo_mm"] == 1.25 and row["peak_longitudinal_pct"] is None and row["ef_pct"] == 55.0
+
+
+def test_settings_and_inputs_fail_clearly_before_ray_starts(tmp_path, monkeypatch) -> None:
+    cfg, prior = resolve_fit_config({"steps": 3, "field": {"hidden": 16}}, None, "cpu")
+    assert cfg["steps"] == 3 and cfg["field"]["hidden"] == 16 and prior is None
+    with pytest.raises(ConfigError, match="unknown fit setting"):
+        resolve_fit_config({"stepz": 3}, None, "cpu")
+    with pytest.raises(ConfigError, match="gpus-per-task"):
+        run_cohort(tmp_path, tmp_path / "o", device="cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        run_cohort(tmp_path, tmp_path / "o", device="tpu")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"cardioinr\[cluster\]"):
+        run_cohort(tmp_path, tmp_path / "o")
+    monkeypatch.undo()
+    if _has_ray():
+        with pytest.raises(InputError, match="not found"):
+            run_cohort(tmp_path / "missing", tmp_path / "o")
+
+
+def _has_ray() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,122 @@
+"""Data-parallel prior training: two gloo processes give the same weights as one process with the
+same global batch (ranks split every batch round-robin, sum their gradients, and point sampling
+depends only on (seed, step, batch position)).
+
+Two routes: the Python API in processes started by ``torch.multiprocessing`` (every kind), and
+the ``cardioinr train-prior`` command under ``torchrun`` (population), which also exercises
+:func:`cardioinr.distributed.init_from_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as td
+import torch.multiprocessing as mp
+
+from cardioinr.fields import FieldConfig
+from cardioinr.fit import FitConfig
+from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
+from cardioinr.priors import DistContext, PriorConfig, load_prior, train_prior
+
+SMALL = PhantomConfig(dim=2, shape=(56, 56, 1), spacing=(2.0, 2.0, 8.0), n_frames=8)
+FIELD = FieldConfig(hidden=32, layers=2)
+FIT = FitConfig(field=FIELD, points=256, reg_points=64)
+ATOL = 1e-5
+KINDS = ("population", "autodecoder", "meta", "consensus", "encoder")
+
+
+def _config(kind: str, batch: int = 4) -> PriorConfig:
+    # Three sequences and a batch of four: the batch repeats a sequence, as small cohorts do.
+    # A large learning rate makes three steps move the weights by ~1e-2, far above ATOL.
+    return PriorConfig(kind=kind, field=FIELD, fit=FIT, steps=3, batch=batch, lr=3e-3, subject_steps=3,
+                       inner_steps=2, encoder_steps=3, latent_dim=8)
+
+
+def _weights(prior) -> dict[str, torch.Tensor]:
+    out = {f"field.{k}": v.detach().clone() for k, v in prior.field.state_dict().items() if v.is_floating_point()}
+    if prior.codes is not None:
+        out["codes"] = prior.codes.detach().clone()
+    if prior.encoder is not None:
+        out.update({f"encoder.{k}": v.detach().clone() for k, v in prior.encoder.state_dict().items()})
+    return out
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def _rank_main(rank: int, store: str, out: str, seqs: list) -> None:
+    """One rank (module level: torch.multiprocessing pickles it by name)."""
+    torch.set_num_threads(1)  # two processes on a shared two-core machine
+    td.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        res = {kind: _weights(train_prior(seqs, _config(kind), dist=DistContext())) for kind in KINDS}
+        if rank == 0:
+            torch.save(res, out)
+    finally:
+        td.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    out = []
+    for s in range(3):
+        q = make_phantom(SMALL, s).sequence
+        out.append(replace(q, labels={q.ref_frame: q.labels[q.ref_frame]}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_ranks(seqs, tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_rank_main, args=(str(d / "store"), str(d / "w.pt"), seqs), nprocs=2, join=True)
+    return torch.load(d / "w.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("kind", [
+    *[k for k in KINDS if k != "encoder"],
+    # The encoder's input augmentation draws from the global RNG (not from a generator keyed by
+    # seed, step and batch position), so ranks draw other noise than one process does.
+    pytest.param("encoder", marks=pytest.mark.xfail(reason="encoder augmentation noise is not seeded per batch position")),
+])
+def test_two_processes_match_one(kind, seqs, two_ranks) -> None:
+    one = _weights(train_prior(seqs, _config(kind)))
+    assert _max_diff(one, two_ranks[kind]) < ATOL
+
+
+def test_the_check_can_fail(seqs, two_ranks) -> None:
+    """Negative control: each rank training on its own half of the batch (no all-reduce) is far
+    from the data-parallel result, so the tolerance above is meaningful."""
+    half = _weights(train_prior(seqs, _config("population", batch=2)))
+    assert _max_diff(half, two_ranks["population"]) > 100 * ATOL
+
+
+def test_torchrun_command_matches_one_process(tmp_path) -> None:
+    from cardioinr.cli import load_cohort
+
+    data = tmp_path / "data"
+    write_cases(data, 3, SMALL, seed=0, progress=False)
+    cfg = _config("population")
+    cfg_file = tmp_path / "prior.json"
+    cfg_file.write_text(json.dumps({"prior": cfg.to_dict()}, default=list))
+    out = tmp_path / "prior.ckpt"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "cardioinr.cli", "train-prior", str(data), "--kind", "population", "--out", str(out),
+           "--config", str(cfg_file), "--threads", "1", "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dist_prior = load_prior(out)
+    assert dist_prior.config["world_size"] == 2
+    one = train_prior(load_cohort(data), cfg)
+    assert _max_diff(_weights(one), _weights(dist_prior)) < ATOL
+    assert not Path(str(out) + ".state").exists()  # rank 0 cleaned up its training state
