@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from .cohort import cohort_command
 from .errors import CardioInrError, ConfigError
 
 app = typer.Typer(
@@ -267,33 +268,43 @@ def _f(v) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Console entry point: runs the app and turns user errors into one clear line."""
+    """Console entry point: runs the app and turns user errors into one clear line.
+
+    Typer may bundle its own click, so usage errors are recognised by their interface
+    (``exit_code`` and ``show``) rather than by class."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)
     except CardioInrError as e:
         if debug:
             raise
-        typer.echo(f"cardioinr: error: {e}", err=True)
+        typer.echo(f"cardioinr: error: {_one_line(str(e))}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
         typer.echo("cardioinr: interrupted", err=True)
         return 130
-    except Exception as e:  # click usage errors and friends
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        name = type(e).__name__
+        if name == "Exit" and hasattr(e, "exit_code"):  # typer.Exit / click.exceptions.Exit
+            return int(e.exit_code)
+        if name == "Abort":
+            typer.echo("cardioinr: aborted", err=True)
+            return 1
+        if hasattr(e, "exit_code") and hasattr(e, "show"):  # click usage errors (bad option, missing argument)
             if debug:
                 raise
             e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 1
+            return int(e.exit_code)
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+app.command("cohort")(cohort_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

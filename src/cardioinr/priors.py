@@ -537,7 +537,7 @@ def _shared_step_loop(f: MotionField, cohort: _Cohort, cfg: PriorConfig, state: 
                 if z is not None:
                     loss = loss + cfg.latent_reg * z.pow(2).sum()
                 (loss / len(batch)).backward()
-                total += float(loss)
+                total += loss.item()
             all_params = params + ([codes] if codes is not None else [])
             dist.sum_grads(all_params)
             opt.step()
@@ -659,7 +659,7 @@ def _train_meta(f, cohort, cfg, state, progress, callback, dist) -> Prior:
                     loss, _ = cohort.loss(g, i, level, gen)
                     loss.backward()
                     opt.step()
-                total += float(loss)
+                total += loss.item()
                 for k, v in g.named_parameters():
                     delta[k] += v.detach() - theta[k]
             for k in delta:
@@ -709,12 +709,14 @@ def _train_encoder(f, cohort, cfg, state, progress, callback, dist) -> Prior:
             total = 0.0
             for pos, i in dist.mine(batch):
                 x = inputs[i:i + 1]
-                x = x * (1 + 0.1 * torch.randn(1, device=device)) + 0.02 * torch.randn_like(x)  # mild augmentation
+                # Mild augmentation, seeded by (step, position) so data-parallel runs match.
+                gen = _step_generator(cfg.seed, cfg.steps + step, pos)
+                x = x * (1 + 0.1 * torch.randn(1, generator=gen).to(device)) + 0.02 * torch.randn(x.shape, generator=gen).to(device)
                 z = enc(x)[0]
-                fit_loss, _ = cohort.loss(f, i, level, _step_generator(cfg.seed, cfg.steps + step, pos), latent=z)
+                fit_loss, _ = cohort.loss(f, i, level, gen, latent=z)
                 loss = fit_loss + (z - codes[i]).pow(2).mean() / code_scale * 0.1
                 (loss / len(batch)).backward()
-                total += float(loss)
+                total += loss.item()
             dist.sum_grads(list(enc.parameters()))
             for g in opt.param_groups:
                 g["lr"] = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
