@@ -67,6 +67,7 @@ class FitConfig:
     w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
     latent_steps: int = 0  # modulated fields: steps that move only the latent code first
     latent_lr: float = 1e-2
+    encoding_lr_scale: float = 30.0  # rate multiplier of trainable encodings (hash-grid tables)
     blur_px: tuple[float, ...] = (2.0, 1.0, 0.0)
     blur_until: tuple[float, ...] = (0.3, 0.6, 1.0)  # fraction of the steps each level lasts to
     patience: int = 150
@@ -282,9 +283,17 @@ class Fitter:
         def make_optimiser(lr: float) -> torch.optim.Optimizer:
             if latent_only:
                 return torch.optim.Adam([z], lr=cfg.latent_lr)
-            groups = [{"params": list(field_.parameters()), "lr": lr}]
+            enc = list(field_.encoding.parameters())
+            enc_ids = {id(p) for p in enc}
+            groups = [{"params": [p for p in field_.parameters() if id(p) not in enc_ids], "base": lr}]
+            if enc:
+                # Hash-grid tables are sparse lookups: each entry sees few gradients, so they
+                # need a much larger rate than the MLP (as in instant-NGP).
+                groups.append({"params": enc, "base": lr * cfg.encoding_lr_scale})
             if z is not None:
-                groups.append({"params": [z], "lr": cfg.latent_lr, "latent": True})
+                groups.append({"params": [z], "base": cfg.latent_lr})
+            for g in groups:
+                g["lr"] = g["base"]
             return torch.optim.Adam(groups)
 
         def snapshot() -> tuple[dict, torch.Tensor | None]:
@@ -308,7 +317,7 @@ class Fitter:
                 if not latent_only:
                     decay = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac))
                     for g in opt.param_groups:
-                        g["lr"] = (cfg.latent_lr if g.get("latent") else lr) * decay
+                        g["lr"] = g["base"] * decay
                 opt.zero_grad(set_to_none=True)
                 total, logs = problem.loss(field_, level, gen, latent=z)
                 if not torch.isfinite(total):
