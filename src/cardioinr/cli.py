@@ -69,18 +69,20 @@ def fit(
     """Fit a motion field to one cine and write the output contract into OUT."""
     from dataclasses import replace as dc_replace
 
-    from .fit import FitConfig, Fitter
+    from .fit import FitConfig, Fitter, explicit_settings
     from .io import LabelMap, load_label_volume, load_sequence
     from .report import save_fit
 
     _threads(threads)
-    cfg = FitConfig.from_file(config) if config else FitConfig()
     loaded_prior = None
     if prior is not None:
         from .priors import load_prior
 
         loaded_prior = load_prior(prior, device=device)
-        cfg = loaded_prior.fit_config(cfg)
+        # Settings given in the file win over the prior kind's adaptation defaults.
+        cfg = loaded_prior.fit_config(FitConfig(), **(explicit_settings(config) if config else {}))
+    else:
+        cfg = FitConfig.from_file(config) if config else FitConfig()
     changes: dict = {"device": device, "seed": seed}
     if steps is not None:
         changes["steps"] = steps
@@ -180,7 +182,7 @@ def train_prior_cmd(
     from .priors import PriorConfig, save_prior, train_prior
 
     _threads(threads)
-    base = _load_prior_config(config) if config else PriorConfig(kind=kind)
+    base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)
     changes: dict = {"kind": kind, "device": device, "seed": seed}
     if steps is not None:
         changes["steps"] = steps
@@ -200,22 +202,6 @@ def train_prior_cmd(
                        f"{prior.config['train_seconds']:.0f} s -> {out}")
     finally:
         shutdown(dist)
-
-
-def _load_prior_config(path: Path):
-    import json
-    import tomllib
-
-    from .priors import PriorConfig
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text()
-        d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
-    return PriorConfig.from_dict(d.get("prior", d))
 
 
 @app.command()

@@ -639,15 +639,6 @@ def run_cohort(
 # ---------------------------------------------------------------------------------------------
 
 
-def _explicit_settings(config: Path) -> dict:
-    """The settings of a fit config file that differ from the defaults (so that a prior's
-    adaptation defaults still apply to everything the file leaves alone)."""
-    from .fit import FitConfig
-
-    given, default = FitConfig.from_file(config).to_dict(), FitConfig().to_dict()
-    return {k: v for k, v in given.items() if v != default[k]}
-
-
 def cohort_command(
     data: Path = typer.Argument(..., help="Dataset folder or manifest (phantoms, Sunnybrook, ACDC, plain)."),
     out: Path = typer.Option(..., "--out", help="Output folder: one subfolder per subject + cohort_summary.csv."),
@@ -669,7 +660,9 @@ def cohort_command(
 
     Exits with code 1 when any subject failed (each is listed with its error in
     OUT/cohort_summary.csv)."""
-    overrides = _explicit_settings(config) if config else {}
+    from .fit import explicit_settings
+
+    overrides = explicit_settings(config) if config else {}
     if steps is not None:
         overrides["steps"] = steps
     s = run_cohort(data, out, prior=prior, workers=workers, address=address, resume=resume, fit_overrides=overrides,

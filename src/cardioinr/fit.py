@@ -110,18 +110,33 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "FitConfig":
         """Load from a TOML or JSON file (a ``[fit]`` table in TOML is accepted too)."""
-        import json
-        import tomllib
+        return cls.from_dict(read_config_table(path, "fit"))
 
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            text = path.read_text()
-            d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
-        return cls.from_dict(d.get("fit", d))
+
+def explicit_settings(path: str | Path) -> dict:
+    """The settings of a fit config file that differ from the defaults, so that a prior's
+    adaptation defaults still apply to everything the file leaves alone."""
+    given, default = FitConfig.from_file(path), FitConfig()
+    return {f.name: getattr(given, f.name) for f in fields(FitConfig)
+            if getattr(given, f.name) != getattr(default, f.name)}
+
+
+def read_config_table(path: str | Path, table: str) -> dict:
+    """The settings in a TOML or JSON file: its ``[table]`` if present, else the whole file."""
+    import json
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_text()
+        d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: a config file must hold a table of settings")
+    return d.get(table, d)
 
 
 @dataclass

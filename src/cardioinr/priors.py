@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
 from .fields import FieldConfig, MotionField
-from .fit import FitConfig, Fitter, _Problem, frame_of_reference, normalise_intensity, resolve_device
+from .fit import FitConfig, Fitter, _Problem, frame_of_reference, normalise_intensity, read_config_table, resolve_device
 from .io import Sequence, atomic_path
 from .warp import sample
 
@@ -130,6 +130,11 @@ class PriorConfig:
         if isinstance(d.get("fit"), dict):
             d["fit"] = FitConfig.from_dict(d["fit"])
         return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PriorConfig":
+        """Load from a TOML or JSON file (a ``[prior]`` table is accepted too)."""
+        return cls.from_dict(read_config_table(path, "prior"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +235,8 @@ class Prior:
         base = base or FitConfig()
         changes = dict(ADAPT_DEFAULTS.get(self.kind, {}))
         changes.update(overrides)
-        return replace(base, field=self.field.config, **changes)
+        changes["field"] = self.field.config  # the architecture is the prior's, whatever was asked
+        return replace(base, **changes)
 
 
 def random_prior(config: FieldConfig, dim: int, seed: int = 0) -> Prior:
