@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cardioinr-installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-priors bench-peers bench-scale clean
 
 install: $(STAMP)
 
@@ -26,7 +26,22 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) benchmarks/fit_bench.py --out bench_out
+	$(PY) benchmarks/fit_bench.py --out bench_out/fit
+
+bench-priors: install
+	$(PY) benchmarks/priors.py --out bench_out/priors
+
+bench-scale: install
+	$(PY) benchmarks/scale.py --out bench_out/scale
+
+# The peers (ANTs, VoxelMorph) pin older numpy/scipy, so they get a venv of their own.
+BENCH_VENV ?= .venv-bench
+bench-peers:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	$(BENCH_VENV)/bin/python benchmarks/peers.py --out bench_out/peers $(if $(PRIOR),--prior $(PRIOR))
 
 clean:
-	rm -rf $(VENV) demo_out bench_out .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) demo_out bench_out .pytest_cache
