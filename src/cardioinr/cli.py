@@ -6,6 +6,7 @@ and exit with code 2 (3 for a diverged fit); ``--debug`` shows the traceback ins
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -253,23 +254,72 @@ def _f(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) turned into an interruption, so that ``finally`` blocks run: atomic
+    writes remove their temporary files and nothing half-written is left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the command runs, SIGTERM and SIGHUP raise :class:`_Terminated` (once: a repeated
+    signal during the clean-up is ignored). Only in the main thread, where handlers can be set."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):  # noqa: ARG001
+        if not fired:
+            fired.append(signum)
+            raise _Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            with contextlib.suppress(OSError, ValueError):
+                previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(sig, old)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: runs the app and turns user errors into one clear line.
+
+    Exit codes: 0 success, 2 a user error (bad input, option or file; one line on stderr,
+    ``cardioinr: error: ...``), 3 a diverged fit, 130 interrupted (SIGINT), 143 terminated
+    (SIGTERM; 128 + the signal number). Interrupted runs remove their partial files.
 
     Typer may bundle its own click, so usage errors are recognised by their interface
     (``exit_code`` and ``show``) rather than by class."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        rc = app(args=args, standalone_mode=False)
+        with _terminate_as_interrupt():
+            rc = app(args=args, standalone_mode=False)
     except CardioInrError as e:
         if debug:
             raise
         typer.echo(f"cardioinr: error: {_one_line(str(e))}", err=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        typer.echo("cardioinr: interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None)
+        if signum is None:
+            typer.echo("cardioinr: interrupted", err=True)
+            return 130
+        typer.echo(f"cardioinr: terminated by signal {signum}", err=True)
+        return 128 + int(signum)
     except Exception as e:
         name = type(e).__name__
         if name == "Exit" and hasattr(e, "exit_code"):  # typer.Exit / click.exceptions.Exit
@@ -280,10 +330,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         if hasattr(e, "exit_code") and hasattr(e, "show"):  # click usage errors (bad option, missing argument)
             if debug:
                 raise
-            e.show()
+            typer.echo(f"cardioinr: error: {_usage_line(e)}", err=True)
             return int(e.exit_code)
         raise
     return rc if isinstance(rc, int) else 0
+
+
+def _usage_line(e: Exception) -> str:
+    """A click usage error as one line, with where to find the usage."""
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    sub = ctx.info_name if ctx is not None and getattr(ctx, "parent", None) is not None else None
+    hint = f"see 'cardioinr {sub} --help'" if sub else "see 'cardioinr --help'"
+    return f"{_one_line(msg)} ({hint})"
 
 
 def _one_line(text: str) -> str:

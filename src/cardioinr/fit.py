@@ -90,7 +90,8 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitConfig":
-        """Build from a plain dict (e.g. parsed TOML/JSON); unknown keys are an error."""
+        """Build from a plain dict (e.g. parsed TOML/JSON); unknown keys and values of the
+        wrong type are a :class:`ConfigError`."""
         d = dict(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
@@ -101,7 +102,11 @@ class FitConfig:
             bad = set(d["field"]) - fknown
             if bad:
                 raise ConfigError(f"unknown field setting(s): {', '.join(sorted(bad))}")
+            check_setting_types(FieldConfig, d["field"], "field setting")
             d["field"] = FieldConfig(**d["field"])
+        elif "field" in d and not isinstance(d["field"], FieldConfig):
+            raise ConfigError(f"fit setting 'field' must be a table of field settings, got {d['field']!r}")
+        check_setting_types(cls, {k: v for k, v in d.items() if k != "field"}, "fit setting")
         for k in ("blur_px", "blur_until"):
             if k in d:
                 d[k] = tuple(float(v) for v in d[k])
@@ -110,7 +115,40 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "FitConfig":
         """Load from a TOML or JSON file (a ``[fit]`` table in TOML is accepted too)."""
-        return cls.from_dict(read_config_table(path, "fit"))
+        try:
+            return cls.from_dict(read_config_table(path, "fit"))
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
+
+
+def check_setting_types(cls: type, d: dict, what: str) -> None:
+    """Refuse settings whose value does not have the type of the dataclass default: a number
+    for a number (an integer for an integer), a string for a string, a list of numbers for a
+    tuple, true/false for a flag."""
+    defaults = {f.name: f.default for f in fields(cls)}
+    for k, v in d.items():
+        default = defaults.get(k)
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+            want = "true or false"
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            want = "an integer"
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            want = "a finite number"
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+            want = "a string"
+        elif isinstance(default, tuple):
+            ok = isinstance(v, (list, tuple)) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            want = "a list of numbers"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{what} {k!r} must be {want}, got {v!r}")
 
 
 def explicit_settings(path: str | Path) -> dict:
@@ -615,13 +653,30 @@ def load_field(path: str | Path, device: str = "cpu") -> MotionField:
     return f
 
 
+# Every file of the output contract (save_fit writes strain.csv and report.html after these).
+CONTRACT_FILES = ("displacement.nii.gz", "labels.nii.gz", "field.pt", "metrics.json", "strain.csv", "report.html")
+
+
 def write_fit_outputs(result: FitResult, out_dir: str | Path, extra_metrics: dict | None = None) -> Path:
     """Write ``displacement.nii.gz``, ``labels.nii.gz`` (if labels), ``field.pt`` and
-    ``metrics.json`` into ``out_dir`` (each atomically)."""
+    ``metrics.json`` into ``out_dir`` (each atomically).
+
+    Contract files left in ``out_dir`` by an earlier fit are removed first, so that the folder
+    never mixes the outputs of two fits (a run stopped half-way leaves fewer files, each one
+    complete, rather than a new displacement beside old labels). ``metrics.json`` records the
+    package version, the configuration and the SHA-256 of every input file (the cine, the
+    reference label map, the prior)."""
     from . import __version__
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the output folder exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in CONTRACT_FILES:
+            (out / name).unlink(missing_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
     seq = result.sequence
     save_nifti(out / "displacement.nii.gz", result.displacement.astype(np.float32), seq.affine)
     if result.labels is not None:
@@ -636,10 +691,41 @@ def write_fit_outputs(result: FitResult, out_dir: str | Path, extra_metrics: dic
                      "label_map": seq.label_map.as_dict(), "source": seq.meta.get("source")},
         "config": result.config.to_dict(),
         "loss_curve": [h.get("loss") for h in result.history if "loss" in h][:: max(1, len(result.history) // 200)],
+        "inputs": _input_checksums(seq, extra_metrics),
     })
+    warnings = _output_warnings(result)
+    if warnings:
+        metrics["warnings"] = warnings
     if extra_metrics:
         metrics.update(extra_metrics)
     write_json_atomic(out / "metrics.json", metrics)
+    return out
+
+
+def _input_checksums(seq: Sequence, extra_metrics: dict | None) -> dict:
+    """Path and SHA-256 of each input: the cine (``sha256`` from the loader), the labels loaded
+    from files, the prior checkpoint (``extra_metrics["prior"]["path"]``)."""
+    from .io import file_sha256
+
+    out: dict = {"sequence": {"path": seq.meta.get("source"), "sha256": seq.meta.get("sha256")}}
+    labels = seq.label_provenance()
+    if labels:
+        out["labels"] = {str(t): v for t, v in sorted(labels.items())}
+    prior = (extra_metrics or {}).get("prior")
+    if isinstance(prior, dict) and prior.get("path"):
+        try:
+            out["prior"] = {"path": str(prior["path"]), "sha256": file_sha256(prior["path"])}
+        except OSError:
+            out["prior"] = {"path": str(prior["path"]), "sha256": None}
+    return out
+
+
+def _output_warnings(result: FitResult) -> list[str]:
+    seq = result.sequence
+    out = []
+    if seq.ref_labels is not None and not seq.ref_labels.any():
+        out.append("the reference label map is empty (all zero): labels.nii.gz is all background, and no "
+                   "strain nor heart-centred frame could be derived")
     return out
 
 

@@ -38,10 +38,14 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
+import math
 import os
 import re
 import secrets
+import threading
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -49,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 # ---------------------------------------------------------------------------------------------
 # Label codes
@@ -176,21 +180,45 @@ class Sequence:
     def __post_init__(self) -> None:
         # Names come from file names; keep every message on one line whatever they hold.
         self.name = " ".join(str(self.name).split()) or "sequence"
+        where = self._where()  # messages name the file the sequence came from, when known
         self.image = np.asarray(self.image)
         self.affine = np.asarray(self.affine, dtype=np.float64)
-        validate_image(self.image, self.name)
+        validate_image(self.image, where)
         self.image = self.image.astype(np.float32, copy=False)
-        validate_affine(self.affine, self.name)
+        validate_affine(self.affine, where)
         try:
             self.frame_interval_ms = float(self.frame_interval_ms)
         except (TypeError, ValueError):
-            raise InputError(f"{self.name}: frame interval {self.frame_interval_ms!r} is not a number") from None
+            raise InputError(f"{where}: frame interval {self.frame_interval_ms!r} is not a number") from None
         if not np.isfinite(self.frame_interval_ms) or self.frame_interval_ms <= 0:
-            raise InputError(f"{self.name}: frame interval must be a positive number of ms, got {self.frame_interval_ms}")
+            raise InputError(f"{where}: frame interval must be a positive number of ms, got {self.frame_interval_ms}")
         if not isinstance(self.label_map, LabelMap):
             self.label_map = LabelMap.coerce(self.label_map)
-        self.ref_frame = check_frame_index(self.ref_frame, self.n_frames, self.name)
-        self.labels = {check_frame_index(t, self.n_frames, self.name): self._check_labels(lab, t) for t, lab in self.labels.items()}
+        self.ref_frame = check_frame_index(self.ref_frame, self.n_frames, where)
+        sources = dict(self.meta.get("label_sources") or {}) if isinstance(self.meta, dict) else {}
+        checked = {}
+        for t, lab in self.labels.items():
+            t = check_frame_index(t, self.n_frames, where)
+            src = _label_source(lab)
+            checked[t] = self._check_labels(lab, t, src)
+            if src is not None:  # provenance of a label file, kept while the labels are unchanged
+                sources[t] = {"path": src[0], "sha256": src[1], "crc32": zlib.crc32(checked[t].tobytes())}
+        self.labels = checked
+        if sources:
+            self.meta = {**self.meta, "label_sources": sources}  # a new dict: replace() shares meta
+
+    def _where(self) -> str:
+        src = self.meta.get("source") if isinstance(self.meta, dict) else None
+        return " ".join(str(src).split()) if isinstance(src, (str, os.PathLike)) and str(src) else self.name
+
+    def label_provenance(self) -> dict[int, dict]:
+        """``{frame: {"path", "sha256"}}`` of the label maps that came from files and are unchanged."""
+        out = {}
+        for t, info in (self.meta.get("label_sources") or {}).items():
+            lab = self.labels.get(int(t))
+            if lab is not None and zlib.crc32(np.ascontiguousarray(lab).tobytes()) == info.get("crc32"):
+                out[int(t)] = {"path": info["path"], "sha256": info["sha256"]}
+        return out
 
     # -- geometry ------------------------------------------------------------------------------
     @property
@@ -221,26 +249,26 @@ class Sequence:
         return np.arange(self.n_frames) * self.frame_interval_ms
 
     # -- label handling ------------------------------------------------------------------------
-    def _check_labels(self, lab: np.ndarray, t: int) -> np.ndarray:
+    def _check_labels(self, lab: np.ndarray, t: int, src: tuple[str, str] | None = None) -> np.ndarray:
+        # A label file names itself first: "labels.nii.gz: label map (frame 0 of cine.nii.gz) ..."
+        what = f"{src[0]}: label map (frame {t} of {self._where()})" if src else f"{self._where()}: label map for frame {t}"
         lab = np.asarray(lab)
         if lab.ndim == 2 and self.is_2d:
             lab = lab[:, :, None]
         if lab.shape != self.shape:
-            raise InputError(
-                f"{self.name}: label map for frame {t} has shape {lab.shape}, image frames have {self.shape}"
-            )
+            raise InputError(f"{what} has shape {lab.shape}, image frames have {self.shape}")
         if not (np.issubdtype(lab.dtype, np.number) or lab.dtype == bool) or np.iscomplexobj(lab):
-            raise InputError(f"{self.name}: label map for frame {t} has data type {lab.dtype}, expected integer codes")
+            raise InputError(f"{what} has data type {lab.dtype}, expected integer codes")
         if not np.issubdtype(lab.dtype, np.integer) and lab.dtype != bool:
             if not np.all(np.isfinite(lab)) or not np.allclose(lab, np.round(lab)):
-                raise InputError(f"{self.name}: label map for frame {t} holds non-integer values")
+                raise InputError(f"{what} holds non-integer values")
         if lab.min() < 0 or lab.max() > 255:
-            raise InputError(f"{self.name}: label map for frame {t} has codes outside 0..255")
+            raise InputError(f"{what} has codes outside 0..255")
         lab = lab.astype(np.uint8)
         unknown = set(np.unique(lab).tolist()) - {0} - self.label_map.codes()
         if unknown:
             raise InputError(
-                f"{self.name}: label map for frame {t} has codes {sorted(unknown)} not in the label map "
+                f"{what} has codes {sorted(unknown)} not in the label map "
                 f"{self.label_map.as_dict()} (use --label-map)"
             )
         return lab
@@ -397,6 +425,87 @@ def _json_default(o: object) -> object:
 
 
 # ---------------------------------------------------------------------------------------------
+# Memory limit, checksums, label-file provenance
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_GIB = 8.0
+
+
+def max_input_gib() -> float:
+    """The largest input (GiB of memory once loaded) accepted: ``$CARDIOINR_MAX_GIB``, default 8."""
+    raw = os.environ.get("CARDIOINR_MAX_GIB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_GIB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"CARDIOINR_MAX_GIB={raw!r}: expected a positive number of GiB")
+    return value
+
+
+def check_memory(nbytes: float, where: str | os.PathLike, what: str = "reading it") -> None:
+    """Refuse, before anything is read, an input whose loaded size (estimated from its header)
+    is above :func:`max_input_gib`."""
+    limit = max_input_gib()
+    gib = float(nbytes) / 2**30
+    if gib > limit:
+        raise InputError(f"{where}: {what} needs about {gib:,.3g} GiB of memory, above the limit of {limit:g} GiB "
+                         "(set CARDIOINR_MAX_GIB to raise it)")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_sha256(files: list[Path], root: Path) -> str:
+    """One SHA-256 over several files: each file's path relative to ``root`` and its SHA-256."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda p: str(p.relative_to(root))):
+        h.update(f"{f.relative_to(root).as_posix()}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+# Label arrays returned by load_label_volume, so that Sequence can name their file in messages
+# and record its checksum: id(array) -> (weak reference, path, sha256). Nothing else changes.
+_LABEL_SOURCES: dict[int, tuple[weakref.ref, str, str]] = {}
+_LABEL_LOCK = threading.Lock()
+
+
+def _remember_label_source(arr: np.ndarray, path: Path) -> np.ndarray:
+    key = id(arr)
+    try:
+        sha = file_sha256(path)
+    except OSError:
+        return arr
+
+    def forget(_ref: weakref.ref, key: int = key) -> None:
+        with _LABEL_LOCK:
+            entry = _LABEL_SOURCES.get(key)
+            if entry is not None and entry[0] is _ref:
+                del _LABEL_SOURCES[key]
+
+    with _LABEL_LOCK:
+        _LABEL_SOURCES[key] = (weakref.ref(arr, forget), str(path), sha)
+    return arr
+
+
+def _label_source(arr: object) -> tuple[str, str] | None:
+    """``(path, sha256)`` of a label array loaded by :func:`load_label_volume`, else None."""
+    with _LABEL_LOCK:
+        entry = _LABEL_SOURCES.get(id(arr))
+    if entry is None or entry[0]() is not arr:
+        return None
+    return entry[1], entry[2]
+
+
+# ---------------------------------------------------------------------------------------------
 # NIfTI
 # ---------------------------------------------------------------------------------------------
 
@@ -429,9 +538,12 @@ def read_nifti(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
     path = Path(path)
     _require_file(path, what)
     try:
-        img = nib.load(str(path))
+        # mmap=False: the data are copied into memory, so a file changed or truncated later
+        # cannot alter them (or crash the process with SIGBUS).
+        img = nib.load(str(path), mmap=False)
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"{path}: {what} is a {type(img).__name__}, not a NIfTI file")
+        check_memory(_nifti_nbytes(img), path)  # from the header, before reading any voxel
         data = np.asanyarray(img.dataobj)  # reads (and decompresses) everything now
         if path.name.lower().endswith(".gz"):
             # nibabel stops reading at the end of the voxel data, before the gzip trailer, so a
@@ -451,6 +563,21 @@ def read_nifti(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
     if affine is None or not np.all(np.isfinite(affine)):
         raise InputError(f"{path}: header has no valid affine")
     return np.asarray(data), np.asarray(affine, dtype=np.float64), img.header
+
+
+def _nifti_nbytes(img: object) -> int:
+    """Memory a NIfTI image takes once read: the stored (or scaled, float64) array, plus its
+    float32 copy when the array is not float32 already."""
+    shape = tuple(int(n) for n in img.shape)  # type: ignore[attr-defined]
+    if any(n < 0 for n in shape):
+        raise InputError(f"{getattr(img, 'get_filename', lambda: '?')()}: header gives a negative dimension {shape}")
+    n_vox = math.prod(shape)
+    itemsize = np.dtype(img.get_data_dtype()).itemsize  # type: ignore[attr-defined]
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)  # type: ignore[attr-defined]
+    scaled = not (slope in (None, 1.0) and inter in (None, 0.0)) if np.isscalar(slope) and np.isscalar(inter) else True
+    loaded = 8 if scaled else itemsize
+    same = not scaled and np.dtype(img.get_data_dtype()) == np.float32  # type: ignore[attr-defined]
+    return n_vox * (loaded + (0 if same else 4))
 
 
 def _first_line(e: BaseException) -> str:
@@ -532,7 +659,7 @@ def load_nifti_sequence(
         name=name or _stem(path),
         meta={"source": str(path), "format": "nifti", "frame_interval_from": dt_from,
               # kept for older readers of meta
-              "frame_interval_from_header": dt_from == "header"},
+              "frame_interval_from_header": dt_from == "header", "sha256": file_sha256(path)},
     )
 
 
@@ -561,7 +688,7 @@ def load_label_volume(path: str | os.PathLike, shape: tuple[int, int, int] | Non
         raise InputError(f"{path}: a label map must be 3D (X, Y, Z), got shape {data.shape}")
     if shape is not None and data.shape != tuple(shape):
         raise InputError(f"{path}: label map has shape {data.shape}, image frames have {tuple(shape)}")
-    return _label_array(data, path)
+    return _remember_label_source(_label_array(data, path), path)
 
 
 def load_label_file(
@@ -608,6 +735,9 @@ def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *,
         img.header.set_zooms(zooms)
     if data.ndim == 5:
         img.header.set_intent("vector")
+    from . import __version__
+
+    img.header["descrip"] = f"cardioinr {__version__}".encode()[:79]  # which version wrote it
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     with atomic_path(path) as tmp:
@@ -656,6 +786,8 @@ def load_npz(path: str | os.PathLike) -> Sequence:
                 raise InputError(f"{path}: holds a single .npy array, not an .npz archive")
             if "image" not in z.files:
                 raise InputError(f"{path}: npz has no 'image' array (found {sorted(z.files)})")
+            with contextlib.suppress(KeyError, AttributeError):  # uncompressed size, before reading
+                check_memory(2 * z.zip.getinfo("image.npy").file_size, path)
             image = z["image"]
             affine = z["affine"] if "affine" in z.files else np.eye(4)
             dt = float(z["frame_interval_ms"]) if "frame_interval_ms" in z.files else 1.0
@@ -670,7 +802,7 @@ def load_npz(path: str | os.PathLike) -> Sequence:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, zlib.error) as e:
         raise InputError(f"{path}: corrupt or unreadable npz ({_first_line(e)})") from None
     return Sequence(image=image, affine=affine, frame_interval_ms=dt, labels=labels, ref_frame=ref,
-                    label_map=lmap, name=name, meta={"source": str(path), "format": "npz"})
+                    label_map=lmap, name=name, meta={"source": str(path), "format": "npz", "sha256": file_sha256(path)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -796,6 +928,7 @@ def load_nifti_frames(
             f"{folder}: NIfTI file names follow {len(patterns)} patterns ({shown}); a per-frame folder "
             "must hold only the frames of one cine (move labels and other files elsewhere)"
         )
+    _check_frames_memory(files, folder)
     frames: list[np.ndarray] = []
     shape0: tuple[int, ...] | None = None
     affine0: np.ndarray | None = None
@@ -823,8 +956,24 @@ def load_nifti_frames(
         label_map=label_map,
         name=name or folder.name,
         meta={"source": str(folder), "format": "nifti-frames", "frame_files": [f.name for f in files],
-              "frame_interval_from": "argument" if frame_interval_ms is not None else "default (unknown)"},
+              "frame_interval_from": "argument" if frame_interval_ms is not None else "default (unknown)",
+              "sha256": files_sha256(files, folder)},
     )
+
+
+def _check_frames_memory(files: list[Path], folder: Path) -> None:
+    """Refuse a per-frame folder whose stacked cine would exceed the memory limit (headers only)."""
+    import nibabel as nib
+
+    total = 0
+    for f in files:
+        try:
+            total += _nifti_nbytes(nib.load(str(f), mmap=False))
+        except InputError:
+            raise
+        except Exception:
+            return  # unreadable header: read_nifti names the file and the problem
+    check_memory(total, folder, f"stacking its {len(files)} frames")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1188,6 +1337,7 @@ def load_dicom_folder(
         step = first.slice_step or 1.0
 
     # Pixels, read once per file, rescaled to float32 (X, Y, Z, T).
+    check_memory(math.prod((first.cols, first.rows, n_z, n_t)) * 4, path)
     volume = np.empty((first.cols, first.rows, n_z, n_t), dtype=np.float32)
     multi_frame: dict[Path, tuple[np.ndarray, bool]] = {}  # multi-frame files are decoded once
     for k, s in enumerate(slices):
@@ -1230,6 +1380,7 @@ def load_dicom_folder(
         "slice_positions_mm": positions.round(4).tolist(),
         "frame_interval_from": dt_from,
         "enhanced_multiframe": first.frame is not None,
+        "sha256": files_sha256(sorted({im.file for im in images}), path),
     }
     if have_trigger:
         meta["trigger_times_ms"] = [float(im.trigger_ms) for im in slices[0]]  # type: ignore[arg-type]

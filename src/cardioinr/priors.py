@@ -27,6 +27,7 @@ import copy
 import hashlib
 import math
 import random
+import struct
 import time
 from collections.abc import Callable, Sequence as Seq
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,7 +41,8 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
 from .fields import FieldConfig, MotionField
-from .fit import FitConfig, Fitter, _Problem, frame_of_reference, normalise_intensity, read_config_table, resolve_device
+from .fit import (FitConfig, Fitter, _Problem, check_setting_types, frame_of_reference, normalise_intensity,
+                  read_config_table, resolve_device)
 from .io import Sequence, atomic_path
 from .warp import sample
 
@@ -125,16 +127,28 @@ class PriorConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown prior setting(s): {', '.join(sorted(unknown))}")
+        for key, sub in (("field", FieldConfig), ("fit", FitConfig)):
+            if key in d and not isinstance(d[key], (dict, sub)):
+                raise ConfigError(f"prior setting {key!r} must be a table of {key} settings, got {d[key]!r}")
         if isinstance(d.get("field"), dict):
+            bad = set(d["field"]) - {f.name for f in fields(FieldConfig)}
+            if bad:
+                raise ConfigError(f"unknown field setting(s): {', '.join(sorted(bad))}")
+            check_setting_types(FieldConfig, d["field"], "field setting")
             d["field"] = FieldConfig(**d["field"])
         if isinstance(d.get("fit"), dict):
             d["fit"] = FitConfig.from_dict(d["fit"])
+        check_setting_types(cls, {k: v for k, v in d.items() if k not in ("field", "fit")}, "prior setting")
         return cls(**d)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "PriorConfig":
         """Load from a TOML or JSON file (a ``[prior]`` table is accepted too)."""
-        return cls.from_dict(read_config_table(path, "prior"))
+        try:
+            return cls.from_dict(read_config_table(path, "prior"))
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,8 +260,12 @@ def random_prior(config: FieldConfig, dim: int, seed: int = 0) -> Prior:
 
 
 def save_prior(path: str | Path, prior: Prior) -> Path:
-    """Write a prior checkpoint atomically."""
+    """Write a prior checkpoint atomically (only kinds :func:`load_prior` reads back)."""
     from . import __version__
+
+    if prior.kind not in KINDS:
+        raise CheckpointError(f"{path}: cannot save a prior of kind {prior.kind!r} (kinds: {', '.join(KINDS)}); "
+                              "a random initialisation needs no checkpoint")
 
     payload = {
         "format": FORMAT,
@@ -278,12 +296,14 @@ def save_prior(path: str | Path, prior: Prior) -> Path:
 def load_prior(path: str | Path, device: str = "cpu", kind: str | None = None) -> Prior:
     """Read and check a prior checkpoint; any problem is a one-line :class:`CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a prior checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: prior checkpoint not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {_first(e)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {_load_problem(e)})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cardioinr prior checkpoint")
     if obj.get("version") != VERSION:
@@ -304,10 +324,23 @@ def load_prior(path: str | Path, device: str = "cpu", kind: str | None = None) -
             enc.load_state_dict(e["state_dict"])
             enc.eval()
     except Exception as e:
-        raise CheckpointError(f"{path}: checkpoint content does not match its description ({_first(e)})") from None
+        detail = " ".join(str(e).split())[:200] or type(e).__name__  # a state-dict error spans lines
+        raise CheckpointError(f"{path}: checkpoint content does not match its description ({detail})") from None
     dev = resolve_device(device)
     return Prior(obj["kind"], f.to(dev), enc.to(dev) if enc is not None else None, obj.get("config", {}),
                  obj.get("data_summary", {}), obj.get("history", []), obj.get("codes"))
+
+
+def _load_problem(e: BaseException) -> str:
+    """What went wrong in torch.load, in a few words (its weights-only message is a page long)."""
+    text = str(e)
+    if "Weights only load failed" in text or "UnpicklingError" in type(e).__name__:
+        return "not a torch checkpoint, or it holds objects a safe load refuses"
+    if "PytorchStreamReader" in text:
+        return "damaged torch archive: " + text.split(":", 1)[-1].split(".")[0].strip()
+    if isinstance(e, (EOFError, struct.error)):
+        return f"ends too early or is not a torch file: {_first(e)}"
+    return _first(e)
 
 
 def _first(e: BaseException) -> str:
@@ -476,9 +509,12 @@ class _TrainState:
         if self.path is None or not self.path.is_file():
             return None
         try:
-            st = torch.load(self.path, map_location="cpu", weights_only=False)
+            st = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{self.path}: training state is unreadable ({_first(e)}); delete it to restart") from None
+            raise CheckpointError(f"{self.path}: training state is unreadable ({_load_problem(e)}); "
+                                  "delete it to restart") from None
+        if not isinstance(st, dict) or not isinstance(st.get("step"), int):
+            raise CheckpointError(f"{self.path}: not a cardioinr training state; delete it to restart")
         if st.get("config") != self.config.to_dict():
             raise CheckpointError(f"{self.path}: training state was made with other settings; delete it to restart")
         return st
