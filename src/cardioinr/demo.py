@@ -48,7 +48,7 @@ def run_demo(out: Path, quick: bool = False, log=print) -> list[dict]:
     save_prior(out / "prior_population.ckpt", prior)
     fcfg = prior.fit_config(FitConfig())
     res = Fitter(fcfg).fit(seq, init=prior.init_field(seq), progress=True)
-    rows.append(_phantom_row("population prior", test, res, out / "fit_phantom_prior"))
+    rows.append(_phantom_row("prior", test, res, out / "fit_phantom_prior"))
 
     data = shared_data_dir()
     if data is None:
@@ -89,20 +89,22 @@ def print_rows(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="cardioinr demo")
-    cols = ["case", "method", "steps", "seconds", "dice_lv_min", "dice_myo_min", "epe_myo_mm", "dice_lv_es", "folded_pct"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("case", "method") else "right")
+    table = Table(title="cardioinr demo (Dice: min over frames; LV@ES: Sunnybrook ED labels carried to ES)")
+    cols = [("case", "case"), ("method", "method"), ("steps", "steps"), ("seconds", "s"),
+            ("dice_lv_min", "LV"), ("dice_myo_min", "MYO"), ("epe_myo_mm", "EPE mm"),
+            ("dice_lv_es", "LV@ES"), ("folded_pct", "fold %")]
+    for key, title in cols:
+        table.add_column(title, justify="left" if key in ("case", "method") else "right", no_wrap=True)
     for r in rows:
-        table.add_row(*[_cell(r.get(c)) for c in cols])
-    Console().print(table)
+        table.add_row(*[_cell(r.get(key)) for key, _ in cols])
+    Console(width=max(100, Console().width)).print(table)
 
 
 def _cell(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
     return str(v)
 
 
