@@ -61,7 +61,7 @@ class FitConfig:
     edge_fraction: float = 0.4
     heart_fraction: float = 0.3
     w_smooth: float = 0.02
-    w_fold: float = 1.0
+    w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
     w_incompress: float = 0.05
     w_temporal: float = 0.01
     w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
