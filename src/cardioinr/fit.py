@@ -115,11 +115,16 @@ class FitConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "FitConfig":
         """Load from a TOML or JSON file (a ``[fit]`` table in TOML is accepted too)."""
-        try:
-            return cls.from_dict(read_config_table(path, "fit"))
-        except ConfigError as e:
-            msg = str(e)
-            raise ConfigError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
+        return config_from_file(cls, path, "fit")
+
+
+def config_from_file(cls: type, path: str | Path, table: str):
+    """``cls.from_dict`` of a file's settings; every error names the file."""
+    try:
+        return cls.from_dict(read_config_table(path, table))
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
 
 
 def check_setting_types(cls: type, d: dict, what: str) -> None:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .errors import CheckpointError, ConfigError
 from .fields import FieldConfig, MotionField
 from .fit import (FitConfig, Fitter, _Problem, check_setting_types, frame_of_reference, normalise_intensity,
-                  read_config_table, resolve_device)
+                  config_from_file, resolve_device)
 from .io import Sequence, atomic_path
 from .warp import sample
 
@@ -144,11 +144,7 @@ class PriorConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "PriorConfig":
         """Load from a TOML or JSON file (a ``[prior]`` table is accepted too)."""
-        try:
-            return cls.from_dict(read_config_table(path, "prior"))
-        except ConfigError as e:
-            msg = str(e)
-            raise ConfigError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
+        return config_from_file(cls, path, "prior")
 
 
 # ---------------------------------------------------------------------------------------------
