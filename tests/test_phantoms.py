@@ -26,7 +26,7 @@ from cardioinr.phantoms import (
     make_phantom,
     write_cases,
 )
-from cardioinr.warp import propagate_labels, warp_labels
+from cardioinr.warp import label_scores, propagate_labels, warp_labels
 
 CODES = (1, 2, 3)  # ACDC: RV, MYO, LV
 
@@ -73,7 +73,9 @@ def exact_label_warp(ph, frame: int) -> np.ndarray:
     inv = (ph.motion.inverse(cen, frame) - cen).reshape(*cfg.shape, 3)
     ref = ph.sequence.labels[ph.sequence.ref_frame]
     sp = torch.tensor(cfg.spacing, dtype=torch.float64)
-    return warp_labels(torch.from_numpy(ref), torch.from_numpy(inv), sp, list(CODES)).numpy()
+    codes = [0, *CODES]
+    scores = torch.from_numpy(label_scores(ref, codes, np.asarray(cfg.spacing)))
+    return warp_labels(scores, codes, torch.from_numpy(inv), sp).numpy()
 
 
 @pytest.fixture(scope="module")

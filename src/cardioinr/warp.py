@@ -88,29 +88,55 @@ def _grid_mm(shape: tuple[int, int, int], spacing: torch.Tensor, like: torch.Ten
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
-def warp_labels(labels: torch.Tensor, inverse: torch.Tensor, spacing: torch.Tensor, codes: list[int]) -> torch.Tensor:
+def label_scores(labels: np.ndarray, codes: list[int], spacing: np.ndarray) -> np.ndarray:
+    """Negative signed distance (mm) to each structure, ``(K, X, Y, Z)`` for ``[0] + codes``.
+
+    Interpolating signed distances instead of one-hot masks places carried boundaries with
+    sub-voxel accuracy (a one-hot map is a step function, so its linear interpolation moves
+    boundaries in whole-voxel jumps near thin or small structures). Positive inside.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    sp = np.asarray(spacing, dtype=np.float64)
+    two_d = labels.shape[2] == 1
+    out = []
+    for c in codes:
+        m = labels == c
+        if not m.any():
+            out.append(np.full(labels.shape, -1e6, np.float32))
+            continue
+        if m.all():
+            out.append(np.full(labels.shape, 1e6, np.float32))
+            continue
+        if two_d:
+            inside = distance_transform_edt(m[:, :, 0], sampling=sp[:2])[:, :, None]
+            outside = distance_transform_edt(~m[:, :, 0], sampling=sp[:2])[:, :, None]
+        else:
+            inside = distance_transform_edt(m, sampling=sp)
+            outside = distance_transform_edt(~m, sampling=sp)
+        # Boundary halfway between the last voxel inside and the first outside.
+        out.append((np.where(m, inside - 0.5 * sp.min(), -(outside - 0.5 * sp.min()))).astype(np.float32))
+    return np.stack(out)
+
+
+def warp_labels(scores: torch.Tensor, codes: list[int], inverse: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
     """Pull a label map through an inverse displacement: ``L_t(x) = L_ref(x + v(x))``.
 
-    Labels are interpolated as one-hot channels (linear) and the arg-max is taken, which keeps
-    boundaries smoother than nearest-neighbour lookup.
-
     Args:
-        labels: ``(X, Y, Z)`` integer codes of the reference frame.
+        scores: ``(K, X, Y, Z)`` per-structure scores of the reference frame (see
+            :func:`label_scores`), for ``codes`` (background included).
+        codes: the K label codes, in the order of ``scores``.
         inverse: ``(X, Y, Z, 3)`` inverse displacement (mm), see :func:`invert_displacement`.
-        codes: the non-zero codes to carry (others become background).
 
     Returns:
-        ``(X, Y, Z)`` uint8 labels.
+        ``(X, Y, Z)`` uint8 labels: the structure with the highest interpolated score.
     """
-    shape = tuple(labels.shape)
-    all_codes = [0] + [c for c in codes if c != 0]
-    onehot = torch.stack([(labels == c).to(inverse.dtype) for c in all_codes])  # (K, X, Y, Z)
+    shape = tuple(scores.shape[1:])
     pts = (_grid_mm(shape, spacing, inverse) + inverse).reshape(-1, 3)
     dims = 2 if shape[2] == 1 else 3
-    prob = sample(onehot, pts[:, :dims], spacing, padding_mode="border")  # (N, K)
-    idx = prob.argmax(dim=1)
-    lut = torch.tensor(all_codes, dtype=torch.uint8, device=labels.device)
-    return lut[idx].reshape(shape)
+    val = sample(scores.to(inverse.dtype), pts[:, :dims], spacing, padding_mode="border")  # (N, K)
+    lut = torch.tensor(codes, dtype=torch.uint8, device=scores.device)
+    return lut[val.argmax(dim=1)].reshape(shape)
 
 
 def propagate_labels(
@@ -137,7 +163,8 @@ def propagate_labels(
         )
     if codes is None:
         codes = sorted(int(c) for c in np.unique(labels_ref) if c != 0)
-    lab = torch.from_numpy(np.ascontiguousarray(labels_ref))
+    all_codes = [0] + [int(c) for c in codes if c != 0]
+    scores = torch.from_numpy(label_scores(labels_ref, all_codes, spacing))
     sp = torch.as_tensor(np.asarray(spacing, dtype=np.float64))
     out = np.zeros(displacement.shape[:4], dtype=np.uint8)
     for t in range(displacement.shape[3]):
@@ -146,7 +173,7 @@ def propagate_labels(
             out[..., t] = labels_ref
             continue
         v = invert_displacement(u, sp, iterations)
-        out[..., t] = warp_labels(lab, v, sp, codes).numpy()
+        out[..., t] = warp_labels(scores, all_codes, v, sp).numpy()
     return out
 
 
