@@ -148,6 +148,15 @@ def _toml(b, tmp, text: str, name: str = "fit.toml") -> list[str]:
     return _fit(b["dir"] / "cine.nii.gz", "--config", str(tmp / name))
 
 
+def _header_field(b, tmp: Path, name: str, offset: int, fmt: str, value, gz: bool = True) -> Path:
+    """The good cine with one NIfTI header field overwritten."""
+    import struct
+
+    raw = bytearray(gzip.decompress((b["dir"] / "cine.nii.gz").read_bytes()))
+    raw[offset: offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return _write(tmp, name, gzip.compress(bytes(raw)) if gz else bytes(raw))
+
+
 def _shear(b):
     a = b["affine"].copy()
     a[0, 1] = 0.5
@@ -178,6 +187,17 @@ def _3d_prior(b, tmp) -> list[str]:
 def _wrong_dicom_file(tmp):
     dicom_series(tmp / "dcm")
     return _fit(sorted((tmp / "dcm").iterdir())[0])
+
+
+def _bad_vr_dicom(tmp) -> Path:
+    """A series where one file's Rows element has a VR that is no VR ('U\\0' for 'US')."""
+    d = dicom_series(tmp / "dcm")
+    f = d / "IM0002.dcm"
+    raw = bytearray(f.read_bytes())
+    pos = raw.find(b"\x28\x00\x10\x00US")  # (0028,0010) Rows
+    raw[pos + 5] = 0
+    f.write_bytes(bytes(raw))
+    return d
 
 
 def _truncated_dicom(tmp):
@@ -229,6 +249,14 @@ CASES = {
     # -- geometry ----------------------------------------------------------------------------------
     "singular_affine": lambda b, t: (_fit(_img(b, t, "sing.nii.gz", b["image"], _singular(b))), ["sing.nii.gz"], r"not invertible"),
     "zero_voxel_size": lambda b, t: (_fit(_img(b, t, "zero.nii.gz", b["image"], np.diag([2.0, 2.0, 0.0, 1.0]))), ["zero.nii.gz"], r"not invertible"),
+    "header_sform_code": lambda b, t: (_fit(_header_field(b, t, "sform.nii.gz", 254, "<h", -254)), ["sform.nii.gz"], r"invalid NIfTI header \(sform_code -254 not valid\)"),
+    "header_sizeof_hdr": lambda b, t: (_fit(_header_field(b, t, "size.nii", 0, "<i", 7, gz=False)), ["size.nii"], r"invalid NIfTI header|not a readable NIfTI"),
+    "header_datatype": lambda b, t: (_fit(_header_field(b, t, "dtype.nii.gz", 70, "<h", 999)), ["dtype.nii.gz"], r"invalid NIfTI header|data code 999"),
+    "header_zero_pixdim": lambda b, t: (_fit(_header_field(b, t, "pixdim.nii.gz", 80, "<f", 0.0)), ["pixdim.nii.gz"], r"invalid NIfTI header \(pixdim"),
+    "header_infinite_vox_offset": lambda b, t: (_fit(_header_field(b, t, "voxoff.nii.gz", 108, "<f", float("inf"))), ["voxoff.nii.gz"], r"invalid NIfTI header \(vox offset \(=inf\)|unreadable NIfTI file \(OverflowError"),
+    "header_infinite_scl_inter": lambda b, t: (_fit(_header_field(b, t, "inter.nii.gz", 116, "<f", float("inf"))), ["inter.nii.gz"], r"invalid NIfTI header \(Valid slope but invalid intercept inf\)|NaN or infinite"),
+    "dicom_unknown_vr": lambda b, t: (_fit(_bad_vr_dicom(t)), ["IM0002.dcm"], r"IM0002.dcm: (unreadable DICOM header|corrupt or unreadable DICOM file).*Value Representation"),
+    "beyond_float32": lambda b, t: (_fit(_img(b, t, "big.nii.gz", _with(b["image"].astype(np.float64), (1, 1, 0, 1), 1e300))), ["big.nii.gz"], r"beyond the float32 range"),
     "sheared_affine": lambda b, t: (_fit(_img(b, t, "shear.nii.gz", b["image"], _shear(b))), ["shear.nii.gz"], r"sheared"),
     # -- label maps --------------------------------------------------------------------------------
     "labels_other_shape": lambda b, t: (_seg(b, t, "seg40.nii.gz", b["labels"][:40]), ["seg40.nii.gz"], r"shape \(40, 56, 1\).*\(56, 56, 1\)"),
@@ -311,6 +339,7 @@ CASES = {
 ENV = {"above_env_limit": "0.00001", "bad_env_limit": "lots"}
 
 
+@pytest.mark.filterwarnings("error::UserWarning", "error::RuntimeWarning")  # nothing printed beside the line
 @pytest.mark.parametrize("case", list(CASES))
 def test_hostile_input_gives_one_clear_line(case: str, base: dict, tmp_path: Path, capsys, monkeypatch) -> None:
     if case == "unreadable_file" and os.geteuid() == 0:
@@ -389,3 +418,14 @@ def test_empty_label_map_is_accepted_and_reported(base: dict, tmp_path: Path, ca
     assert any("label map is empty" in w for w in m["warnings"])
     assert not np.asarray(nib.load(out / "labels.nii.gz").dataobj).any()
     assert m["inputs"]["labels"]["0"]["path"] == str(seg)
+
+
+def test_error_messages_are_one_line_whatever_they_quote() -> None:
+    """A DICOM value or file name holding a newline or a control character (found by fuzzing:
+    a SeriesInstanceUID with a newline) never splits the error line."""
+    from cardioinr.errors import CheckpointError, ConfigError, InputError
+
+    for cls in (InputError, ConfigError, CheckpointError):
+        e = cls("dcm: holds 2 DICOM series (1\n2.826 'a\tb\x00c' (1 images))")
+        assert str(e) == "dcm: holds 2 DICOM series (1 2.826 'a b c' (1 images))"
+        assert e.exit_code == 2

@@ -255,37 +255,45 @@ def _f(v) -> str:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM (or SIGHUP) turned into an interruption, so that ``finally`` blocks run: atomic
-    writes remove their temporary files and nothing half-written is left behind."""
+    """SIGTERM, SIGHUP or SIGINT turned into an interruption, so that ``finally`` blocks run:
+    atomic writes remove their temporary files and nothing half-written is left behind."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
+class _SignalState:
+    signum: Optional[int] = None
+
+
 @contextlib.contextmanager
-def _terminate_as_interrupt():
-    """While the command runs, SIGTERM and SIGHUP raise :class:`_Terminated` (once: a repeated
-    signal during the clean-up is ignored). Only in the main thread, where handlers can be set."""
+def _signals_as_interrupt(state: _SignalState):
+    """While the command runs, SIGTERM, SIGHUP and SIGINT raise :class:`_Terminated` and are
+    recorded in ``state`` (once: a repeated signal during the clean-up is ignored). Only in the
+    main thread, where handlers can be set; a signal the parent ignores (SIGINT of a background
+    job) stays ignored."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = []
 
     def handler(signum, frame):  # noqa: ARG001
-        if not fired:
-            fired.append(signum)
+        if state.signum is None:
+            state.signum = signum
             raise _Terminated(signum)
 
     previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
         sig = getattr(signal, name, None)
-        if sig is not None:
-            with contextlib.suppress(OSError, ValueError):
-                previous[sig] = signal.signal(sig, handler)
+        if sig is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            previous[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
@@ -302,25 +310,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     (SIGTERM; 128 + the signal number). Interrupted runs remove their partial files.
 
     Typer may bundle its own click, so usage errors are recognised by their interface
-    (``exit_code`` and ``show``) rather than by class."""
+    (``exit_code`` and ``show``) rather than by class. Typer turns an interruption into a
+    silent exit code 130, so signals are recorded by our own handler and reported here."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    sig = _SignalState()
     try:
-        with _terminate_as_interrupt():
+        with _signals_as_interrupt(sig):
             rc = app(args=args, standalone_mode=False)
     except CardioInrError as e:
+        if sig.signum is not None:
+            return _interrupted(sig.signum)
         if debug:
             raise
         typer.echo(f"cardioinr: error: {_one_line(str(e))}", err=True)
         return e.exit_code
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", None)
-        if signum is None:
-            typer.echo("cardioinr: interrupted", err=True)
-            return 130
-        typer.echo(f"cardioinr: terminated by signal {signum}", err=True)
-        return 128 + int(signum)
+    except KeyboardInterrupt:
+        return _interrupted(sig.signum)
     except Exception as e:
+        if sig.signum is not None or isinstance(e.__cause__, KeyboardInterrupt):
+            return _interrupted(sig.signum)
         name = type(e).__name__
         if name == "Exit" and hasattr(e, "exit_code"):  # typer.Exit / click.exceptions.Exit
             return int(e.exit_code)
@@ -333,7 +342,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             typer.echo(f"cardioinr: error: {_usage_line(e)}", err=True)
             return int(e.exit_code)
         raise
+    if sig.signum is not None:
+        return _interrupted(sig.signum)
     return rc if isinstance(rc, int) else 0
+
+
+def _interrupted(signum: Optional[int]) -> int:
+    """One line and the conventional exit code: 128 + N for signal N (130 SIGINT, 143 SIGTERM)."""
+    import signal
+
+    if signum is None or signum == signal.SIGINT:
+        typer.echo("cardioinr: interrupted", err=True)
+        return 130
+    typer.echo(f"cardioinr: terminated by signal {signum}", err=True)
+    return 128 + int(signum)
 
 
 def _usage_line(e: Exception) -> str:

@@ -380,8 +380,11 @@ def _nifti_is_cine(f: Path) -> bool:
     raise InputError."""
     import nibabel as nib
 
+    from .io import _strict_nifti_header
+
     try:
-        shape = nib.load(str(f)).shape
+        with _strict_nifti_header():  # a damaged header is refused, and nibabel prints nothing
+            shape = nib.load(str(f)).shape
     except Exception as e:
         raise InputError(f"{f}: not a readable NIfTI file ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
     return len(shape) == 4 or (len(shape) == 5 and shape[3] == 1)

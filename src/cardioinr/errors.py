@@ -4,9 +4,17 @@ from __future__ import annotations
 
 
 class CardioInrError(Exception):
-    """Base class: a problem the user can fix (bad input, bad option, unusable file)."""
+    """Base class: a problem the user can fix (bad input, bad option, unusable file).
+
+    The message is kept to one line whatever it quotes (a file name, a DICOM value holding a
+    newline): runs of whitespace and control characters become one space."""
 
     exit_code = 2
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        if isinstance(message, str):
+            message = " ".join("".join(c if c.isprintable() else " " for c in message).split())
+        super().__init__(message, *args)
 
 
 class InputError(CardioInrError):

@@ -45,6 +45,7 @@ import os
 import re
 import secrets
 import threading
+import warnings
 import weakref
 import zlib
 from collections.abc import Iterator, Mapping
@@ -318,6 +319,10 @@ def validate_image(image: np.ndarray, name: str) -> None:
     finite = np.isfinite(image)
     if not finite.all():
         raise InputError(f"{name}: image holds {int((~finite).sum())} NaN or infinite values")
+    if np.issubdtype(image.dtype, np.floating) and image.dtype.itemsize > 4:
+        big = float(np.abs(image).max())
+        if big > float(np.finfo(np.float32).max):  # would become infinite as float32
+            raise InputError(f"{name}: image values up to {big:.3g} are beyond the float32 range")
     if float(image.max()) == float(image.min()):
         raise InputError(f"{name}: image is constant (value {float(image.min())}); nothing to register")
 
@@ -339,6 +344,29 @@ def validate_affine(affine: np.ndarray, name: str) -> None:
 def spacing_from_affine(affine: np.ndarray) -> np.ndarray:
     """Voxel size along the array axes: the norms of the affine's first three columns (mm)."""
     return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def voxel_to_mm(ijk: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Voxel indices ``(..., 3)`` (fractional allowed) to array-aligned mm: ``ijk * spacing``."""
+    return np.asarray(ijk, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)
+
+
+def mm_to_voxel(points_mm: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Array-aligned mm ``(..., 3)`` to (fractional) voxel indices: ``points / spacing``."""
+    return np.asarray(points_mm, dtype=np.float64) / np.asarray(spacing, dtype=np.float64)
+
+
+def voxel_to_world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """Voxel indices ``(..., 3)`` to world (RAS+) mm through the ``(4, 4)`` affine."""
+    a = np.asarray(affine, dtype=np.float64)
+    return np.asarray(ijk, dtype=np.float64) @ a[:3, :3].T + a[:3, 3]
+
+
+def world_to_voxel(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """World (RAS+) mm ``(..., 3)`` to (fractional) voxel indices: the inverse of :func:`voxel_to_world`."""
+    a = np.asarray(affine, dtype=np.float64)
+    return np.linalg.solve(a[:3, :3], (np.asarray(xyz, dtype=np.float64) - a[:3, 3]).reshape(-1, 3).T).T.reshape(
+        np.shape(xyz))
 
 
 def voxel_grid_mm(shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
@@ -540,11 +568,14 @@ def read_nifti(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
     try:
         # mmap=False: the data are copied into memory, so a file changed or truncated later
         # cannot alter them (or crash the process with SIGBUS).
-        img = nib.load(str(path), mmap=False)
+        with _strict_nifti_header(), _no_warnings():
+            img = nib.load(str(path), mmap=False)
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputError(f"{path}: {what} is a {type(img).__name__}, not a NIfTI file")
         check_memory(_nifti_nbytes(img), path)  # from the header, before reading any voxel
-        data = np.asanyarray(img.dataobj)  # reads (and decompresses) everything now
+        with _no_warnings():
+            data = np.asanyarray(img.dataobj)  # reads (and decompresses) everything now
+            affine = img.affine
         if path.name.lower().endswith(".gz"):
             # nibabel stops reading at the end of the voxel data, before the gzip trailer, so a
             # corrupted stream can decode to garbage silently; reading to the end checks the CRC.
@@ -559,10 +590,52 @@ def read_nifti(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
         raise InputError(f"{path}: {what} has an invalid NIfTI header ({_first_line(e)})") from None
     except _NIFTI_ERRORS as e:
         raise InputError(f"{path}: {what} is a corrupt or truncated NIfTI file ({_first_line(e)})") from None
-    affine = img.affine
+    except Exception as e:  # nibabel on a damaged header (e.g. OverflowError for an infinite vox_offset)
+        raise InputError(f"{path}: {what} is an unreadable NIfTI file ({type(e).__name__}: {_first_line(e)})") from None
     if affine is None or not np.all(np.isfinite(affine)):
         raise InputError(f"{path}: header has no valid affine")
     return np.asarray(data), np.asarray(affine, dtype=np.float64), img.header
+
+
+_NIBABEL_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
+    """Silence library warnings while reading files (pydicom's value-representation
+    complaints, numpy's on damaged headers): whatever they point at is either harmless or
+    refused by the checks that follow, with one clear line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def _strict_nifti_header() -> Iterator[None]:
+    """While loading a NIfTI header: a problem nibabel would "fix" and print (an invalid
+    sform/qform code, a wrong header size or voxel offset, zero voxel sizes; problem level
+    >= 30) is raised as HeaderDataError instead, and nothing is printed. Such a header is
+    damaged, and the geometry nibabel would guess for it could be silently wrong."""
+    import logging
+
+    from nibabel import imageglobals
+
+    with _NIBABEL_LOCK:
+        logger = imageglobals.logger
+        handlers, propagate = list(logger.handlers), logger.propagate
+        for h in handlers:
+            logger.removeHandler(h)
+        quiet = logging.NullHandler()
+        logger.addHandler(quiet)
+        logger.propagate = False
+        try:
+            with imageglobals.ErrorLevel(30):
+                yield
+        finally:
+            logger.removeHandler(quiet)
+            for h in handlers:
+                logger.addHandler(h)
+            logger.propagate = propagate
 
 
 def _nifti_nbytes(img: object) -> int:
@@ -578,6 +651,11 @@ def _nifti_nbytes(img: object) -> int:
     loaded = 8 if scaled else itemsize
     same = not scaled and np.dtype(img.get_data_dtype()) == np.float32  # type: ignore[attr-defined]
     return n_vox * (loaded + (0 if same else 4))
+
+
+def _shown(text: str) -> str:
+    """A value read from a file, fit for a one-line message (control characters escaped)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _first_line(e: BaseException) -> str:
@@ -968,7 +1046,9 @@ def _check_frames_memory(files: list[Path], folder: Path) -> None:
     total = 0
     for f in files:
         try:
-            total += _nifti_nbytes(nib.load(str(f), mmap=False))
+            with _strict_nifti_header(), _no_warnings():
+                img = nib.load(str(f), mmap=False)
+            total += _nifti_nbytes(img)
         except InputError:
             raise
         except Exception:
@@ -1166,7 +1246,8 @@ def _scan_dicom_folder(path: Path) -> tuple[list[_DicomImage], int]:
             skipped += 1
             continue
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            with _no_warnings():
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
         except InvalidDicomError:
             if f.suffix.lower() in {".dcm", ".ima", ".dicom"}:
                 raise InputError(f"{f}: not a valid DICOM file (no DICOM header)") from None
@@ -1174,24 +1255,34 @@ def _scan_dicom_folder(path: Path) -> tuple[list[_DicomImage], int]:
             continue
         except Exception as e:  # truncated or corrupt header
             raise InputError(f"{f}: corrupt or unreadable DICOM file ({_first_line(e)})") from None
-        if "Rows" not in ds or "Columns" not in ds:
-            # pydicom reads a truncated file without complaint, up to where it ends: an image
-            # without Rows is broken, while DICOMDIRs, reports and presentation states are skipped.
-            sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
-                      or getattr(ds, "SOPClassUID", ""))
-            if len(ds) == 0 or _is_image_sop_class(sop):
-                raise InputError(f"{f}: incomplete DICOM image header (no Rows/Columns): truncated or corrupt file")
-            skipped += 1
-            continue
-        if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
-            raise InputError(f"{f}: colour DICOM ({ds.SamplesPerPixel} samples per pixel) is not an MR magnitude image")
         try:
-            images.extend(_scan_dicom_file(f, ds))
+            with _no_warnings():  # header values are decoded lazily, here: damaged ones raise
+                found = _dicom_images_of(f, ds)
         except InputError:
             raise
         except Exception as e:
             raise InputError(f"{f}: unreadable DICOM header ({_first_line(e)})") from None
+        if found is None:
+            skipped += 1
+            continue
+        images.extend(found)
     return images, skipped
+
+
+def _dicom_images_of(f: Path, ds: object) -> list[_DicomImage] | None:
+    """The images of one DICOM dataset, or None for a non-image object (DICOMDIR, report)."""
+    if "Rows" not in ds or "Columns" not in ds:  # type: ignore[operator]
+        # pydicom reads a truncated file without complaint, up to where it ends: an image
+        # without Rows is broken, while DICOMDIRs, reports and presentation states are skipped.
+        sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+                  or getattr(ds, "SOPClassUID", ""))
+        if len(ds) == 0 or _is_image_sop_class(sop):  # type: ignore[arg-type]
+            raise InputError(f"{f}: incomplete DICOM image header (no Rows/Columns): truncated or corrupt file")
+        return None
+    samples = getattr(ds, "SamplesPerPixel", 1)
+    if int(samples or 1) != 1:
+        raise InputError(f"{f}: colour DICOM ({samples} samples per pixel) is not an MR magnitude image")
+    return _scan_dicom_file(f, ds)
 
 
 def _read_dicom_pixels(f: Path) -> tuple[np.ndarray, bool]:
@@ -1203,13 +1294,15 @@ def _read_dicom_pixels(f: Path) -> tuple[np.ndarray, bool]:
     import pydicom
 
     try:
-        arr = np.asarray(pydicom.dcmread(f).pixel_array)
+        with _no_warnings():
+            arr = np.asarray(pydicom.dcmread(f).pixel_array)
         rescaled = False
     except Exception as e_pydicom:
         try:
             import SimpleITK as sitk
 
-            arr = sitk.GetArrayFromImage(sitk.ReadImage(str(f)))  # (frames, rows, cols)
+            with _no_warnings():
+                arr = sitk.GetArrayFromImage(sitk.ReadImage(str(f)))  # (frames, rows, cols)
             rescaled = True
         except Exception:
             raise InputError(f"{f}: cannot decode DICOM pixel data ({_first_line(e_pydicom)})") from None
@@ -1273,7 +1366,8 @@ def load_dicom_folder(
         images = by_series[series_uid]
     elif len(by_series) > 1:
         listed = "; ".join(
-            f"{uid or '(no UID)'} '{ims[0].series_desc}' ({len(ims)} images)" for uid, ims in sorted(by_series.items())
+            f"{_shown(uid) or '(no UID)'} '{_shown(ims[0].series_desc)}' ({len(ims)} images)"
+            for uid, ims in sorted(by_series.items())
         )
         raise InputError(f"{path}: holds {len(by_series)} DICOM series ({listed}); choose one with series_uid")
     uid = images[0].series_uid
