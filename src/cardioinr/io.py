@@ -754,16 +754,22 @@ def _label_array(data: np.ndarray, path: Path) -> np.ndarray:
     return np.round(data).astype(np.uint8)
 
 
-def load_label_volume(path: str | os.PathLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
-    """Load a label map ``(X, Y, Z)`` (or ``(X, Y)`` for one slice) as uint8, checking its shape."""
-    path = Path(path)
-    data, _, _ = read_nifti(path, "label map")
+def _as_volume(data: np.ndarray, refusal: str) -> np.ndarray:
+    """``(X, Y)``, ``(X, Y, Z)`` or ``(X, Y, Z, 1)`` as ``(X, Y, Z)``; else InputError(refusal + shape)."""
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3:
-        raise InputError(f"{path}: a label map must be 3D (X, Y, Z), got shape {data.shape}")
+        raise InputError(f"{refusal}, got shape {data.shape}")
+    return data
+
+
+def load_label_volume(path: str | os.PathLike, shape: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Load a label map ``(X, Y, Z)`` (or ``(X, Y)`` for one slice) as uint8, checking its shape."""
+    path = Path(path)
+    data, _, _ = read_nifti(path, "label map")
+    data = _as_volume(data, f"{path}: a label map must be 3D (X, Y, Z)")
     if shape is not None and data.shape != tuple(shape):
         raise InputError(f"{path}: label map has shape {data.shape}, image frames have {tuple(shape)}")
     return _remember_label_source(_label_array(data, path), path)
@@ -1012,12 +1018,7 @@ def load_nifti_frames(
     affine0: np.ndarray | None = None
     for f in files:
         data, affine, _ = read_nifti(f, "frame")
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim == 2:
-            data = data[:, :, None]
-        if data.ndim != 3:
-            raise InputError(f"{f}: a per-frame file must hold one 2D or 3D frame, got shape {data.shape}")
+        data = _as_volume(data, f"{f}: a per-frame file must hold one 2D or 3D frame")
         if shape0 is None:
             shape0, affine0 = data.shape, affine
         elif data.shape != shape0:
