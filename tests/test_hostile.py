@@ -300,7 +300,7 @@ CASES = {
     "ckpt_kind": lambda b, t: (_ckpt(b, t, "kind.ckpt", lambda o: o.update(kind="telepathy")), ["kind.ckpt"], r"unknown prior kind 'telepathy'"),
     "ckpt_content": lambda b, t: (_ckpt(b, t, "bad.ckpt", lambda o: o["state_dict"].popitem()), ["bad.ckpt"], r"does not match its description"),
     "ckpt_field_file": lambda b, t: (_fit(b["dir"] / "cine.nii.gz", "--prior", str(b["dir"] / "field.pt")), ["field.pt"], r"not a cardioinr prior checkpoint"),
-    "ckpt_3d_for_2d": lambda b, t: (_3d_prior(b, t), ["3D"], r"3D fields but the sequence is 2D|2D"),
+    "ckpt_3d_for_2d": lambda b, t: (_3d_prior(b, t), ["p3.ckpt", "cine.nii.gz"], r"a 3D prior cannot start a fit of the 2D sequence"),
     "ckpt_is_a_folder": lambda b, t: ((t / "p.ckpt").mkdir() or _fit(b["dir"] / "cine.nii.gz", "--prior", str(t / "p.ckpt")), ["p.ckpt"], r"is a folder"),
     "ckpt_missing": lambda b, t: (_fit(b["dir"] / "cine.nii.gz", "--prior", str(t / "none.ckpt")), ["none.ckpt"], r"not found"),
     # -- options -------------------------------------------------------------------------------------
@@ -333,6 +333,7 @@ CASES = {
     "train_prior_missing_data": lambda b, t: (["train-prior", str(t / "nodata"), "--out", str(t / "p.ckpt")], ["nodata"], r"not found"),
     "train_prior_bad_config": lambda b, t: (["train-prior", str(t), "--out", str(t / "p.ckpt"), "--config", str(_write(t, "p.toml", b"[prior]\nbatch = 'big'\n"))], ["p.toml"], r"'batch' must be an integer"),
     "train_prior_left_state": lambda b, t: (_existing_state(b, t), ["p.ckpt.state"], r"pass --resume or delete it"),
+    "train_prior_out_is_a_folder": lambda b, t: (["train-prior", str(t), "--out", str(t)], [str(t)], r"is a folder; --out names the checkpoint file"),
     "train_prior_corrupt_state": lambda b, t: (_corrupt_state(b, t), ["p.ckpt.state"], r"training state is unreadable.*delete it to restart"),
 }
 

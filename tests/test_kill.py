@@ -297,9 +297,6 @@ def test_prior_training_killed_then_resumed(cohort: dict, tmp_path: Path, signam
         assert torch.equal(resumed.field.state_dict()[k], v), f"resumed training differs in {k}"
 
 
-@pytest.mark.xfail(reason="known gap: train_prior() deletes its state before the command writes the checkpoint, "
-                          "so a kill inside that write loses the whole training (fix: clear the state after "
-                          "save_prior, in the train-prior command)", strict=False)
 def test_prior_training_killed_while_writing_the_checkpoint_can_resume(cohort: dict, tmp_path: Path) -> None:
     out = tmp_path / "p.ckpt"
     state = out.with_name(out.name + ".state")
@@ -317,3 +314,29 @@ def test_prior_training_killed_while_writing_the_checkpoint_can_resume(cohort: d
         pytest.skip("the checkpoint write was too quick to catch")
     assert not out.exists()
     assert state.exists(), "killed while writing the checkpoint: the training state is gone, nothing to resume"
+    rc, _, err = finish(start(*train_args(cohort, out, "--resume")))
+    assert rc == 0, err
+    assert out.exists() and not state.exists()
+
+
+def test_crash_inside_the_checkpoint_write_keeps_the_training_resumable(cohort: dict, tmp_path: Path, capsys,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic twin of the test above: the checkpoint write itself fails."""
+    import cardioinr.priors as priors
+    from cardioinr.cli import main
+
+    out = tmp_path / "p.ckpt"
+    state = out.with_name(out.name + ".state")
+    real_save = priors.save_prior
+
+    def failing_save(path, prior):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(priors, "save_prior", failing_save)
+    assert main(train_args(cohort, out)) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"cardioinr: error: {out}: No space left on device"]
+    assert not out.exists() and state.exists(), "a failed checkpoint write lost the training state"
+    assert torch.load(state, weights_only=True)["step"] >= 30 - 3  # at most save_every steps to redo
+    monkeypatch.setattr(priors, "save_prior", real_save)
+    assert main(train_args(cohort, out, "--resume")) == 0
+    assert load_prior(out).kind == "population" and not state.exists()

@@ -34,6 +34,12 @@ def _root(
     _STATE["debug"] = debug
 
 
+def _refuse_non_folder(out: Path) -> None:
+    """Refuse an output folder that cannot be one before minutes of fitting, not after."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; --out names the output folder")
+
+
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Output folder."),
@@ -75,6 +81,7 @@ def fit(
     from .report import save_fit
 
     _threads(threads)
+    _refuse_non_folder(out)
     loaded_prior = None
     if prior is not None:
         from .priors import load_prior
@@ -97,6 +104,9 @@ def fit(
     seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
     if seg is not None:
         seq = seq.with_labels(seq.ref_frame, load_label_volume(seg, seq.shape))
+    if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
+        raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
+                          f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
     init = loaded_prior.init_field(seq) if loaded_prior is not None else None
     result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind}} if loaded_prior is not None else None
@@ -183,6 +193,8 @@ def train_prior_cmd(
     from .priors import PriorConfig, save_prior, train_prior
 
     _threads(threads)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; --out names the checkpoint file to write (e.g. {out / 'prior.ckpt'})")
     base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)
     changes: dict = {"kind": kind, "device": device, "seed": seed}
     if steps is not None:
@@ -196,9 +208,11 @@ def train_prior_cmd(
         raise ConfigError(f"{state}: an interrupted training left its state here; pass --resume or delete it")
     dist = init_from_env(device)
     try:
-        prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist)
+        prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist, clear_state=False)
         if is_rank0(dist):
             save_prior(out, prior)
+            # Only now is the training safe in the checkpoint: a kill before this line resumes.
+            state.unlink(missing_ok=True)
             typer.echo(f"trained a {kind} prior on {len(seqs)} sequences in "
                        f"{prior.config['train_seconds']:.0f} s -> {out}")
     finally:
@@ -305,7 +319,8 @@ def _signals_as_interrupt(state: _SignalState):
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: runs the app and turns user errors into one clear line.
 
-    Exit codes: 0 success, 2 a user error (bad input, option or file; one line on stderr,
+    Exit codes: 0 success, 1 a system error while reading or writing (disk full, permission
+    denied; one line), 2 a user error (bad input, option or file; one line on stderr,
     ``cardioinr: error: ...``), 3 a diverged fit, 130 interrupted (SIGINT), 143 terminated
     (SIGTERM; 128 + the signal number). Interrupted runs remove their partial files.
 
@@ -341,6 +356,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise
             typer.echo(f"cardioinr: error: {_usage_line(e)}", err=True)
             return int(e.exit_code)
+        if isinstance(e, OSError) and e.strerror and not debug:
+            # The machine, not the input: a full disk or a read-only folder deserves one line too.
+            where = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"cardioinr: error: {_one_line(where + e.strerror)}", err=True)
+            return 1
         raise
     if sig.signum is not None:
         return _interrupted(sig.signum)

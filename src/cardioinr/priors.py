@@ -417,6 +417,7 @@ def train_prior(
     callback: Callable[[int, dict], None] | None = None,
     state_path: str | Path | None = None,
     dist: "DistContext | None" = None,
+    clear_state: bool = True,
 ) -> Prior:
     """Train a prior of ``config.kind`` on ``seqs`` and return it (see :func:`save_prior`).
 
@@ -429,6 +430,9 @@ def train_prior(
         state_path: where to keep resumable training state (written atomically every
             ``save_every`` steps and resumed from when present).
         dist: data-parallel context (torch.distributed); None for one process.
+        clear_state: delete the training state on success. Pass False when the caller still
+            has to write the checkpoint, and delete the state once it is written, so that a
+            crash inside that write can still be resumed.
     """
     device = resolve_device(config.device)
     dist = dist or DistContext()
@@ -451,7 +455,8 @@ def train_prior(
                     "world_size": dist.world_size}
     prior.data_summary = summarise_data(seqs)
     f.set_frame(torch.zeros(cohort.dim), 1.0, seqs[0].n_frames, seqs[0].ref_frame)
-    state.clear()
+    if clear_state:
+        state.clear()
     return prior.__class__(prior.kind, prior.field.cpu(), None if prior.encoder is None else prior.encoder.cpu(),
                            prior.config, prior.data_summary, prior.history,
                            None if prior.codes is None else prior.codes.cpu())
