@@ -26,7 +26,7 @@ from cardioinr.phantoms import (
     make_phantom,
     write_cases,
 )
-from cardioinr.warp import label_scores, propagate_labels, warp_labels
+from cardioinr.warp import structure_distances, propagate_labels, warp_labels
 
 CODES = (1, 2, 3)  # ACDC: RV, MYO, LV
 
@@ -74,7 +74,7 @@ def exact_label_warp(ph, frame: int) -> np.ndarray:
     ref = ph.sequence.labels[ph.sequence.ref_frame]
     sp = torch.tensor(cfg.spacing, dtype=torch.float64)
     codes = [0, *CODES]
-    scores = torch.from_numpy(label_scores(ref, codes, np.asarray(cfg.spacing)))
+    scores = torch.from_numpy(structure_distances(ref, codes, np.asarray(cfg.spacing)))
     return warp_labels(scores, codes, torch.from_numpy(inv), sp).numpy()
 
 
@@ -276,6 +276,30 @@ def test_truth_displacement_carries_reference_labels(which, request):
             assert dice(prop[..., i], exact, code) >= 0.97, (t, code)
             assert dice(prop[..., i], lab[..., t], code) >= min(d_exact - 0.02, 0.97), (t, code)
             assert d_exact >= 0.90, (t, code)
+
+
+@pytest.mark.parametrize("seed", [3, 11, 12])
+def test_truth_carried_labels_reproduce_every_frame_2d(seed):
+    """The ground truth is self-consistent: the reference labels carried by the true displacement
+    (the written field, numerically inverted) give each frame's rendered labels. At the default
+    1.6 mm, LV and MYO reach Dice >= 0.97 at every frame; the thin RV crescent >= 0.95, as its
+    boundary is sampled with half-voxel steps (measured min 0.956 / 0.963 / 0.975). On a 0.8 mm
+    grid, where sampling matters half as much, every structure reaches 0.97 (next test)."""
+    ph = make_phantom(PhantomConfig(dim=2), seed=seed)
+    prop = propagate_labels(ph.labels[..., ph.config.ed_frame], ph.displacement, ph.config.spacing)
+    for t in range(ph.config.n_frames):
+        assert dice(prop[..., t], ph.labels[..., t], 3) >= 0.97, ("LV", t)
+        assert dice(prop[..., t], ph.labels[..., t], 2) >= 0.97, ("MYO", t)
+        assert dice(prop[..., t], ph.labels[..., t], 1) >= 0.95, ("RV", t)
+
+
+def test_truth_carried_labels_reproduce_every_frame_on_a_fine_grid():
+    cfg = PhantomConfig(dim=2, shape=(224, 224, 1), spacing=(0.8, 0.8, 8.0), n_frames=10)
+    ph = make_phantom(cfg, seed=11)  # the seed whose RV is hardest at 1.6 mm
+    prop = propagate_labels(ph.labels[..., 0], ph.displacement, cfg.spacing)
+    for t in range(cfg.n_frames):
+        for code in CODES:
+            assert dice(prop[..., t], ph.labels[..., t], code) >= 0.97, (code, t)
 
 
 # ---------------------------------------------------------------------------------------------
