@@ -42,8 +42,8 @@ from cardioinr.priors import KINDS, PriorConfig, load_prior, save_prior, train_p
 
 PHANTOM_2D = PhantomConfig(dim=2)
 PHANTOM_3D = PhantomConfig(dim=3, shape=(80, 80, 8), spacing=(1.4, 1.6, 10.0), n_frames=20)
-SCRATCH_BUDGETS = (0, 10, 25, 50, 100, 250, 500, 800)
-PRIOR_BUDGETS = (0, 5, 10, 25, 50, 100)
+SCRATCH_BUDGETS = (0, 10, 25, 50, 75, 100, 250, 500, 800)
+PRIOR_BUDGETS = (0, 5, 10, 25, 50, 75, 100)
 
 
 def _ref_only(seq):
@@ -155,9 +155,17 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
                       f"{row['dice_myo_min']:.3f} EPE {row['epe_myo']:.3f} {row['seconds']:.2f}s", flush=True)
             curves[name] = rows
         results["curves"][variant] = curves
+        _save(out, results)  # a long run keeps what it has measured
     if sunnybrook:
         results["sunnybrook"] = eval_sunnybrook(priors_dir, kinds)
+        _save(out, results)
     return results
+
+
+def _save(out: Path, results: dict) -> None:
+    tmp = out / "priors.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "priors.json")
 
 
 def eval_sunnybrook(priors_dir: Path, kinds: list[str]) -> dict:
@@ -267,7 +275,8 @@ def plot_curves(results: dict, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench_out/priors"))
-    ap.add_argument("--phase", choices=["train", "eval", "all"], default="all")
+    ap.add_argument("--phase", choices=["train", "eval", "all", "summary"], default="all",
+                    help="summary: tables and plots again from OUT/priors.json")
     ap.add_argument("--priors", type=Path, default=None, help="folder of checkpoints (default OUT/priors)")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--dims", default="2,3")
@@ -284,9 +293,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("train", "all"):
         phase_train(priors_dir, args.train, args.device, kinds, args.train_scale, [int(d) for d in args.dims.split(",")])
-    if args.phase in ("eval", "all"):
-        results = phase_eval(args.out, priors_dir, kinds, args.test, [v for v in args.variants.split(",") if v],
-                             not args.no_sunnybrook, args.threads)
+    if args.phase in ("eval", "all", "summary"):
+        if args.phase == "summary":
+            results = json.loads((args.out / "priors.json").read_text())
+        else:
+            results = phase_eval(args.out, priors_dir, kinds, args.test, [v for v in args.variants.split(",") if v],
+                                 not args.no_sunnybrook, args.threads)
         md = summarise(results)
         print(md)
         (args.out / "priors.json").write_text(json.dumps(results, indent=1))

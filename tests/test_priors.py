@@ -139,3 +139,16 @@ def test_bad_prior_settings() -> None:
         PriorConfig(kind="maml++")
     with pytest.raises(ConfigError):
         PriorConfig(trim=0.6)
+
+
+def test_short_budget_moves_the_weights_not_only_the_code(trained, held_out) -> None:
+    """The code-only phase is capped at a third of the budget: a 9-step adaptation of an
+    auto-decoder prior (default 30 code-only steps) still moves the shared weights."""
+    prior = trained["autodecoder"]
+    f = prior.init_field(held_out)
+    before = {k: v.clone() for k, v in f.state_dict().items()}
+    cfg = prior.fit_config(FIT, steps=9, patience=10**9)
+    assert cfg.latent_steps > 9
+    Fitter(cfg).optimise(held_out, f)
+    moved = [k for k, v in f.state_dict().items() if not torch.equal(v, before[k])]
+    assert "latent" in moved and any(k.startswith("mlp.") for k in moved), moved

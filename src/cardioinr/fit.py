@@ -65,7 +65,7 @@ class FitConfig:
     w_incompress: float = 0.05
     w_temporal: float = 0.01
     w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
-    latent_steps: int = 0  # modulated fields: steps that move only the latent code first
+    latent_steps: int = 0  # modulated fields: steps that move only the latent code first (<= steps / 3)
     latent_lr: float = 1e-2
     encoding_lr_scale: float = 30.0  # rate multiplier of trainable encodings (hash-grid tables)
     blur_px: tuple[float, ...] = (2.0, 1.0, 0.0)
@@ -336,7 +336,10 @@ class Fitter:
             return history
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         z = torch.nn.Parameter(field_.latent.detach().clone()) if field_.modulator is not None else None
-        latent_only = z is not None and cfg.latent_steps > 0
+        # The code-only phase takes at most a third of the budget, so that short fits still
+        # move the weights (a code alone cannot leave the training distribution).
+        latent_steps = min(cfg.latent_steps, cfg.steps // 3)
+        latent_only = z is not None and latent_steps > 0
 
         def make_optimiser(lr: float) -> torch.optim.Optimizer:
             if latent_only:
@@ -367,7 +370,7 @@ class Fitter:
         step = 0
         try:
             while step < cfg.steps:
-                if latent_only and step >= cfg.latent_steps:
+                if latent_only and step >= latent_steps:
                     latent_only = False
                     opt = make_optimiser(lr)
                 frac = step / max(cfg.steps - 1, 1)

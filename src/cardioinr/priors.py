@@ -53,13 +53,15 @@ VERSION = 1
 # How a fit adapts from each kind by default (FitConfig overrides). The prior already holds
 # the coarse motion, so the scale-space schedule is short and the step budget small.
 ADAPT_DEFAULTS: dict[str, dict] = {
+    # Priors keep the scratch fit's coarse-to-fine blur: it denoises and widens the capture
+    # range at every start point (measured: without it, EPE under noise is 0.52 instead of 0.42
+    # mm after 100 steps). What a prior changes is how many steps are needed.
     "random": {},
-    "population": {"steps": 100, "blur_px": (1.0, 0.0), "blur_until": (0.2, 1.0), "patience": 40},
-    "consensus": {"steps": 100, "blur_px": (1.0, 0.0), "blur_until": (0.2, 1.0), "patience": 40},
-    "meta": {"steps": 100, "blur_px": (1.0, 0.0), "blur_until": (0.2, 1.0), "patience": 40},
-    "autodecoder": {"steps": 100, "latent_steps": 30, "blur_px": (1.0, 0.0), "blur_until": (0.2, 1.0),
-                    "patience": 40},
-    "encoder": {"steps": 60, "latent_steps": 10, "blur_px": (0.0,), "blur_until": (1.0,), "patience": 30},
+    "population": {"steps": 100, "patience": 40},
+    "consensus": {"steps": 100, "patience": 40},
+    "meta": {"steps": 100, "patience": 40},
+    "autodecoder": {"steps": 100, "latent_steps": 30, "patience": 40},
+    "encoder": {"steps": 60, "latent_steps": 10, "patience": 30},
 }
 
 
