@@ -234,18 +234,87 @@ def summarise(results: dict) -> str:
                 reach = (str(hit["steps"]), f"{hit['seconds']:.2f}",
                          f"{final['steps'] / max(hit['steps'], 1):.1f}x", f"{final['seconds'] / hit['seconds']:.1f}x")
             lines.append(f"| {name} | {cell(0)} | {cell(10)} | {cell(50)} | {cell(100)} | " + " | ".join(reach) + " |")
+    lines += _versus_random(results)
+    lines += _robustness(results)
     if results.get("sunnybrook"):
-        lines.append("\n### Sunnybrook (3D prior trained on 3D phantoms): LV Dice at ES, mean over cases\n")
-        names = sorted({n for case in results["sunnybrook"].values() for n in case})
-        lines.append("| init | " + " | ".join(f"k={k}" for k in (25, 50, 100, 200, 800)) + " |")
-        lines.append("|---|" + "---|" * 5)
+        lines.append("\n### Sunnybrook (3D prior trained on 3D phantoms): LV Dice at ES, mean over cases "
+                     "(difference to random init at the same budget)\n")
+        names = sorted({n for case in results["sunnybrook"].values() for n in case}, key=lambda n: n != "random")
+        ks = (25, 50, 100, 200, 800)
+
+        def mean_at(n, k):
+            vals = [r["dice_lv_es"] for case in results["sunnybrook"].values() for r in case.get(n, []) if r["steps"] == k]
+            return float(np.mean(vals)) if vals else None
+
+        lines.append("| init | " + " | ".join(f"k={k}" for k in ks) + " |")
+        lines.append("|---|" + "---|" * len(ks))
         for n in names:
             cells = []
-            for k in (25, 50, 100, 200, 800):
-                vals = [r["dice_lv_es"] for case in results["sunnybrook"].values() for r in case.get(n, []) if r["steps"] == k]
-                cells.append(f"{np.mean(vals):.3f}" if vals else "-")
+            for k in ks:
+                v, r = mean_at(n, k), mean_at("random", k)
+                cells.append("-" if v is None else f"{v:.3f}" + ("" if n == "random" or r is None else f" ({v - r:+.3f})"))
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _at(rows: list[dict], k: int) -> dict | None:
+    return next((r for r in rows if r["steps"] == k), None)
+
+
+def _versus_random(results: dict) -> list[str]:
+    """Does each kind beat random initialisation at 10 and 50 steps (Dice LV, MYO and EPE)?"""
+    lines = ["\n### Every kind against random initialisation at equal budgets\n",
+             "A kind beats random at k steps when its LV and MYO Dice (min over frames) are at least "
+             "random's and its myocardial EPE is lower.\n",
+             "| variant | init | k=10 LV/MYO/EPE (random) | beats | k=50 LV/MYO/EPE (random) | beats |",
+             "|---|---|---|---|---|---|"]
+    for variant, curves in results["curves"].items():
+        for name, rows in curves.items():
+            if name == "random":
+                continue
+            cells = []
+            for k in (10, 50):
+                p, r = _at(rows, k), _at(curves["random"], k)
+                if p is None or r is None:
+                    cells += ["-", "-"]
+                    continue
+                wins = p["dice_lv_min"] >= r["dice_lv_min"] and p["dice_myo_min"] >= r["dice_myo_min"] and p["epe_myo"] < r["epe_myo"]
+                cells += [f"{p['dice_lv_min']:.3f}/{p['dice_myo_min']:.3f}/{p['epe_myo']:.2f} "
+                          f"({r['dice_lv_min']:.3f}/{r['dice_myo_min']:.3f}/{r['epe_myo']:.2f})", "yes" if wins else "NO"]
+            lines.append(f"| {variant} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _robustness(results: dict) -> list[str]:
+    """Accuracy lost to each degradation, at equal budgets and at each init's default budget."""
+    from cardioinr.priors import ADAPT_DEFAULTS
+
+    curves = results["curves"]
+    if "plain" not in curves:
+        return []
+    lines = ["\n### Robustness: accuracy lost to each degradation (variant minus plain)\n",
+             "Dice in points of LV/MYO (min over frames), EPE in mm; less lost is better. \"default\" is "
+             "each init's own budget (random: 800 steps; priors: their adaptation default, or the "
+             "nearest budget below).\n",
+             "| variant | init | k=50 dLV/dMYO/dEPE | k=100 | default (k) |", "|---|---|---|---|---|"]
+    for variant in curves:
+        if variant == "plain":
+            continue
+        for name, rows in curves[variant].items():
+            plain = curves["plain"].get(name)
+            if plain is None:
+                continue
+            default = 800 if name == "random" else ADAPT_DEFAULTS.get(name, {}).get("steps", 100)
+            kd = max((r["steps"] for r in rows if r["steps"] <= default), default=None)
+            cells = []
+            for k in (50, 100, kd):
+                v, p = _at(rows, k), _at(plain, k)
+                cells.append("-" if v is None or p is None else
+                             f"{100 * (v['dice_lv_min'] - p['dice_lv_min']):+.1f}/{100 * (v['dice_myo_min'] - p['dice_myo_min']):+.1f}/"
+                             f"{v['epe_myo'] - p['epe_myo']:+.2f}")
+            cells[-1] += f" ({kd})"
+            lines.append(f"| {variant} | {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_curves(results: dict, out: Path) -> None:

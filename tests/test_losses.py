@@ -62,7 +62,22 @@ def test_temporal_smoothness_equals_mean_squared_acceleration() -> None:
     u = f(x, t)
     acc = (u[:, 2:] - 2 * u[:, 1:-1] + u[:, :-2]) / h**2
     numeric = acc.pow(2).sum(-1).mean()
+    # with the cycle as the time unit's reference: n_frames units per cycle give per-frame values
     torch.testing.assert_close(temporal_smoothness_loss(coeffs, n_frames), numeric, rtol=1e-3, atol=1e-9)
+
+
+def test_temporal_smoothness_does_not_depend_on_the_frame_count() -> None:
+    """The same motion over the cycle, sampled with 20 or 10 frames, costs the same."""
+    torch.manual_seed(0)
+    x = torch.rand(10, 2, dtype=torch.float64) * 30
+    f20 = MotionField(FieldConfig(hidden=16, layers=1, harmonics=4), 2, 20, 0, scale=30.0).double()
+    with torch.no_grad():
+        f20.mlp.head.weight.normal_(0, 0.5)
+    f10 = MotionField(FieldConfig(hidden=16, layers=1, harmonics=4), 2, 10, 0, scale=30.0).double()
+    f10.load_state_dict(f20.state_dict())
+    u20, u10 = f20(x, torch.arange(0.0, 20.0, 2.0, dtype=torch.float64)), f10(x, torch.arange(10.0, dtype=torch.float64))
+    torch.testing.assert_close(u20, u10)  # one motion, two samplings
+    torch.testing.assert_close(temporal_smoothness_loss(f20.coefficients(x)), temporal_smoothness_loss(f10.coefficients(x)))
 
 
 def test_label_overlap() -> None:

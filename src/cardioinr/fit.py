@@ -47,7 +47,7 @@ class FitConfig:
     """Settings of one per-sequence fit.
 
     Weights multiply dimensionless terms (intensities normalised to [0, 1], gradients in
-    mm/mm, temporal acceleration in mm/frame^2).
+    mm/mm, temporal acceleration in mm per (cycle / 20)^2, whatever the frame count).
     """
 
     field: FieldConfig = field(default_factory=FieldConfig)
@@ -566,7 +566,7 @@ class _Problem:
         total = sim
         logs = {"sim": sim.item()}
         if cfg.w_temporal > 0:
-            tem = temporal_smoothness_loss(coeffs, field_.n_frames)
+            tem = temporal_smoothness_loss(coeffs)
             total = total + cfg.w_temporal * tem
             logs["temporal"] = tem.item()
         if cfg.reg_points > 0 and (cfg.w_smooth > 0 or cfg.w_fold > 0 or cfg.w_incompress > 0):

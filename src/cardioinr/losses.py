@@ -84,18 +84,26 @@ def gradient_smoothness_loss(jac_u: torch.Tensor) -> torch.Tensor:
     return jac_u.pow(2).sum((-2, -1)).mean()
 
 
-def temporal_smoothness_loss(coeffs: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """Mean squared acceleration over the cycle, (mm / frame^2)^2, from the Fourier coefficients.
+def temporal_smoothness_loss(coeffs: torch.Tensor, unit_frames: float = 20.0) -> torch.Tensor:
+    """Mean squared acceleration over the cycle, (mm / unit^2)^2, from the Fourier coefficients,
+    where the time unit is ``1 / unit_frames`` of the cardiac cycle.
 
-    For ``u(t) = sum_k (a_k sin(k phi) + b_k (1 - cos(k phi))) / k`` with phi = 2 pi t / T,
-    ``<|d2u/dt2|^2>_t = sum_k (2 pi / T)^4 k^2 (|a_k|^2 + |b_k|^2) / 2`` exactly (Parseval).
+    Time is measured in fractions of the cycle, not in frames, so that the same motion costs the
+    same whatever the temporal resolution: a cine with half the frames is not smoothed 16 times
+    harder (per frame, acceleration scales with the frame interval squared). The default unit is
+    a twentieth of the cycle, one frame of a typical 20-phase cine.
+
+    For ``u(s) = sum_k (a_k sin(k phi) + b_k (1 - cos(k phi))) / k`` with phi = 2 pi s / S
+    (S = ``unit_frames``), ``<|d2u/ds2|^2>_s = sum_k (2 pi / S)^4 k^2 (|a_k|^2 + |b_k|^2) / 2``
+    exactly (Parseval).
 
     Args:
         coeffs: ``(N, 2K, D)`` in mm (as returned by ``MotionField.coefficients``).
+        unit_frames: time units per cycle.
     """
     k2 = coeffs.shape[1] // 2
     k = torch.arange(1, k2 + 1, dtype=coeffs.dtype, device=coeffs.device).repeat(2)
-    w = (2 * torch.pi / n_frames) ** 4 * k.pow(2) / 2
+    w = (2 * torch.pi / unit_frames) ** 4 * k.pow(2) / 2
     return (coeffs.pow(2).sum(-1) * w).sum(-1).mean()
 
 
