@@ -51,7 +51,7 @@ FORMAT = "cardioinr-prior"
 VERSION = 1
 
 # How a fit adapts from each kind by default (FitConfig overrides). The prior already holds
-# the coarse motion, so the scale-space schedule is short and the step budget small.
+# the coarse motion, so the step budget is small (8x fewer steps than a scratch fit).
 ADAPT_DEFAULTS: dict[str, dict] = {
     # Priors keep the scratch fit's coarse-to-fine blur: it denoises and widens the capture
     # range at every start point (measured: without it, EPE under noise is 0.52 instead of 0.42

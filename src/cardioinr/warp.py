@@ -128,8 +128,8 @@ def structure_distances(labels: np.ndarray, codes: list[int], spacing: np.ndarra
             outside = distance_transform_edt(~m, sampling=sp)
         # Boundary halfway between the last voxel inside and the first outside.
         raw = np.where(m, inside - half, -(outside - half))
-        smooth = gaussian_filter(raw, sigma, mode="nearest")
-        out.append(np.clip(smooth, raw - 0.98 * half, raw + 0.98 * half).astype(np.float32))
+        blurred = gaussian_filter(raw, sigma, mode="nearest")
+        out.append(np.clip(blurred, raw - 0.98 * half, raw + 0.98 * half).astype(np.float32))
     return np.stack(out)
 
 
