@@ -44,8 +44,9 @@ PHANTOM_2D = PhantomConfig(dim=2)
 # 3D priors are evaluated on real stacks (Sunnybrook), so they are trained on a population as
 # broad as a clinic's: the stack geometry of a short-axis cine and failing hearts as well as
 # healthy ones (EF 20-70 %, circumferential strain -8..-25 %, end-systole at 30-50 % of the
-# cycle). Trained on healthy hearts only (EF 50-70 %), the prior started real fits from too
-# much contraction and ended 0.003-0.006 LV Dice behind scratch at 50-100 steps.
+# cycle). Measured on Sunnybrook: with healthy hearts only (EF 50-70 %, 80 x 80 x 8 stacks)
+# priors were 0.001-0.003 LV Dice behind scratch at 200 steps; with this population they are
+# level at 200 steps (still 0.002-0.005 behind at 50-100).
 PHANTOM_3D = PhantomConfig(dim=3, shape=(80, 80, 12), spacing=(1.37, 1.37, 10.0), n_frames=20,
                            ef_range=(0.2, 0.7), circumferential_strain_range=(-0.25, -0.08),
                            es_fraction_range=(0.3, 0.5))
