@@ -190,8 +190,9 @@ def bspline_pair(fixed: np.ndarray, moving: np.ndarray, spacing, cfg: BSplineCon
     return sitk_transform_displacement(tx, f)
 
 
-def bspline_sequence(seq, cfg: BSplineConfig = BSplineConfig(), frames: list[int] | None = None) -> np.ndarray:
-    """B-spline FFD of the reference frame to every frame (2D slices as 2D images, stacks as 3D)."""
+def _pairwise_sequence(seq, pair, cfg, frames: list[int] | None) -> np.ndarray:
+    """Register the reference frame to every frame with ``pair(fixed, moving, spacing, cfg)``
+    (2D slices as 2D images, stacks as 3D); ``(X, Y, Z, T, 3)`` mm."""
     img = normalised_frames(seq)
     sp = seq.spacing
     u = np.zeros(seq.shape + (seq.n_frames, 3), np.float32)
@@ -200,10 +201,15 @@ def bspline_sequence(seq, cfg: BSplineConfig = BSplineConfig(), frames: list[int
         if t == seq.ref_frame:
             continue
         if seq.is_2d:
-            u[:, :, 0, t, :2] = bspline_pair(ref[:, :, 0], img[:, :, 0, t], sp, cfg)
+            u[:, :, 0, t, :2] = pair(ref[:, :, 0], img[:, :, 0, t], sp, cfg)
         else:
-            u[:, :, :, t, :] = bspline_pair(ref, img[..., t], sp, cfg)
+            u[:, :, :, t, :] = pair(ref, img[..., t], sp, cfg)
     return _check_out(u, seq)
+
+
+def bspline_sequence(seq, cfg: BSplineConfig = BSplineConfig(), frames: list[int] | None = None) -> np.ndarray:
+    """B-spline FFD of the reference frame to every frame (2D slices as 2D images, stacks as 3D)."""
+    return _pairwise_sequence(seq, bspline_pair, cfg, frames)
 
 
 # =============================================================================================
@@ -292,18 +298,7 @@ def syn_pair(fixed: np.ndarray, moving: np.ndarray, spacing, cfg: SynConfig) -> 
 
 def syn_sequence(seq, cfg: SynConfig = SynConfig(), frames: list[int] | None = None) -> np.ndarray:
     """SyN of the reference frame to every frame (2D slices as 2D images, stacks as 3D)."""
-    img = normalised_frames(seq)
-    sp = seq.spacing
-    u = np.zeros(seq.shape + (seq.n_frames, 3), np.float32)
-    ref = img[..., seq.ref_frame]
-    for t in frames if frames is not None else range(seq.n_frames):
-        if t == seq.ref_frame:
-            continue
-        if seq.is_2d:
-            u[:, :, 0, t, :2] = syn_pair(ref[:, :, 0], img[:, :, 0, t], sp, cfg)
-        else:
-            u[:, :, :, t, :] = syn_pair(ref, img[..., t], sp, cfg)
-    return _check_out(u, seq)
+    return _pairwise_sequence(seq, syn_pair, cfg, frames)
 
 
 # =============================================================================================
