@@ -18,6 +18,7 @@ import io
 import os
 import signal
 import struct
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from dicom_cine import dicom_series
 
 from cardioinr.errors import InputError
 from cardioinr.io import Sequence, load_label_volume, load_sequence
@@ -286,42 +289,11 @@ def test_fuzz_gzip_stream(fuzz_dir: Path, capfd) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _ds(values) -> list[str]:
-    return [f"{float(x):.8g}" for x in np.atleast_1d(values)]
-
-
-def _dicom_files(nz: int = 2, nt: int = 3, nx: int = 8, ny: int = 6) -> list[bytes]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    series = generate_uid()
-    out = []
-    rng = np.random.default_rng(0)
-    for k in range(nz):
-        for t in range(nt):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MRImageStorage
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-            ds.SeriesInstanceUID = series
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-            ds.Rows, ds.Columns = ny, nx
-            ds.ImageOrientationPatient = _ds([1, 0, 0, 0, 1, 0])
-            ds.ImagePositionPatient = _ds([0, 0, 6.0 * k])
-            ds.PixelSpacing = _ds([1.5, 1.5])
-            ds.SliceThickness = "6"
-            ds.TriggerTime = _ds(40.0 * t)[0]
-            ds.InstanceNumber = k * nt + t + 1
-            ds.RescaleSlope, ds.RescaleIntercept = "1", "0"
-            ds.PixelData = rng.integers(0, 1000, size=(ny, nx)).astype("<i2").tobytes()
-            bio = io.BytesIO()
-            ds.save_as(bio, enforce_file_format=True)
-            out.append(bio.getvalue())
-    return out
+def _dicom_files() -> list[bytes]:
+    """The seed series (2 slices x 3 frames, 8 x 6 pixels) as file contents, in slice-major order."""
+    with tempfile.TemporaryDirectory() as d:
+        folder = dicom_series(Path(d), nx=8, ny=6, nz=2, nt=3, rescale=True)
+        return [p.read_bytes() for p in sorted(folder.glob("IM*.dcm"))]
 
 
 DICOM_SEED = _dicom_files()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from dicom_cine import dicom_series
 from cardioinr.cli import main
 from cardioinr.fields import FieldConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom
@@ -62,45 +63,6 @@ def nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
-def _ds(values) -> list[str]:
-    return [f"{float(x):.8g}" for x in np.atleast_1d(values)]
-
-
-def dicom_series(folder: Path, *, nx=12, ny=10, nz=3, nt=4, step=6.0, series_uid=None, skip=(), desc="cine",
-                 first_instance=1) -> Path:
-    """A small MR cine series, one file per (slice, frame); ``skip`` drops (k, t) images."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    rng = np.random.default_rng(0)
-    n = first_instance
-    for k in range(nz):
-        for t in range(nt):
-            if (k, t) in skip:
-                continue
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MRImageStorage
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-            ds.SeriesInstanceUID, ds.SeriesDescription = series_uid, desc
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-            ds.Rows, ds.Columns = ny, nx
-            ds.ImageOrientationPatient = _ds([1, 0, 0, 0, 1, 0])
-            ds.ImagePositionPatient = _ds([0, 0, k * step])
-            ds.PixelSpacing = _ds([1.5, 1.5])
-            ds.SliceThickness = _ds(step)[0]
-            ds.TriggerTime = _ds(40.0 * t)[0]
-            ds.InstanceNumber = n
-            ds.PixelData = rng.integers(0, 1000, size=(ny, nx)).astype("<i2").tobytes()
-            ds.save_as(folder / f"IM{n:04d}.dcm", enforce_file_format=True)
-            n += 1
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------
