@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dicom_cine import dicom_series
+from builders import dicom_series
 
 from cardioinr.errors import InputError
 from cardioinr.io import Sequence, load_label_volume, load_sequence

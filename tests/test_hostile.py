@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_cine import dicom_series
+from builders import dicom_series, rotation
 from cardioinr.cli import main
 from cardioinr.fields import FieldConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom
@@ -61,8 +61,6 @@ def nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     img.header.set_xyzt_units("mm", "msec")
     nib.save(img, path)
     return path
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,20 +338,12 @@ def test_at_least_seventy_hostile_inputs() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def test_oblique_affine_is_accepted_and_gives_the_same_motion(base: dict, tmp_path: Path) -> None:
     """Motion is computed in array-aligned millimetres, which an orthogonal (oblique) affine maps
     isometrically to the world: the same voxels with an oblique affine give the same field,
     written with the oblique affine."""
     oblique = np.eye(4)
-    oblique[:3, :3] = _rotation(0.4, -0.7, 1.9) @ np.diag(np.linalg.norm(base["affine"][:3, :3], axis=0))
+    oblique[:3, :3] = rotation(0.4, -0.7, 1.9) @ np.diag(np.linalg.norm(base["affine"][:3, :3], axis=0))
     oblique[:3, 3] = (-52.4, 8.8, 6.9)
     obl = nifti(tmp_path / "oblique.nii.gz", base["image"], oblique)
     straight = nifti(tmp_path / "straight.nii.gz", base["image"], base["affine"])

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from builders import rotation
 from cardioinr.errors import InputError
 from cardioinr.io import (
     ACDC,
@@ -35,15 +36,6 @@ from cardioinr.io import (
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    """A proper rotation matrix (3, 3) from three Euler angles (rad)."""
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def oblique_affine(spacing=(1.4, 1.3, 8.0), origin=(-52.4, 8.8, 6.9), angles=(0.4, -0.7, 1.9)) -> np.ndarray:

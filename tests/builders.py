@@ -1,10 +1,20 @@
-"""A small synthetic MR cine as a DICOM series, shared by the hostile-input and fuzz tests."""
+"""Synthetic test inputs shared by several test files: rotations for oblique geometry and a small
+MR cine written as a DICOM series."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    """A proper rotation matrix (3, 3) from three Euler angles (rad)."""
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
 
 
 def _ds(values) -> list[str]:
