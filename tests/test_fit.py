@@ -95,6 +95,14 @@ def test_heart_centred_frame_of_reference() -> None:
     centre, scale = frame_of_reference(seq.with_labels(0, lab))
     np.testing.assert_allclose(centre, [14.5 * SPACING, 34.5 * SPACING])
     assert scale == pytest.approx(2 * math.sqrt(100 * SPACING**2 / math.pi))
+    # An RV label beside the LV leaves the frame where it is: datasets label the RV or not
+    # (Sunnybrook does not), and a prior must land on the same heart either way.
+    lab[20:26, 30:40, 0] = 1
+    np.testing.assert_allclose(frame_of_reference(seq.with_labels(0, lab))[0], centre)
+    assert frame_of_reference(seq.with_labels(0, lab))[1] == pytest.approx(scale)
+    # without LV labels, the whole labelled heart
+    rv_only = np.where(lab == 1, 1, 0).astype(np.uint8)
+    np.testing.assert_allclose(frame_of_reference(seq.with_labels(0, rv_only))[0], [22.5 * SPACING, 34.5 * SPACING])
 
 
 @pytest.mark.parametrize(

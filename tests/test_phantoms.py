@@ -8,6 +8,7 @@ finite-difference Jacobians on the voxel grid, spectra of the tag pattern, noise
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import math
 
 import nibabel as nib
@@ -117,7 +118,7 @@ def test_config_defaults_and_validation():
     json.dumps(c3.to_dict())  # the manifest stores it
     for bad in (dict(dim=4), dict(shape=(112, 112, 2)), dict(shape=(40, 40, 1)), dict(es_fraction=0.9),
                 dict(n_frames=3), dict(ed_frame=20), dict(noise_sigma=-1.0), dict(dim=3, shape=(96, 96, 3)),
-                dict(ef_range=(0.7, 0.5))):
+                dict(ef_range=(0.7, 0.5)), dict(dim=3, long_axis_mm_range=(20.0, 40.0))):
         with pytest.raises(ConfigError):
             PhantomConfig(**bad)
 
@@ -414,6 +415,18 @@ def test_3d_ef_torsion_and_base_descent(ph3):
     _, rot_a = _midwall_strain(ph3, z_a)
     assert rot_b < -1.0 and rot_a > 2.0
     assert strain_b == pytest.approx(p["peak_circumferential_strain"], abs=1e-3)
+
+
+def test_3d_long_axis_range_sets_the_lv_length_with_margin_below_the_apex():
+    """A drawn LV length leaves empty slices below the apex, as in a real stack; without it the
+    LV fills the stack. Only the geometry is drawn, not rendered (cheap)."""
+
+    cfg = PhantomConfig(dim=3, shape=(80, 80, 12), spacing=(1.37, 1.37, 10.0), long_axis_mm_range=(65.0, 95.0))
+    for seed in range(6):
+        g = draw_motion(cfg, np.random.default_rng(seed))[0].geometry
+        assert 65.0 <= g.long_axis_mm <= 95.0 and g.z_apex_mm < 11 * 10.0 - 10.0
+    filled = draw_motion(replace(cfg, long_axis_mm_range=None), np.random.default_rng(0))[0].geometry
+    assert filled.long_axis_mm > 100.0
 
 
 # ---------------------------------------------------------------------------------------------

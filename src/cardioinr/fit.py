@@ -228,17 +228,23 @@ def heart_mask(seq: Sequence) -> np.ndarray | None:
 def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
     """Centre (mm, ``(D,)``) and scale (mm) of the normalised coordinates.
 
-    With reference labels the frame is heart-centred and scaled by the heart's size, so a
-    learned prior transfers across patients, resolutions and fields of view; otherwise it is
-    the image centre and half the in-plane extent.
+    With reference labels the frame is centred on the left ventricle (cavity and myocardium)
+    and scaled by its size, so a learned prior transfers across patients, resolutions and
+    fields of view. Only the LV counts where it is labelled: every cardiac dataset labels it,
+    the RV only some (Sunnybrook has no RV), and a frame that moved with the label set would
+    place a prior's motion pattern differently on the same heart. Without LV labels it is the
+    whole labelled heart; without labels, the image centre and half the in-plane extent.
     """
     d = seq.ndim_space
     sp = seq.spacing
     mask = heart_mask(seq)
     if mask is not None:
+        lv = np.isin(seq.ref_labels, [seq.label_map.lv, seq.label_map.myo])
+        mask = lv if lv.any() else mask
+    if mask is not None:
         idx = np.argwhere(mask).astype(np.float64)
         centre = idx.mean(0) * sp
-        # equivalent radius of the largest labelled cross-section
+        # equivalent diameter of the largest labelled cross-section
         area = max(mask[:, :, k].sum() for k in range(mask.shape[2])) * sp[0] * sp[1]
         scale = 2.0 * math.sqrt(area / math.pi)
     else:

@@ -199,6 +199,8 @@ class PhantomConfig:
         z_supersample: through-plane sub-samples per slice in 3D (thick-slice partial volume).
         *_range: ranges of the randomly drawn physiological parameters (uniform draws, then
             rejection so that the combination is anatomically plausible; see ``draw_motion``).
+        long_axis_mm_range: 3D base-to-apex length of the LV, mm (capped by the stack); ``None``
+            stretches the LV over the whole stack (apex near the last slice).
     """
 
     dim: int = 2
@@ -225,6 +227,7 @@ class PhantomConfig:
     base_twist_deg_range: Range = (-7.0, -3.0)  # 3D
     apex_twist_deg_range: Range = (7.0, 13.0)  # 3D
     base_descent_mm_range: Range = (8.0, 12.0)  # 3D
+    long_axis_mm_range: Range | None = None  # 3D; None: the LV fills the stack (apex near the last slice)
     rv_width_mm_range: Range = (12.0, 20.0)
     rv_shortening_range: Range = (0.35, 0.46)
     translation_mm_range: Range = (1.0, 2.0)
@@ -254,6 +257,8 @@ class PhantomConfig:
             raise ConfigError(
                 f"a 3D phantom needs a z extent >= 40 mm (shape[2] * spacing[2]), got {shape[2] * spacing[2]:.0f} mm"
             )
+        if self.long_axis_mm_range is not None and self.long_axis_mm_range[0] < 30.0:
+            raise ConfigError(f"long_axis_mm_range must start at >= 30 mm, got {self.long_axis_mm_range}")
         if int(n_frames) < 4:
             raise ConfigError(f"a cycle needs at least 4 frames, got n_frames={n_frames}")
         n_frames = int(n_frames)
@@ -268,7 +273,7 @@ class PhantomConfig:
         if not (0.0 <= self.tag_depth <= 1.0 and 0.0 <= self.tag_fade < 1.0 and self.tag_spacing_mm > 0):
             raise ConfigError("tag_depth must be in [0, 1], tag_fade in [0, 1), tag_spacing_mm > 0")
         for f in fields(self):
-            if f.name.endswith("_range"):
+            if f.name.endswith("_range") and getattr(self, f.name) is not None:
                 lo, hi = getattr(self, f.name)
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                     raise ConfigError(f"{f.name} must be (low, high) with low <= high, got {(lo, hi)}")
@@ -934,6 +939,9 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         # base, unlabelled), so labels carried by the truth stay exact at the top of the stack.
         z_base = sz * float(rng.uniform(0.4, 0.8))
         z_apex = (nz - 1) * sz + sz * float(rng.uniform(-0.25, 0.5))
+        if config.long_axis_mm_range is not None:
+            # A real stack has margin below the apex; the LV does not stretch to fill it.
+            z_apex = min(z_apex, z_base + float(rng.uniform(*config.long_axis_mm_range)))
         length = z_apex - z_base
         z_taper = z_base + length * float(rng.uniform(0.15, 0.35))
     else:
