@@ -88,11 +88,14 @@ def loo_name(kind: str, case: str) -> str:
 
 
 def phase_train(out: Path, n_train: int, device: str, kinds: list[str], scale: float, dims: list[int],
-                loo_kinds: list[str] = ()) -> dict:
+                loo_kinds: list[str] = (), skip_existing: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     record = {}
 
     def train(stem: str, kind: str, dim: int, seqs: list) -> None:
+        if skip_existing and (out / f"{stem}.ckpt").exists():
+            print(f"[train] {stem}: checkpoint exists, kept", flush=True)
+            return
         t0 = time.perf_counter()
         prior = train_prior(seqs, prior_config(kind, dim, device, scale), progress=False)
         secs = time.perf_counter() - t0
@@ -397,6 +400,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="training device")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-sunnybrook", action="store_true")
+    ap.add_argument("--skip-existing", action="store_true",
+                    help="train: keep checkpoints already in the priors folder (resume an interrupted run)")
     ap.add_argument("--loo-kinds", default="consensus,autodecoder",
                     help="kinds also trained leave-one-out on phantoms + Sunnybrook (3D; empty: none)")
     args = ap.parse_args()
@@ -405,7 +410,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("train", "all"):
         phase_train(priors_dir, args.train, args.device, kinds, args.train_scale, [int(d) for d in args.dims.split(",")],
-                    [k for k in args.loo_kinds.split(",") if k and not args.no_sunnybrook])
+                    [k for k in args.loo_kinds.split(",") if k and not args.no_sunnybrook], args.skip_existing)
     if args.phase in ("eval", "all", "summary"):
         if args.phase == "summary":
             results = json.loads((args.out / "priors.json").read_text())
