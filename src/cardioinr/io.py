@@ -405,15 +405,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     base = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     # Created with O_EXCL by hand rather than tempfile.mkstemp: mkstemp makes the file 0600,
     # and os.replace would carry that onto the output (unreadable to other users).
-    while True:
-        tmp_path = path.parent / f".{base[:100]}.{secrets.token_hex(4)}.tmp{suffix}"
-        try:
-            fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        break
+    # The name is claimed before the file exists and the creation sits inside the ``try``: a
+    # signal turned into an exception (the CLI's SIGTERM handling) right after the file appears
+    # must still reach the clean-up below (seen under heavy load in the kill tests).
+    tmp_path: Path | None = None
     try:
+        while True:
+            tmp_path = path.parent / f".{base[:100]}.{secrets.token_hex(4)}.tmp{suffix}"
+            try:
+                fd = os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                tmp_path = None  # someone else's file: never ours to remove
+                continue
+            os.close(fd)
+            break
         yield tmp_path
         if not tmp_path.is_file():
             raise OSError(f"{path}: the writer did not produce {tmp_path.name}")
@@ -427,8 +432,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             finally:
                 os.close(dir_fd)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
