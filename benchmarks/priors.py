@@ -283,7 +283,9 @@ def summarise(results: dict) -> str:
         lines.append("\n### Sunnybrook: LV Dice at ES, mean over cases (difference to random init at the same "
                      "budget). KIND: 3D prior trained on phantoms only; KIND+loo: on phantoms and the other two "
                      "Sunnybrook cases (leave-one-out)\n")
-        names = sorted({n for case in results["sunnybrook"].values() for n in case}, key=lambda n: n != "random")
+        order = ["random", *KINDS, *(f"{k}+loo" for k in KINDS)]
+        names = sorted({n for case in results["sunnybrook"].values() for n in case},
+                       key=lambda n: order.index(n) if n in order else len(order))
         ks = (25, 50, 100, 200, 800)
 
         def mean_at(n, k):
