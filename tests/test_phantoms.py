@@ -8,8 +8,8 @@ finite-difference Jacobians on the voxel grid, spectra of the tag pattern, noise
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import math
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -420,7 +420,6 @@ def test_3d_ef_torsion_and_base_descent(ph3):
 def test_3d_long_axis_range_sets_the_lv_length_with_margin_below_the_apex():
     """A drawn LV length leaves empty slices below the apex, as in a real stack; without it the
     LV fills the stack. Only the geometry is drawn, not rendered (cheap)."""
-
     cfg = PhantomConfig(dim=3, shape=(80, 80, 12), spacing=(1.37, 1.37, 10.0), long_axis_mm_range=(65.0, 95.0))
     for seed in range(6):
         g = draw_motion(cfg, np.random.default_rng(seed))[0].geometry

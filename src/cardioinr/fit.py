@@ -241,7 +241,6 @@ def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
     if mask is not None:
         lv = np.isin(seq.ref_labels, [seq.label_map.lv, seq.label_map.myo])
         mask = lv if lv.any() else mask
-    if mask is not None:
         idx = np.argwhere(mask).astype(np.float64)
         centre = idx.mean(0) * sp
         # equivalent diameter of the largest labelled cross-section

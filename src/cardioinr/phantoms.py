@@ -15,8 +15,8 @@ Coordinates are the package's *array-aligned millimetres* ``p = index * spacing`
 see :mod:`cardioinr.io`). In 3D the stack runs from base to apex along k: the mitral (base) plane
 lies just below the centre of slice 0 (which shows the left atrium, unlabelled) and the apex near
 the last slice (or, with ``long_axis_mm_range``, at a drawn LV length, leaving empty slices
-below it as a real stack does), so that all material descending into the stack during systole comes from inside
-it and carried labels stay exact at the top.
+below it as a real stack does), so that all material descending into the stack during systole
+comes from inside it and carried labels stay exact at the top.
 
 The map is a composition of four simple, separately invertible stages (so the inverse is exact to
 round-off and fast, rather than a slow global fixed point):
