@@ -4,11 +4,13 @@ and from random initialisation, and record accuracy against the number of steps.
 Two phases, which may run on different machines:
 
 * ``train``: phantoms (seeds 1000+) -> one checkpoint per kind in ``OUT/priors/`` (a GPU helps:
-  ``--device cuda``).
+  ``--device cuda``); for ``--loo-kinds``, also 3D priors trained on the phantoms plus all
+  Sunnybrook cases but one (leave-one-out). ``--skip-existing`` resumes an interrupted run.
 * ``eval``: held-out phantoms (seeds 2000+), robustness variants (stronger noise, half the
-  frames, voxels twice as thick along one axis) and the Sunnybrook cases (a 3D prior trained on
-  3D phantoms, ED labels carried to ES). Threads pinned; timings are CPU wall seconds of the
-  whole fit call (set-up, optimisation, dense field, label propagation).
+  frames, voxels twice as thick along one axis) and the Sunnybrook cases (3D priors trained on
+  3D phantoms, and the leave-one-out ones; ED labels carried to ES). Threads pinned; timings
+  are CPU wall seconds of the whole fit call (set-up, optimisation, dense field, label
+  propagation).
 
 Each fit uses a step *budget* (the learning-rate schedule spans the budget), so the curve is
 "accuracy of a fit given k steps", the quantity a user chooses. Prints Markdown tables, writes
