@@ -67,9 +67,8 @@ def sunnybrook_rows(cfg: FitConfig, quick: bool) -> list[dict]:
     if data is None:
         print("Sunnybrook data not found (set CARDIOINR_DATA); skipped")
         return []
-    root = data / "sunnybrook" if (data / "sunnybrook").is_dir() else data
     rows = []
-    for entry in index_dataset(root)[: 1 if quick else None]:
+    for entry in index_dataset(data)[: 1 if quick else None]:
         full = load_entry(entry)
         seq = replace(full, labels={full.ref_frame: full.labels[full.ref_frame]})
         t0 = time.perf_counter()

@@ -114,8 +114,7 @@ def make_cases(folder: Path, n2d: int, n3d: int, sunnybrook: int) -> list[dict]:
         if data is None:
             print("[cases] Sunnybrook data not found; skipped", flush=True)
         else:
-            root = data / "sunnybrook" if (data / "sunnybrook").is_dir() else data
-            for entry in index_dataset(root)[:sunnybrook]:
+            for entry in index_dataset(data)[:sunnybrook]:
                 path = folder / f"{entry.name}.npz"
                 if not path.exists():
                     full = load_entry(entry)

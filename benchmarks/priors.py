@@ -80,8 +80,7 @@ def _sunnybrook_cases() -> list[tuple[str, object, object]]:
     data = shared_data_dir()
     if data is None:
         return []
-    root = data / "sunnybrook" if (data / "sunnybrook").is_dir() else data
-    return [(e.name, e, load_entry(e)) for e in index_dataset(root)]
+    return [(e.name, e, load_entry(e)) for e in index_dataset(data)]
 
 
 def loo_name(kind: str, case: str) -> str:
@@ -90,7 +89,7 @@ def loo_name(kind: str, case: str) -> str:
 
 
 def phase_train(out: Path, n_train: int, device: str, kinds: list[str], scale: float, dims: list[int],
-                loo_kinds: list[str] = (), skip_existing: bool = False) -> dict:
+                loo_kinds: list[str] | tuple[str, ...] = (), skip_existing: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     record = {}
 

@@ -54,7 +54,7 @@ def run_demo(out: Path, quick: bool = False, log=print) -> list[dict]:
     if data is None:
         log("[4/4] Sunnybrook data not found (set CARDIOINR_DATA); skipped")
         return rows
-    entries = index_dataset(data / "sunnybrook" if (data / "sunnybrook").is_dir() else data)
+    entries = index_dataset(data)
     entries = entries[:1] if quick else entries
     for entry in entries:
         log(f"[4/4] fitting Sunnybrook {entry.name}: ED (frame {entry.ed_frame}) labels carried to ES (frame {entry.es_frame})")
