@@ -21,6 +21,7 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
+from cardioinr.distributed import shutdown
 from cardioinr.fields import FieldConfig
 from cardioinr.fit import FitConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
@@ -58,12 +59,11 @@ def _rank_main(rank: int, store: str, out: str, seqs: list) -> None:
     """One rank (module level: torch.multiprocessing pickles it by name)."""
     torch.set_num_threads(1)  # two processes on a shared two-core machine
     td.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    try:
-        res = {kind: _weights(train_prior(seqs, _config(kind), dist=DistContext())) for kind in KINDS}
-        if rank == 0:
-            torch.save(res, out)
-    finally:
-        td.destroy_process_group()
+    dist = DistContext()
+    res = {kind: _weights(train_prior(seqs, _config(kind), dist=dist)) for kind in KINDS}
+    if rank == 0:
+        torch.save(res, out)
+    shutdown(dist)  # the product's teardown: barrier, then destroy
 
 
 @pytest.fixture(scope="module")

@@ -207,16 +207,16 @@ def train_prior_cmd(
     if state.exists() and not resume:
         raise ConfigError(f"{state}: an interrupted training left its state here; pass --resume or delete it")
     dist = init_from_env(device)
-    try:
-        prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist, clear_state=False)
-        if is_rank0(dist):
-            save_prior(out, prior)
-            # Only now is the training safe in the checkpoint: a kill before this line resumes.
-            state.unlink(missing_ok=True)
-            typer.echo(f"trained a {kind} prior on {len(seqs)} sequences in "
-                       f"{prior.config['train_seconds']:.0f} s -> {out}")
-    finally:
-        shutdown(dist)
+    prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist, clear_state=False)
+    if is_rank0(dist):
+        save_prior(out, prior)
+        # Only now is the training safe in the checkpoint: a kill before this line resumes.
+        state.unlink(missing_ok=True)
+        typer.echo(f"trained a {kind} prior on {len(seqs)} sequences in "
+                   f"{prior.config['train_seconds']:.0f} s -> {out}")
+    # Not in a `finally`: after a failure on one rank the others never reach the barrier, and
+    # torchrun stops them anyway.
+    shutdown(dist)
 
 
 @app.command()
