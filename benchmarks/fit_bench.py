@@ -85,13 +85,17 @@ def sunnybrook_rows(cfg: FitConfig, quick: bool) -> list[dict]:
     return rows
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| group | case | model | steps | s | Dice LV min/mean | MYO min/mean | RV min/mean | vs truth-carried LV/MYO/RV min | truth ceiling LV/MYO min | EPE myo mean/p95 mm | folded % |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["group"] == "sunnybrook":
             out.append(f"| sunnybrook | {r['case']} | {r['model']} | {r['steps']} | {r['seconds']:.1f} | ES LV {r['dice_LV_es']:.3f} "
-                       f"(no motion {r['dice_LV_es_no_motion']:.3f}) | - | - | - | - | - | {r['folded_heart_pct']} |")
+                       f"(no motion {r['dice_LV_es_no_motion']:.3f}) | - | - | - | - | - | {_pct(r['folded_heart_pct'])} |")
             continue
         out.append(
             f"| {r['group']} | {r['case']} | {r['model']} | {r['steps']} | {r['seconds']:.1f} | "
@@ -99,7 +103,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r['dice_RV_min']:.3f}/{r['dice_RV_mean']:.3f} | "
             f"{r['vs_truth_carried_LV_min']:.3f}/{r['vs_truth_carried_MYO_min']:.3f}/{r['vs_truth_carried_RV_min']:.3f} | "
             f"{r['ceiling_LV_min']:.3f}/{r['ceiling_MYO_min']:.3f} | {r['epe_myo']:.3f}/{r['epe_myo_p95']:.3f} | "
-            f"{r['folded_heart_pct']:.3f} |")
+            f"{_pct(r['folded_heart_pct'])} |")
     return "\n".join(out)
 
 
