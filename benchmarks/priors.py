@@ -134,18 +134,15 @@ def _scores(res, truth_disp, truth_labels, seq, carried: np.ndarray) -> dict:
     """Scores of one fit. ``carried``: the reference labels carried by the TRUE displacement
     (X, Y, Z, T). Dice against it isolates the motion error from the grid: on coarse voxels
     even the true motion scores well below 1 against the phantom's own labels of each frame."""
-    from cardioinr.metrics import dice, evaluate_arrays
+    from cardioinr.metrics import evaluate_arrays, label_scores
 
     ev = evaluate_arrays(res.displacement, res.labels, truth_disp, truth_labels, spacing=seq.spacing,
-                         label_map=seq.label_map, ref_frame=seq.ref_frame)
+                         label_map=seq.label_map, ref_frame=seq.ref_frame, with_hd95=False)
     s = ev["labels"]["summary"]
-    lm = seq.label_map
-    vs = {name: min(dice(res.labels[..., t] == lab, carried[..., t] == lab) for t in range(carried.shape[-1])
-                    if t != seq.ref_frame)
-          for name, lab in (("lv", lm.lv), ("myo", lm.myo))}
+    vs = label_scores(res.labels, carried, seq.label_map, seq.spacing, with_hd95=False)["summary"]
     return {"dice_lv_min": s["LV"]["dice_min"], "dice_myo_min": s["MYO"]["dice_min"],
             "dice_lv_mean": s["LV"]["dice_mean"], "dice_myo_mean": s["MYO"]["dice_mean"],
-            "vs_carried_lv_min": vs["lv"], "vs_carried_myo_min": vs["myo"],
+            "vs_carried_lv_min": vs["LV"]["dice_min"], "vs_carried_myo_min": vs["MYO"]["dice_min"],
             "epe_myo": ev["epe"]["MYO"]["mean"], "folded_pct": ev["folding"]["heart"]["percent_folded"]}
 
 

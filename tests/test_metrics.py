@@ -198,6 +198,9 @@ def test_label_scores_4d_and_sunnybrook_style_dict():
     assert s["summary"]["LV"]["dice_min"] == pytest.approx(d1)
     assert s["summary"]["LV"]["dice_mean"] == pytest.approx((2 + d1) / 3)
     assert s["frames"][1]["LV"]["hd95"] == pytest.approx(1.5)  # one-voxel shift along i
+    fast = label_scores(pred, truth, ACDC, sp, with_hd95=False)
+    assert fast["summary"]["LV"] == {k: s["summary"]["LV"][k] for k in ("n_frames", "dice_min", "dice_mean")}
+    assert fast["frames"][1]["LV"] == {"dice": s["frames"][1]["LV"]["dice"]}
 
     # Sunnybrook-style: LV+MYO at ED (frame 0), LV only at ES (frame 2)
     es = np.where(lab == ACDC.lv, ACDC.lv, 0).astype(np.uint8)
