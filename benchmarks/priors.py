@@ -57,6 +57,7 @@ PHANTOM_3D = PhantomConfig(dim=3, shape=(80, 80, 12), spacing=(1.37, 1.37, 10.0)
                            es_fraction_range=(0.3, 0.5), long_axis_mm_range=(65.0, 95.0))
 SCRATCH_BUDGETS = (0, 10, 25, 50, 75, 100, 250, 500, 800)
 PRIOR_BUDGETS = (0, 5, 10, 25, 50, 75, 100)
+SCRATCH_BUDGETS_3D = (100, 800)
 
 
 def _ref_only(seq):
@@ -172,40 +173,64 @@ def _variant(ph, variant: str):
     return _ref_only(seq), disp, truth_labels
 
 
-def _phantom_cases(variant: str, n_test: int):
-    cfg = PHANTOM_2D
+def _phantom_cases(variant: str, n_test: int, dim: int = 2):
+    """Held-out cases of one variant. In 2D "thick" doubles the voxel size along one in-plane
+    axis (the 2D stand-in); in 3D it is the real thing: the same stack with slices twice as
+    thick (6 x 20 mm instead of 12 x 10 mm, rendered with through-plane partial volume)."""
+    cfg = PHANTOM_2D if dim == 2 else PHANTOM_3D
     if variant == "noise":
-        cfg = replace(PHANTOM_2D, noise_sigma=0.08)
+        cfg = replace(cfg, noise_sigma=0.08)
     elif variant == "thick":
-        cfg = replace(PHANTOM_2D, shape=(112, 56, 1), spacing=(1.6, 3.2, 8.0))
+        if dim == 2:
+            cfg = replace(cfg, shape=(112, 56, 1), spacing=(1.6, 3.2, 8.0))
+        else:
+            cfg = replace(cfg, shape=(*cfg.shape[:2], cfg.shape[2] // 2), spacing=(*cfg.spacing[:2], 2 * cfg.spacing[2]))
     return [_variant(make_phantom(cfg, 2000 + s, name=f"test{s:03d}"), variant) for s in range(n_test)]
 
 
+def _eval_variant(variant: str, n_test: int, dim: int, priors: dict, budgets_of) -> dict:
+    """``{init: [row per budget]}`` on the held-out cases of one variant; each row holds the
+    mean over cases of :func:`_scores` and the seconds. ``budgets_of(prior)``: the budgets."""
+    cases = _phantom_cases(variant, n_test, dim)
+    carried = [propagate_labels(seq.ref_labels, disp, seq.spacing) for seq, disp, _ in cases]
+    curves: dict = {}
+    for name, prior in [("random", None)] + list(priors.items()):
+        rows = []
+        for budget in budgets_of(prior):
+            per = []
+            for (seq, disp, labels), car in zip(cases, carried):
+                res, secs = _fit(seq, prior, budget)
+                per.append({**_scores(res, disp, labels, seq, car), "seconds": secs})
+            row = {"steps": budget, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
+                   "dice_lv_min_worst": float(min(p["dice_lv_min"] for p in per))}
+            rows.append(row)
+            print(f"[eval {dim}D {variant}] {name:12s} k={budget:4d} LV {row['dice_lv_min']:.3f} MYO "
+                  f"{row['dice_myo_min']:.3f} EPE {row['epe_myo']:.3f} {row['seconds']:.2f}s", flush=True)
+        curves[name] = rows
+    return curves
+
+
+def _budgets_3d(prior) -> tuple[int, ...]:
+    """3D fits are ~10x dearer: scratch at 100 and 800 steps, each prior at 50 and its default."""
+    if prior is None:
+        return SCRATCH_BUDGETS_3D
+    return tuple(sorted({50, prior.fit_config().steps}))
+
+
 def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, variants: list[str],
-               sunnybrook: bool, threads: int) -> dict:
+               sunnybrook: bool, threads: int, n_test_3d: int = 0, variants_3d: list[str] = ()) -> dict:
     torch.set_num_threads(threads)
-    results: dict = {"threads": threads, "curves": {}, "sunnybrook": {}}
+    results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}}
     priors = {k: load_prior(priors_dir / f"{k}_2d.ckpt") for k in kinds if (priors_dir / f"{k}_2d.ckpt").exists()}
     for variant in variants:
-        cases = _phantom_cases(variant, n_test)
-        carried = [propagate_labels(seq.ref_labels, disp, seq.spacing) for seq, disp, _ in cases]
-        curves: dict = {}
-        for name, prior in [("random", None)] + list(priors.items()):
-            budgets = SCRATCH_BUDGETS if prior is None else PRIOR_BUDGETS
-            rows = []
-            for budget in budgets:
-                per = []
-                for (seq, disp, labels), car in zip(cases, carried):
-                    res, secs = _fit(seq, prior, budget)
-                    per.append({**_scores(res, disp, labels, seq, car), "seconds": secs})
-                row = {"steps": budget, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
-                       "dice_lv_min_worst": float(min(p["dice_lv_min"] for p in per))}
-                rows.append(row)
-                print(f"[eval {variant}] {name:12s} k={budget:4d} LV {row['dice_lv_min']:.3f} MYO "
-                      f"{row['dice_myo_min']:.3f} EPE {row['epe_myo']:.3f} {row['seconds']:.2f}s", flush=True)
-            curves[name] = rows
-        results["curves"][variant] = curves
+        results["curves"][variant] = _eval_variant(
+            variant, n_test, 2, priors, lambda p: SCRATCH_BUDGETS if p is None else PRIOR_BUDGETS)
         _save(out, results)  # a long run keeps what it has measured
+    if n_test_3d > 0 and variants_3d:
+        priors3 = {k: load_prior(priors_dir / f"{k}_3d.ckpt") for k in kinds if (priors_dir / f"{k}_3d.ckpt").exists()}
+        for variant in variants_3d:
+            results["curves_3d"][variant] = _eval_variant(variant, n_test_3d, 3, priors3, _budgets_3d)
+            _save(out, results)
     if sunnybrook:
         results["sunnybrook"] = eval_sunnybrook(priors_dir, kinds)
         _save(out, results)
@@ -286,7 +311,10 @@ def summarise(results: dict) -> str:
                          f"{final['steps'] / max(hit['steps'], 1):.1f}x", f"{final['seconds'] / hit['seconds']:.1f}x")
             lines.append(f"| {name} | {cell(0)} | {cell(10)} | {cell(50)} | {cell(100)} | " + " | ".join(reach) + " |")
     lines += _versus_random(results)
-    lines += _robustness(results)
+    lines += _robustness(results["curves"], "Robustness: accuracy lost to each degradation (variant minus plain)")
+    if results.get("curves_3d"):
+        lines += _stack_tables(results["curves_3d"])
+        lines += _robustness(results["curves_3d"], "3D stacks: accuracy lost to each degradation (variant minus plain)")
     if results.get("sunnybrook"):
         lines.append("\n### Sunnybrook: LV Dice at ES, mean over cases (difference to random init at the same "
                      "budget). KIND: 3D prior trained on phantoms only; KIND+loo: on phantoms and the other two "
@@ -339,13 +367,12 @@ def _versus_random(results: dict) -> list[str]:
     return lines
 
 
-def _robustness(results: dict) -> list[str]:
+def _robustness(curves: dict, title: str) -> list[str]:
     """Accuracy lost to each degradation, at equal budgets and at each init's default budget:
     against the phantom's labels of each frame, then against the truth-carried labels."""
-    curves = results["curves"]
-    if "plain" not in curves:
+    if "plain" not in curves or len(curves) < 2:
         return []
-    lines = ["\n### Robustness: accuracy lost to each degradation (variant minus plain)\n",
+    lines = [f"\n### {title}\n",
              "Dice in points of LV/MYO (min over frames), EPE in mm; less lost is better. \"default\" is "
              "each init's own budget (random: 800 steps; priors: their adaptation default, or the "
              "nearest budget below).\n"]
@@ -355,6 +382,20 @@ def _robustness(results: dict) -> list[str]:
                   "motion error alone: the coarser grid of the thick variant caps even the true "
                   "motion's Dice against the phantom's own labels).\n"]
         lines += _loss_table(curves, "vs_carried_lv_min", "vs_carried_myo_min")
+    return lines
+
+
+def _stack_tables(curves: dict) -> list[str]:
+    """Scores of the 3D held-out stacks, one table per variant."""
+    lines = []
+    for variant, by_init in curves.items():
+        lines += [f"\n### 3D stacks, {variant}: 3D priors against random initialisation\n",
+                  "| init | k | LV/MYO Dice | EPE mm | vs truth-carried LV/MYO | s |", "|---|---|---|---|---|---|"]
+        for name, rows in by_init.items():
+            for r in rows:
+                lines.append(f"| {name} | {r['steps']} | {r['dice_lv_min']:.3f}/{r['dice_myo_min']:.3f} | "
+                             f"{r['epe_myo']:.3f} | {r['vs_carried_lv_min']:.3f}/{r['vs_carried_myo_min']:.3f} | "
+                             f"{r['seconds']:.1f} |")
     return lines
 
 
@@ -417,6 +458,9 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=16, help="training phantoms (2D; half as many 3D)")
     ap.add_argument("--test", type=int, default=4, help="held-out phantoms per variant")
     ap.add_argument("--variants", default="plain,noise,half_frames,thick")
+    ap.add_argument("--test-3d", type=int, default=0,
+                    help="held-out 3D stacks per 3D variant (3D priors; 0: none; about 3.5 min each here)")
+    ap.add_argument("--variants-3d", default="plain,thick")
     ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies the training step counts")
     ap.add_argument("--device", default="cpu", help="training device")
     ap.add_argument("--threads", type=int, default=2)
@@ -437,7 +481,8 @@ def main() -> None:
             results = json.loads((args.out / "priors.json").read_text())
         else:
             results = phase_eval(args.out, priors_dir, kinds, args.test, [v for v in args.variants.split(",") if v],
-                                 not args.no_sunnybrook, args.threads)
+                                 not args.no_sunnybrook, args.threads, args.test_3d,
+                                 [v for v in args.variants_3d.split(",") if v])
         md = summarise(results)
         print(md)
         (args.out / "priors.json").write_text(json.dumps(results, indent=1))
