@@ -8,7 +8,9 @@ Two phases, which may run on different machines:
   Sunnybrook cases but one (leave-one-out). ``--skip-existing`` resumes an interrupted run.
 * ``eval``: held-out phantoms (seeds 2000+), robustness variants (stronger noise, half the
   frames, voxels twice as thick along one axis) and the Sunnybrook cases (3D priors trained on
-  3D phantoms, and the leave-one-out ones; ED labels carried to ES). Threads pinned; timings
+  3D phantoms, and the leave-one-out ones; ED labels carried to ES). With ``--test-3d N``,
+  also N held-out 3D stacks per ``--variants-3d`` (plain, and slices twice as thick) fitted
+  from the 3D priors and from scratch at a few budgets (3D fits are ~10x dearer). Threads pinned; timings
   are CPU wall seconds of the whole fit call (set-up, optimisation, dense field, label
   propagation).
 
@@ -310,7 +312,8 @@ def summarise(results: dict) -> str:
                 reach = (str(hit["steps"]), f"{hit['seconds']:.2f}",
                          f"{final['steps'] / max(hit['steps'], 1):.1f}x", f"{final['seconds'] / hit['seconds']:.1f}x")
             lines.append(f"| {name} | {cell(0)} | {cell(10)} | {cell(50)} | {cell(100)} | " + " | ".join(reach) + " |")
-    lines += _versus_random(results)
+    if results["curves"]:
+        lines += _versus_random(results)
     lines += _robustness(results["curves"], "Robustness: accuracy lost to each degradation (variant minus plain)")
     if results.get("curves_3d"):
         lines += _stack_tables(results["curves_3d"])
