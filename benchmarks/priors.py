@@ -212,6 +212,13 @@ def _eval_variant(variant: str, n_test: int, dim: int, priors: dict, budgets_of)
     return curves
 
 
+def _budgets_2d(prior) -> tuple[int, ...]:
+    """The curve's budgets, plus a prior's own default so the robustness table scores it there."""
+    if prior is None:
+        return SCRATCH_BUDGETS
+    return tuple(sorted({*PRIOR_BUDGETS, prior.fit_config().steps}))
+
+
 def _budgets_3d(prior) -> tuple[int, ...]:
     """3D fits are ~10x dearer: scratch at 100 and 800 steps, each prior at 50 and its default."""
     if prior is None:
@@ -225,8 +232,7 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
     results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}}
     priors = {k: load_prior(priors_dir / f"{k}_2d.ckpt") for k in kinds if (priors_dir / f"{k}_2d.ckpt").exists()}
     for variant in variants:
-        results["curves"][variant] = _eval_variant(
-            variant, n_test, 2, priors, lambda p: SCRATCH_BUDGETS if p is None else PRIOR_BUDGETS)
+        results["curves"][variant] = _eval_variant(variant, n_test, 2, priors, _budgets_2d)
         _save(out, results)  # a long run keeps what it has measured
     if n_test_3d > 0 and variants_3d:
         priors3 = {k: load_prior(priors_dir / f"{k}_3d.ckpt") for k in kinds if (priors_dir / f"{k}_3d.ckpt").exists()}

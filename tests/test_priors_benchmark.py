@@ -64,3 +64,16 @@ def test_one_evaluation_pass_and_the_summary_with_3d_tables():
     # (100) -3.0 points and +0.05 mm.
     assert "| thick | random | - | -5.0/-5.0/+0.40 | -6.0/-6.0/+0.60 (800) |" in md
     assert "| thick | consensus | -3.0/-3.0/+0.10 | -3.0/-3.0/+0.05 | -3.0/-3.0/+0.05 (100) |" in md
+
+
+def test_budgets_include_each_kinds_default():
+    from cardioinr.fields import FieldConfig
+    from cardioinr.priors import ADAPT_DEFAULTS, Prior, random_prior
+
+    field = random_prior(FieldConfig(), 2).field
+    for kind in ("consensus", "encoder"):
+        default = ADAPT_DEFAULTS[kind]["steps"]
+        prior = Prior(kind, field)
+        assert default in bench._budgets_2d(prior)
+        assert default in bench._budgets_3d(prior)
+    assert bench._budgets_2d(None) == bench.SCRATCH_BUDGETS
