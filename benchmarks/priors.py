@@ -468,7 +468,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=4, help="held-out phantoms per variant")
     ap.add_argument("--variants", default="plain,noise,half_frames,thick")
     ap.add_argument("--test-3d", type=int, default=0,
-                    help="held-out 3D stacks per 3D variant (3D priors; 0: none; about 3.5 min each here)")
+                    help="held-out 3D stacks per 3D variant (3D priors; 0: none; about 3.5 min per stack for plain + thick here)")
     ap.add_argument("--variants-3d", default="plain,thick")
     ap.add_argument("--train-scale", type=float, default=1.0, help="multiplies the training step counts")
     ap.add_argument("--device", default="cpu", help="training device")
