@@ -177,8 +177,10 @@ def _variant(ph, variant: str):
 
 def _phantom_cases(variant: str, n_test: int, dim: int = 2):
     """Held-out cases of one variant. In 2D "thick" doubles the voxel size along one in-plane
-    axis (the 2D stand-in); in 3D it is the real thing: the same stack with slices twice as
-    thick (6 x 20 mm instead of 12 x 10 mm, rendered with through-plane partial volume)."""
+    axis (the 2D stand-in); in 3D it is the real thing: a stack of the same extent with slices
+    twice as thick (6 x 20 mm instead of 12 x 10 mm, rendered with through-plane partial
+    volume). Same seeds, but not the same hearts: the base plane's depth below the first
+    slice is drawn in slice units."""
     cfg = PHANTOM_2D if dim == 2 else PHANTOM_3D
     if variant == "noise":
         cfg = replace(cfg, noise_sigma=0.08)

@@ -1,6 +1,7 @@
 """The prior benchmark's evaluation plumbing (benchmarks/priors.py) on the smallest inputs: the
-3D thick-slice variant is the same heart on half as many slices twice as thick, one evaluation
-pass fills every score, and the summary renders the 3D tables beside the 2D ones."""
+3D thick-slice variant covers the same stack with half as many slices twice as thick, one
+evaluation pass fills every score, the summary renders the 3D tables beside the 2D ones, and
+each prior is scored at its own default budget."""
 
 from __future__ import annotations
 
