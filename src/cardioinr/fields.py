@@ -17,7 +17,9 @@ so that
 With K harmonics the series spans every periodic signal that T >= 2K + 1 frames can hold;
 the 1/k factor biases the fit towards smooth (low-frequency) motion.
 
-Coordinates enter normalised, ``x_n = (x_mm - centre) / scale``; the output is in mm. The
+Coordinates enter normalised, ``x_n = R (x_mm - centre) / scale`` with ``R`` a diagonal of
++-1 (a reflection that makes the normalised frame right-handed in the scanner's world, see
+:func:`cardioinr.fit.frame_reflection`); the output is mapped back by ``R`` and is in mm. The
 backbones take explicit parameters through :func:`torch.func.functional_call` and optional
 per-layer *shift modulations* from a latent code (Functa-style), which the auto-decoder
 and encoder priors use.
@@ -226,6 +228,13 @@ class HashGridEncoding(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def _signs(reflect, dim: int) -> torch.Tensor:
+    r = torch.as_tensor(reflect, dtype=torch.float32).flatten()
+    if r.shape != (dim,) or not bool(torch.all(r.abs() == 1)):
+        raise ConfigError(f"reflect must hold {dim} values of +1 or -1, got {r.tolist()}")
+    return r
+
+
 class MotionField(nn.Module):
     """u(x, t) in mm for points in array-aligned mm; see the module docstring.
 
@@ -236,10 +245,12 @@ class MotionField(nn.Module):
         ref_frame: the frame where u = 0.
         centre: ``(D,)`` mm, centre of the normalised frame (image or heart centre).
         scale: mm per normalised unit.
+        reflect: ``(D,)`` of +-1, axes mirrored in the normalised frame (default none).
     """
 
     def __init__(self, config: FieldConfig, dim: int, n_frames: int, ref_frame: int,
-                 centre: torch.Tensor | None = None, scale: float = 1.0, seed: int = 0) -> None:
+                 centre: torch.Tensor | None = None, scale: float = 1.0, seed: int = 0,
+                 reflect: torch.Tensor | None = None) -> None:
         super().__init__()
         if dim not in (2, 3):
             raise ConfigError(f"motion fields are 2D or 3D, got dim={dim}")
@@ -250,6 +261,7 @@ class MotionField(nn.Module):
         self.harmonics = n_harmonics(config, n_frames)
         self.register_buffer("centre", torch.zeros(dim) if centre is None else torch.as_tensor(centre, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("reflect", torch.ones(dim) if reflect is None else _signs(reflect, dim))
         n_out = 2 * self.harmonics * dim
         if config.model == "siren":
             self.encoding: nn.Module = nn.Identity()
@@ -275,14 +287,23 @@ class MotionField(nn.Module):
             self.register_buffer("latent", torch.zeros(config.latent_dim))
 
     # -- normalisation -----------------------------------------------------------------------
-    def normalise(self, x_mm: torch.Tensor) -> torch.Tensor:
-        return (x_mm - self.centre) / self.scale
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # fields and priors saved before the reflection existed were never mirrored
+        state_dict.setdefault(prefix + "reflect", torch.ones(self.dim))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def set_frame(self, centre: torch.Tensor, scale: float, n_frames: int, ref_frame: int) -> None:
-        """Re-bind the field to another sequence's normalised frame and cycle (weights shared)."""
+    def normalise(self, x_mm: torch.Tensor) -> torch.Tensor:
+        return (x_mm - self.centre) / self.scale * self.reflect
+
+    def set_frame(self, centre: torch.Tensor, scale: float, n_frames: int, ref_frame: int,
+                  reflect: torch.Tensor | None = None) -> None:
+        """Re-bind the field to another sequence's normalised frame and cycle (weights shared);
+        ``reflect`` None keeps the current reflection."""
         with torch.no_grad():
             self.centre.copy_(torch.as_tensor(centre, dtype=self.centre.dtype))
             self.scale.fill_(float(scale))
+            if reflect is not None:
+                self.reflect.copy_(_signs(reflect, self.dim))
         # The number of harmonics is part of the architecture and stays: the basis is
         # continuous in cycle phase, so it applies to any frame count.
         self.n_frames, self.ref_frame = int(n_frames), int(ref_frame)
@@ -305,7 +326,8 @@ class MotionField(nn.Module):
         field's own code."""
         h = self.encoding(self.normalise(x_mm))
         out = self.mlp(h, self._shifts(latent))
-        return out.reshape(-1, 2 * self.harmonics, self.dim) * (self.scale * self.config.output_gain)
+        # the network predicts in the (possibly mirrored) normalised frame: mirror back
+        return out.reshape(-1, 2 * self.harmonics, self.dim) * (self.reflect * (self.scale * self.config.output_gain))
 
     def basis(self, t: torch.Tensor | None = None) -> torch.Tensor:
         """``(T', 2K)`` time basis at frames ``t`` (default: every frame 0..T-1)."""
@@ -358,5 +380,6 @@ class MotionField(nn.Module):
             "ref_frame": self.ref_frame,
             "centre": self.centre.tolist(),
             "scale": float(self.scale),
+            "reflect": self.reflect.tolist(),
             "harmonics": self.harmonics,
         }

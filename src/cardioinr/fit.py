@@ -252,6 +252,22 @@ def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
     return centre[:d], float(max(scale, 4 * sp[:2].max()))
 
 
+def frame_reflection(seq: Sequence) -> np.ndarray:
+    """Axes mirrored in the normalised frame, ``(D,)`` of +-1.
+
+    Voxel axes are left-handed in world space on many scans (the determinant of the affine's
+    3 x 3 block is negative: most DICOM-derived short-axis stacks). Mirrored, the LV twist,
+    which a prior learns with one sense of rotation, would turn the other way. Mirroring the
+    first axis of the normalised frame on such scans gives every heart the same handedness.
+    The base-to-apex direction is not touched: stacks are taken to run from base to apex
+    along k, as the phantoms do.
+    """
+    r = np.ones(seq.ndim_space)
+    if np.linalg.det(np.asarray(seq.affine, dtype=np.float64)[:3, :3]) < 0:
+        r[0] = -1.0
+    return r
+
+
 def _blur_inplane(image: np.ndarray, sigma_px: float) -> np.ndarray:
     if sigma_px <= 0:
         return image
@@ -293,7 +309,7 @@ class Fitter:
         torch.manual_seed(self.config.seed)
         return MotionField(self.config.field, seq.ndim_space, seq.n_frames, seq.ref_frame,
                            centre=torch.as_tensor(centre, dtype=torch.float32), scale=scale,
-                           seed=self.config.seed)
+                           seed=self.config.seed, reflect=torch.as_tensor(frame_reflection(seq)))
 
     def fit(
         self,
@@ -748,5 +764,6 @@ def fit_sequence(seq: Sequence, config: FitConfig | None = None, init: MotionFie
     return Fitter(config).fit(seq, init=init, progress=progress)
 
 
-__all__ = ["FitConfig", "FitResult", "Fitter", "fit_sequence", "frame_of_reference", "load_field",
+__all__ = ["FitConfig", "FitResult", "Fitter", "fit_sequence", "frame_of_reference", "frame_reflection",
+           "load_field",
            "normalise_intensity", "resolve_device", "save_field", "write_fit_outputs"]

@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
 from .fields import FieldConfig, MotionField
-from .fit import (FitConfig, Fitter, _Problem, check_setting_types, frame_of_reference, normalise_intensity,
-                  config_from_file, resolve_device)
+from .fit import (FitConfig, Fitter, _Problem, check_setting_types, frame_of_reference, frame_reflection,
+                  normalise_intensity, config_from_file, resolve_device)
 from .io import Sequence, atomic_path
 from .warp import sample
 
@@ -173,22 +173,25 @@ class CodeEncoder(nn.Module):
         return self.net(x)
 
 
-def encoder_input(seq: Sequence, centre: np.ndarray, scale: float, size: int, phases: int) -> torch.Tensor:
+def encoder_input(seq: Sequence, centre: np.ndarray, scale: float, size: int, phases: int,
+                  reflect: np.ndarray | None = None) -> torch.Tensor:
     """Heart-centred, phase-resampled image stack for the encoder, ``(C, size, size)``.
 
     The in-plane window spans the normalised frame [-1, 1] (so it is the same anatomy for
     every patient); time is resampled to ``phases`` phases of the cycle starting at the
     reference frame; channels are the reference image then each phase minus the reference
     (the motion lives in the differences). 3D stacks contribute three slices about the centre.
+    ``reflect`` mirrors the window as the field's normalised frame is (:func:`frame_reflection`).
     """
+    rf = np.ones(seq.ndim_space) if reflect is None else np.asarray(reflect, dtype=np.float64)
     img = torch.from_numpy(normalise_intensity(seq.image))  # (X, Y, Z, T)
     sp = torch.as_tensor(seq.spacing, dtype=torch.float32)
     r = torch.linspace(-1.0, 1.0, size) * float(scale)
-    gx, gy = torch.meshgrid(r + float(centre[0]), r + float(centre[1]), indexing="ij")
+    gx, gy = torch.meshgrid(r * float(rf[0]) + float(centre[0]), r * float(rf[1]) + float(centre[1]), indexing="ij")
     if seq.is_2d:
         z_offsets = [0.0]
     else:
-        z_offsets = [-0.25 * float(scale), 0.0, 0.25 * float(scale)]
+        z_offsets = [-0.25 * float(scale) * float(rf[2]), 0.0, 0.25 * float(scale) * float(rf[2])]
     t = (seq.ref_frame + torch.arange(phases) * seq.n_frames / phases) % seq.n_frames
     t0 = torch.floor(t).long()
     w = (t - t0).float()
@@ -233,10 +236,12 @@ class Prior:
             )
         f = copy.deepcopy(self.field)
         centre, scale = frame_of_reference(seq)
-        f.set_frame(torch.as_tensor(centre, dtype=torch.float32), scale, seq.n_frames, seq.ref_frame)
+        reflect = frame_reflection(seq)
+        f.set_frame(torch.as_tensor(centre, dtype=torch.float32), scale, seq.n_frames, seq.ref_frame,
+                    torch.as_tensor(reflect))
         if self.encoder is not None:
             enc = self.config.get("encoder", {})
-            x = encoder_input(seq, centre, scale, enc.get("size", 48), enc.get("phases", 12))
+            x = encoder_input(seq, centre, scale, enc.get("size", 48), enc.get("phases", 12), reflect)
             x = x.to(next(self.encoder.parameters()).device)
             with torch.no_grad():
                 f.latent.copy_(self.encoder(x.unsqueeze(0))[0])
@@ -382,13 +387,15 @@ class _Cohort:
         self.seqs = list(seqs)
         self.problems = [_Problem(s, fit_cfg, device) for s in seqs]
         self.frames = [frame_of_reference(s) for s in seqs]
+        self.reflections = [frame_reflection(s) for s in seqs]
 
     def __len__(self) -> int:
         return len(self.seqs)
 
     def bind(self, f: MotionField, i: int) -> None:
         c, s = self.frames[i]
-        f.set_frame(torch.as_tensor(c, dtype=torch.float32), s, self.seqs[i].n_frames, self.seqs[i].ref_frame)
+        f.set_frame(torch.as_tensor(c, dtype=torch.float32), s, self.seqs[i].n_frames, self.seqs[i].ref_frame,
+                    torch.as_tensor(self.reflections[i]))
 
     def loss(self, f: MotionField, i: int, level: int, gen: torch.Generator,
              latent: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
@@ -456,7 +463,7 @@ def train_prior(
                     "encoder": {"size": config.encoder_size, "phases": config.encoder_phases},
                     "world_size": dist.world_size}
     prior.data_summary = summarise_data(seqs)
-    f.set_frame(torch.zeros(cohort.dim), 1.0, seqs[0].n_frames, seqs[0].ref_frame)
+    f.set_frame(torch.zeros(cohort.dim), 1.0, seqs[0].n_frames, seqs[0].ref_frame, torch.ones(cohort.dim))
     if clear_state:
         state.clear()
     return prior.__class__(prior.kind, prior.field.cpu(), None if prior.encoder is None else prior.encoder.cpu(),
@@ -735,7 +742,8 @@ def _train_encoder(f, cohort, cfg, state, progress, callback, dist) -> Prior:
     codes = prior.codes.to(f.latent.device)
     device = f.latent.device
     inputs = torch.stack([
-        encoder_input(s, c, sc, cfg.encoder_size, cfg.encoder_phases) for s, (c, sc) in zip(cohort.seqs, cohort.frames)
+        encoder_input(s, c, sc, cfg.encoder_size, cfg.encoder_phases, r)
+        for s, (c, sc), r in zip(cohort.seqs, cohort.frames, cohort.reflections)
     ]).to(device)
     torch.manual_seed(cfg.seed)
     enc = CodeEncoder(inputs.shape[1], cfg.latent_dim).to(device)
