@@ -187,3 +187,29 @@ def test_fields_saved_before_the_reflection_load_unmirrored(trained, held_out) -
     assert g.reflect.tolist() == [1.0, 1.0]
     with pytest.raises(ConfigError, match="reflect"):
         g.set_frame(g.centre, 1.0, g.n_frames, g.ref_frame, torch.tensor([1.0, 0.5]))
+
+
+def test_through_plane_scales_only_the_starting_motion_along_k() -> None:
+    import numpy as np
+
+    from cardioinr.fields import MotionField
+    from cardioinr.io import Sequence
+    from cardioinr.priors import Prior
+
+    rng = np.random.default_rng(0)
+    seq = Sequence(image=rng.random((16, 16, 4, 8), dtype=np.float32), affine=np.diag([2.0, 2.0, 8.0, 1.0]))
+    field = MotionField(FieldConfig(hidden=16, layers=1), 3, 8, 0, seed=0)
+    with torch.no_grad():
+        field.mlp.head.weight.normal_(0.0, 0.5)
+        field.mlp.head.bias.normal_(0.0, 0.5)
+    prior = Prior("consensus", field)
+    x = torch.rand(64, 3) * torch.tensor([32.0, 32.0, 32.0])
+    full = prior.init_field(seq)(x)
+    assert float(full[..., 2].abs().max()) > 0.1
+    for s in (0.0, 0.5):
+        part = prior.init_field(seq, through_plane=s)(x)
+        torch.testing.assert_close(part[..., :2], full[..., :2], rtol=0, atol=0)
+        torch.testing.assert_close(part[..., 2], s * full[..., 2], rtol=1e-6, atol=1e-7)
+    assert torch.equal(prior.field.mlp.head.weight, field.mlp.head.weight)  # the prior itself is untouched
+    with pytest.raises(ConfigError, match="through_plane"):
+        prior.init_field(seq, through_plane=1.5)

@@ -78,3 +78,20 @@ def test_budgets_include_each_kinds_default():
         assert default in bench._budgets_2d(prior)
         assert default in bench._budgets_3d(prior)
     assert bench._budgets_2d(None) == bench.SCRATCH_BUDGETS
+
+
+def test_sunnybrook_table_pairs_each_prior_fit_with_the_scratch_fit_of_its_seed():
+    def rows(values, k=100):
+        return [{"steps": k, "seed": s, "dice_lv_es": v} for s, v in enumerate(values)]
+
+    sb = {"a": {"random": rows([0.90, 0.92]) + [{"steps": 800, "seed": 0, "dice_lv_es": 0.93}],
+                "consensus": rows([0.91, 0.92])},
+          "b": {"random": rows([0.94, 0.96]), "consensus": rows([0.95, 0.98])}}
+    table = "\n".join(bench._sunnybrook_table(sb))
+    # per seed, consensus minus random over the two cases: seed 0 +0.010, seed 1 +0.010
+    assert "| random | - | - | 0.9300 | - | - |" in table
+    assert "| consensus | - | - | 0.9400 (+0.0100 +- 0.0000) | - | - |" in table
+    assert "fit seeds 0, 1" in table
+    # a seed that one case lacks is left out, not averaged over the other case alone
+    sb["b"]["consensus"] = rows([0.95])
+    assert "| consensus | - | - | 0.9300 (+0.0100) | - | - |" in "\n".join(bench._sunnybrook_table(sb))

@@ -62,6 +62,9 @@ def fit(
     seg: Optional[Path] = typer.Option(None, "--seg", help="Labels of the reference frame (NIfTI)."),
     ref_frame: Optional[int] = typer.Option(None, "--ref-frame", help="Reference frame index (negative counts from the end; default 0)."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start from a learned prior checkpoint (train-prior)."),
+    prior_through_plane: float = typer.Option(
+        1.0, "--prior-through-plane", min=0.0, max=1.0,
+        help="3D priors: scale of the prior's starting motion along the slices' normal (0: in-plane start only)."),
     label_map: str = typer.Option("acdc", "--label-map", help="acdc (1 RV, 2 MYO, 3 LV), sunnybrook (1 LV, 2 MYO), or 'lv=N,myo=N,rv=N'."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default from the config)."),
     model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
@@ -107,9 +110,13 @@ def fit(
     if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
         raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
                           f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
-    init = loaded_prior.init_field(seq) if loaded_prior is not None else None
+    if prior_through_plane != 1.0 and loaded_prior is None:
+        raise ConfigError("--prior-through-plane scales a prior's starting motion; give --prior as well")
+    init = loaded_prior.init_field(seq, through_plane=prior_through_plane) if loaded_prior is not None else None
     result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
-    extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind}} if loaded_prior is not None else None
+    extra = None
+    if loaded_prior is not None:
+        extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind, "through_plane": prior_through_plane}}
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
     typer.echo(
