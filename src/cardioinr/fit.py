@@ -256,7 +256,7 @@ def frame_reflection(seq: Sequence) -> np.ndarray:
     """Axes mirrored in the normalised frame, ``(D,)`` of +-1.
 
     Voxel axes are left-handed in world space on many scans (the determinant of the affine's
-    3 x 3 block is negative: most DICOM-derived short-axis stacks). Mirrored, the LV twist,
+    3 x 3 block is negative, as on all three Sunnybrook stacks). Mirrored, the LV twist,
     which a prior learns with one sense of rotation, would turn the other way. Mirroring the
     first axis of the normalised frame on such scans gives every heart the same handedness.
     The base-to-apex direction is not touched: stacks are taken to run from base to apex
