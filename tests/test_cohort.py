@@ -196,6 +196,10 @@ def test_settings_and_inputs_fail_clearly_before_ray_starts(tmp_path, monkeypatc
         run_cohort(tmp_path, tmp_path / "o", device="cuda")
     with pytest.raises(ConfigError, match="unknown device"):
         run_cohort(tmp_path, tmp_path / "o", device="tpu")
+    with pytest.raises(ConfigError, match="give --prior"):
+        run_cohort(tmp_path, tmp_path / "o", prior_through_plane=0.0)
+    with pytest.raises(ConfigError, match=r"must be in \[0, 1\]"):
+        run_cohort(tmp_path, tmp_path / "o", prior="p.ckpt", prior_through_plane=1.5)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(ConfigError, match=r"cardioinr\[cluster\]"):
         run_cohort(tmp_path, tmp_path / "o")
@@ -211,3 +215,16 @@ def _has_ray() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_fingerprint_changes_with_the_through_plane_start_only_when_it_is_not_the_default(tmp_path) -> None:
+    """A resumed run refits subjects when the prior's start changed; runs with the default keep
+    the fingerprints they had before the option existed."""
+    from cardioinr.cohort import _fingerprint
+
+    ckpt = tmp_path / "p.ckpt"
+    ckpt.write_bytes(b"x")
+    cfg = {"steps": 3}
+    full = _fingerprint(cfg, str(ckpt))
+    assert _fingerprint(cfg, str(ckpt), 1.0) == full
+    assert _fingerprint(cfg, str(ckpt), 0.0) != full != _fingerprint(cfg, str(ckpt), 0.5)

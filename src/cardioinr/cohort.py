@@ -278,7 +278,7 @@ def _evaluation(entry, seq_full, result) -> dict | None:
 
 
 def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = None, threads: int = 1,
-                report: bool = True, config_sha: str = "") -> dict:
+                report: bool = True, config_sha: str = "", prior_through_plane: float = 1.0) -> dict:
     """Load one dataset entry, fit it, write the output contract into ``folder`` and the
     ``.complete`` marker last; return its summary row. Never raises for a subject's own
     problems: they come back as a ``failed`` row with a one-line error.
@@ -291,6 +291,8 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         threads: torch threads of this fit.
         report: also write ``report.html``.
         config_sha: fingerprint of the settings, stored in the marker (see ``resume``).
+        prior_through_plane: scale of a 3D prior's starting motion along k
+            (:meth:`~cardioinr.priors.Prior.init_field`).
     """
     from .datasets import load_entry
     from .fit import FitConfig, Fitter
@@ -313,8 +315,8 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         init, extra = None, {}
         if prior_path:
             prior = _cached_prior(prior_path, cfg.device)
-            init = prior.init_field(seq)
-            extra["prior"] = {"path": str(prior_path), "kind": prior.kind}
+            init = prior.init_field(seq, through_plane=prior_through_plane)
+            extra["prior"] = {"path": str(prior_path), "kind": prior.kind, "through_plane": prior_through_plane}
         result = Fitter(cfg).fit(seq, init=init)
         ev = _evaluation(entry, seq_full, result)
         if ev is not None:
@@ -386,11 +388,13 @@ def resolve_fit_config(fit_overrides: Mapping | None, prior_path: str | None, de
     return replace(base, device=device).to_dict(), info
 
 
-def _fingerprint(cfg: dict, prior_path: str | None) -> str:
+def _fingerprint(cfg: dict, prior_path: str | None, prior_through_plane: float = 1.0) -> str:
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     if prior_path:
         st = os.stat(prior_path)
         h.update(f"{Path(prior_path).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        if prior_through_plane != 1.0:  # the default leaves fingerprints of earlier runs unchanged
+            h.update(f"through_plane:{prior_through_plane!r}".encode())
     return h.hexdigest()[:16]
 
 
@@ -482,6 +486,7 @@ def run_cohort(
     out_dir: str | os.PathLike,
     *,
     prior: str | os.PathLike | None = None,
+    prior_through_plane: float = 1.0,
     workers: int | None = None,
     address: str | None = None,
     resume: bool = False,
@@ -501,6 +506,8 @@ def run_cohort(
         data: a dataset folder or manifest (any layout of :mod:`cardioinr.datasets`).
         out_dir: where ``<subject>/`` folders and ``cohort_summary.csv`` go (created).
         prior: a prior checkpoint to start every fit from (``cardioinr train-prior``).
+        prior_through_plane: scale of a 3D prior's starting motion along k, in [0, 1]
+            (0: in-plane start; see :meth:`~cardioinr.priors.Prior.init_field`).
         workers: subjects fitted at the same time; for a local Ray (the default) also its size
             (``workers x cpus_per_task`` logical CPUs; default all cores of this machine). With
             ``address`` it only caps the tasks in flight.
@@ -536,6 +543,10 @@ def run_cohort(
         raise ConfigError("--workers must be >= 1")
     if device.startswith("cuda") and gpus_per_task <= 0:
         raise ConfigError("--device cuda needs --gpus-per-task > 0 (e.g. 0.25 runs four fits per GPU)")
+    if not 0.0 <= prior_through_plane <= 1.0:
+        raise ConfigError(f"--prior-through-plane must be in [0, 1], got {prior_through_plane:g}")
+    if prior_through_plane != 1.0 and prior is None:
+        raise ConfigError("--prior-through-plane scales a prior's starting motion; give --prior as well")
     from .datasets import index_dataset
 
     ray = _import_ray()
@@ -555,7 +566,7 @@ def run_cohort(
         seen[d] = e.name
         folders[e.name] = out / d
     cfg, _ = resolve_fit_config(fit_overrides, prior_path, device)
-    sha = _fingerprint(cfg, prior_path)
+    sha = _fingerprint(cfg, prior_path, prior_through_plane)
     out.mkdir(parents=True, exist_ok=True)
 
     rows: dict[str, dict] = {}
@@ -606,7 +617,8 @@ def run_cohort(
             while queue or pending:
                 while queue and len(pending) < window:
                     e = queue.pop(0)
-                    ref = task.remote(e, str(folders[e.name]), cfg, prior_path, threads_per_task, report, sha)
+                    ref = task.remote(e, str(folders[e.name]), cfg, prior_path, threads_per_task, report, sha,
+                                      prior_through_plane)
                     pending[ref] = e.name
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
@@ -643,6 +655,8 @@ def cohort_command(
     data: Path = typer.Argument(..., help="Dataset folder or manifest (phantoms, Sunnybrook, ACDC, plain)."),
     out: Path = typer.Option(..., "--out", help="Output folder: one subfolder per subject + cohort_summary.csv."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start every fit from this prior checkpoint."),
+    prior_through_plane: float = typer.Option(
+        1.0, "--prior-through-plane", help="3D priors: scale of the starting motion along the slices' normal (0: in-plane)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Subjects fitted at once (default: all cores of a local Ray)."),
     address: Optional[str] = typer.Option(None, "--address", help="Existing Ray cluster (auto, host:6379, ray://host:10001); default a local Ray."),
     resume: bool = typer.Option(False, "--resume", help="Skip subjects whose output folder is complete; retry the rest."),
@@ -665,7 +679,7 @@ def cohort_command(
     overrides = explicit_settings(config) if config else {}
     if steps is not None:
         overrides["steps"] = steps
-    s = run_cohort(data, out, prior=prior, workers=workers, address=address, resume=resume, fit_overrides=overrides,
+    s = run_cohort(data, out, prior=prior, prior_through_plane=prior_through_plane, workers=workers, address=address, resume=resume, fit_overrides=overrides,
                    cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, threads_per_task=threads_per_task,
                    device=device, progress=not quiet, label_map=label_map, report=not no_report)
     fitted = s.n_ok + s.n_failed
