@@ -233,12 +233,12 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
                sunnybrook_seeds: int = 1, in_plane_kinds: tuple[str, ...] = ()) -> dict:
     torch.set_num_threads(threads)
     results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}}
-    priors = {k: load_prior(priors_dir / f"{k}_2d.ckpt") for k in kinds if (priors_dir / f"{k}_2d.ckpt").exists()}
+    priors = _load_priors(priors_dir, kinds, 2)
     for variant in variants:
         results["curves"][variant] = _eval_variant(variant, n_test, 2, priors, _budgets_2d)
         _save(out, results)  # a long run keeps what it has measured
     if n_test_3d > 0 and variants_3d:
-        priors3 = {k: load_prior(priors_dir / f"{k}_3d.ckpt") for k in kinds if (priors_dir / f"{k}_3d.ckpt").exists()}
+        priors3 = _load_priors(priors_dir, kinds, 3)
         for variant in variants_3d:
             results["curves_3d"][variant] = _eval_variant(variant, n_test_3d, 3, priors3, _budgets_3d)
             _save(out, results)
@@ -246,6 +246,12 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
         results["sunnybrook"] = eval_sunnybrook(priors_dir, kinds, tuple(range(sunnybrook_seeds)), in_plane_kinds)
         _save(out, results)
     return results
+
+
+def _load_priors(priors_dir: Path, kinds: list[str], dim: int) -> dict:
+    """``{kind: Prior}`` for every listed kind with a ``KIND_{dim}d.ckpt`` in the folder."""
+    paths = {k: priors_dir / f"{k}_{dim}d.ckpt" for k in kinds}
+    return {k: load_prior(p) for k, p in paths.items() if p.exists()}
 
 
 def _save(out: Path, results: dict) -> None:
@@ -269,7 +275,7 @@ def eval_sunnybrook(priors_dir: Path, kinds: list[str], seeds: tuple[int, ...] =
     if not cases:
         print("[sunnybrook] data not found; skipped")
         return {}
-    priors = {k: load_prior(priors_dir / f"{k}_3d.ckpt") for k in kinds if (priors_dir / f"{k}_3d.ckpt").exists()}
+    priors = _load_priors(priors_dir, kinds, 3)
     out: dict = {}
     for case, entry, full in cases:
         seq = _ref_only(full)

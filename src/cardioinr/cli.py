@@ -110,8 +110,9 @@ def fit(
     if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
         raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
                           f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
-    if prior_through_plane != 1.0 and loaded_prior is None:
-        raise ConfigError("--prior-through-plane scales a prior's starting motion; give --prior as well")
+    from .priors import check_through_plane
+
+    check_through_plane(prior_through_plane, with_prior=loaded_prior is not None)
     init = loaded_prior.init_field(seq, through_plane=prior_through_plane) if loaded_prior is not None else None
     result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     extra = None

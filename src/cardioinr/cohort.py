@@ -543,11 +543,10 @@ def run_cohort(
         raise ConfigError("--workers must be >= 1")
     if device.startswith("cuda") and gpus_per_task <= 0:
         raise ConfigError("--device cuda needs --gpus-per-task > 0 (e.g. 0.25 runs four fits per GPU)")
-    if not 0.0 <= prior_through_plane <= 1.0:
-        raise ConfigError(f"--prior-through-plane must be in [0, 1], got {prior_through_plane:g}")
-    if prior_through_plane != 1.0 and prior is None:
-        raise ConfigError("--prior-through-plane scales a prior's starting motion; give --prior as well")
     from .datasets import index_dataset
+    from .priors import check_through_plane
+
+    check_through_plane(prior_through_plane, with_prior=prior is not None)
 
     ray = _import_ray()
     data, out = Path(data), Path(out_dir)
@@ -679,9 +678,9 @@ def cohort_command(
     overrides = explicit_settings(config) if config else {}
     if steps is not None:
         overrides["steps"] = steps
-    s = run_cohort(data, out, prior=prior, prior_through_plane=prior_through_plane, workers=workers, address=address, resume=resume, fit_overrides=overrides,
-                   cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, threads_per_task=threads_per_task,
-                   device=device, progress=not quiet, label_map=label_map, report=not no_report)
+    s = run_cohort(data, out, prior=prior, prior_through_plane=prior_through_plane, workers=workers, address=address,
+                   resume=resume, fit_overrides=overrides, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                   threads_per_task=threads_per_task, device=device, progress=not quiet, label_map=label_map, report=not no_report)
     fitted = s.n_ok + s.n_failed
     typer.echo(f"cohort: {s.n_ok} ok, {s.n_failed} failed, {s.n_skipped} skipped of {len(s.rows)} subjects in "
                f"{s.seconds:.0f} s ({s.subjects_per_minute:.2f} subjects/min over {fitted} fitted, {s.slots} at once) "

@@ -215,6 +215,15 @@ def encoder_input(seq: Sequence, centre: np.ndarray, scale: float, size: int, ph
 # ---------------------------------------------------------------------------------------------
 
 
+def check_through_plane(through_plane: float, with_prior: bool = True) -> None:
+    """Validate a through-plane start scale (:meth:`Prior.init_field`) and that a prior is
+    given for it to scale; one-line :class:`ConfigError` otherwise."""
+    if not 0.0 <= through_plane <= 1.0:
+        raise ConfigError(f"through_plane (--prior-through-plane) must be in [0, 1], got {through_plane:g}")
+    if through_plane != 1.0 and not with_prior:
+        raise ConfigError("--prior-through-plane scales a prior's starting motion; give --prior as well")
+
+
 @dataclass
 class Prior:
     """A trained prior (or ``kind='random'`` for a fresh initialisation)."""
@@ -236,8 +245,7 @@ class Prior:
         learned on phantoms carries their base descent (8-12 mm), which 8-10 mm short-axis
         slices barely observe. On the Sunnybrook cases the in-plane start gave better LV Dice
         at 50-100 steps; on phantoms, whose truth has that descent, worse EPE (docs/priors.md)."""
-        if not 0.0 <= through_plane <= 1.0:
-            raise ConfigError(f"through_plane must be in [0, 1], got {through_plane}")
+        check_through_plane(through_plane)
         if self.field.dim != seq.ndim_space:
             raise ConfigError(
                 f"{seq.name}: the prior is for {self.field.dim}D fields but the sequence is {seq.ndim_space}D"
@@ -807,5 +815,5 @@ def fit_from_prior(seq: Sequence, prior: Prior, base: FitConfig | None = None, p
     return Fitter(cfg).fit(seq, init=prior.init_field(seq), progress=progress)
 
 
-__all__ = ["ADAPT_DEFAULTS", "KINDS", "CodeEncoder", "DistContext", "Prior", "PriorConfig", "fit_from_prior",
-           "load_prior", "random_prior", "save_prior", "summarise_data", "train_prior", "trimmed_mean"]
+__all__ = ["ADAPT_DEFAULTS", "KINDS", "CodeEncoder", "DistContext", "Prior", "PriorConfig", "check_through_plane",
+           "fit_from_prior", "load_prior", "random_prior", "save_prior", "summarise_data", "train_prior", "trimmed_mean"]
