@@ -149,15 +149,18 @@ def _scores(res, truth_disp, truth_labels, seq, carried: np.ndarray) -> dict:
             "epe_myo": ev["epe"]["MYO"]["mean"], "folded_pct": ev["folding"]["heart"]["percent_folded"]}
 
 
-def _fit(seq, prior, budget: int, seed: int = 0, through_plane: float = 1.0):
+def _fit(seq, prior, budget: int, seed: int = 0, through_plane: float | str = "auto"):
+    """One fit; its seconds include binding the prior (and the through-plane search of "auto"),
+    and ``res.metrics["prior_through_plane"]`` holds the scale it started from."""
+    t0 = time.perf_counter()
     if prior is None:
         cfg = FitConfig(steps=budget, patience=10**9, seed=seed)
-        init = None
+        init, used = None, 1.0
     else:
         cfg = prior.fit_config(FitConfig(), steps=budget, patience=10**9, seed=seed)
-        init = prior.init_field(seq, through_plane=through_plane)
-    t0 = time.perf_counter()
+        init, used = prior.start(seq, through_plane, cfg)
     res = Fitter(cfg).fit(seq, init=init)
+    res.metrics["prior_through_plane"] = used
     return res, time.perf_counter() - t0
 
 
@@ -204,7 +207,8 @@ def _eval_variant(variant: str, n_test: int, dim: int, priors: dict, budgets_of)
             per = []
             for (seq, disp, labels), car in zip(cases, carried):
                 res, secs = _fit(seq, prior, budget)
-                per.append({**_scores(res, disp, labels, seq, car), "seconds": secs})
+                per.append({**_scores(res, disp, labels, seq, car), "seconds": secs,
+                            "through_plane": res.metrics["prior_through_plane"]})
             row = {"steps": budget, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
                    "dice_lv_min_worst": float(min(p["dice_lv_min"] for p in per))}
             rows.append(row)
@@ -230,7 +234,8 @@ def _budgets_3d(prior) -> tuple[int, ...]:
 
 def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, variants: list[str],
                sunnybrook: bool, threads: int, n_test_3d: int = 0, variants_3d: list[str] = (),
-               sunnybrook_seeds: int = 1, in_plane_kinds: tuple[str, ...] = ()) -> dict:
+               sunnybrook_seeds: int = 1, in_plane_kinds: tuple[str, ...] = (),
+               full_start_kinds: tuple[str, ...] = ()) -> dict:
     torch.set_num_threads(threads)
     results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}}
     priors = _load_priors(priors_dir, kinds, 2)
@@ -243,7 +248,8 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
             results["curves_3d"][variant] = _eval_variant(variant, n_test_3d, 3, priors3, _budgets_3d)
             _save(out, results)
     if sunnybrook:
-        results["sunnybrook"] = eval_sunnybrook(priors_dir, kinds, tuple(range(sunnybrook_seeds)), in_plane_kinds)
+        results["sunnybrook"] = eval_sunnybrook(priors_dir, kinds, tuple(range(sunnybrook_seeds)), in_plane_kinds,
+                                                full_start_kinds)
         _save(out, results)
     return results
 
@@ -261,10 +267,11 @@ def _save(out: Path, results: dict) -> None:
 
 
 def eval_sunnybrook(priors_dir: Path, kinds: list[str], seeds: tuple[int, ...] = (0,),
-                    in_plane_kinds: tuple[str, ...] = ()) -> dict:
+                    in_plane_kinds: tuple[str, ...] = (), full_start_kinds: tuple[str, ...] = ()) -> dict:
     """LV Dice at ES of ED labels carried by fits from scratch, from phantom-trained 3D priors,
-    (where trained) from leave-one-out priors that also saw the other real cases, and, as
-    ``KIND/in-plane``, from the ``in_plane_kinds`` started without their through-plane motion.
+    (where trained) from leave-one-out priors that also saw the other real cases, all with the
+    default through-plane start ("auto"), and with fixed starts: ``KIND/in-plane`` for the
+    ``in_plane_kinds`` (scale 0), ``KIND/full`` for the ``full_start_kinds`` (scale 1).
 
     Every fit is repeated with each fit seed (point sampling, and a fresh field's weights):
     between seeds one case's Dice moves by up to 0.009, more than the differences between
@@ -284,9 +291,10 @@ def eval_sunnybrook(priors_dir: Path, kinds: list[str], seeds: tuple[int, ...] =
         sl = [k for k in range(truth.shape[2]) if truth[:, :, k].any()]
         loo = {f"{k}+loo": load_prior(priors_dir / f"{loo_name(k, case)}.ckpt") for k in kinds
                if (priors_dir / f"{loo_name(k, case)}.ckpt").exists()}
-        runs = [("random", None, 1.0)] + [(k, p, 1.0) for k, p in priors.items()]
+        runs = [("random", None, "auto")] + [(k, p, "auto") for k, p in priors.items()]
+        runs += [(f"{k}/full", priors[k], 1.0) for k in full_start_kinds if k in priors]
         runs += [(f"{k}/in-plane", priors[k], 0.0) for k in in_plane_kinds if k in priors]
-        runs += [(k, p, 1.0) for k, p in loo.items()]
+        runs += [(k, p, "auto") for k, p in loo.items()]
         for name, prior, through_plane in runs:
             for budget in (25, 50, 100, 200, 800):
                 if prior is not None and budget > 200:
@@ -296,9 +304,10 @@ def eval_sunnybrook(priors_dir: Path, kinds: list[str], seeds: tuple[int, ...] =
                     d = dice(res.labels[:, :, sl, es] == lv, truth[:, :, sl])
                     out.setdefault(case, {}).setdefault(name, []).append(
                         {"steps": budget, "seed": seed, "dice_lv_es": d, "seconds": secs,
-                         "folded_pct": res.metrics["percent_negative_jacobian"]})
-                    print(f"[sunnybrook] {case} {name:16s} k={budget:4d} seed {seed} LV Dice ES {d:.3f} {secs:.1f}s",
-                          flush=True)
+                         "folded_pct": res.metrics["percent_negative_jacobian"],
+                         "through_plane": res.metrics["prior_through_plane"]})
+                    print(f"[sunnybrook] {case} {name:18s} k={budget:4d} seed {seed} LV Dice ES {d:.4f} "
+                          f"through-plane {res.metrics['prior_through_plane']:g} {secs:.1f}s", flush=True)
     return out
 
 
@@ -352,7 +361,8 @@ def summarise(results: dict) -> str:
 def _sunnybrook_table(sb: dict) -> list[str]:
     """Mean LV Dice at ES over cases and fit seeds, and the difference to scratch at the same
     budget and seed (with its spread over seeds when there are several)."""
-    order = ["random", *KINDS, *(f"{k}/in-plane" for k in KINDS), *(f"{k}+loo" for k in KINDS)]
+    order = ["random", *KINDS, *(f"{k}/full" for k in KINDS), *(f"{k}/in-plane" for k in KINDS),
+             *(f"{k}+loo" for k in KINDS)]
     names = sorted({n for case in sb.values() for n in case},
                    key=lambda n: order.index(n) if n in order else len(order))
     ks = (25, 50, 100, 200, 800)
@@ -369,8 +379,9 @@ def _sunnybrook_table(sb: dict) -> list[str]:
     seeds = sorted({r.get("seed", 0) for case in sb.values() for rows in case.values() for r in rows})
     lines = [f"\n### Sunnybrook: LV Dice at ES, mean over cases and fit seeds {', '.join(map(str, seeds))} "
              "(difference to random init at the same budget and seed; +- its standard deviation over seeds). "
-             "KIND: 3D prior trained on phantoms only; KIND/in-plane: the same, started without its "
-             "through-plane motion; KIND+loo: on phantoms and the other two Sunnybrook cases (leave-one-out). "
+             "KIND: 3D prior trained on phantoms only, through-plane start chosen by the images (auto); "
+             "KIND/full and KIND/in-plane: the same, started with all / none of its through-plane motion; "
+             "KIND+loo: on phantoms and the other two Sunnybrook cases (leave-one-out), auto start. "
              "k=800 (scratch, for reference): first seed only\n",
              "| init | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     for n in names:
@@ -386,6 +397,12 @@ def _sunnybrook_table(sb: dict) -> list[str]:
                 cell += f" ({np.mean(both):+.4f}" + (f" +- {np.std(both, ddof=1):.4f})" if len(both) > 1 else ")")
             cells.append(cell)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    auto = [n for n in names if n != "random" and "/" not in n]
+    if auto:
+        lines += ["\nThrough-plane scale chosen by the auto start, per case (" + ", ".join(sb) + "):\n"]
+        for n in auto:
+            picks = [sorted({r["through_plane"] for r in sb[c].get(n, []) if "through_plane" in r}) for c in sb]
+            lines.append(f"- {n}: " + " / ".join(",".join(f"{v:g}" for v in p) or "-" for p in picks))
     return lines
 
 
@@ -517,6 +534,8 @@ def main() -> None:
     ap.add_argument("--no-sunnybrook", action="store_true")
     ap.add_argument("--in-plane-kinds", default="consensus",
                     help="Sunnybrook: kinds also started without their through-plane motion (KIND/in-plane)")
+    ap.add_argument("--full-start-kinds", default="consensus",
+                    help="Sunnybrook: kinds also started with all their through-plane motion (KIND/full)")
     ap.add_argument("--sunnybrook-seeds", type=int, default=3,
                     help="fit seeds per Sunnybrook fit (differences between inits are below one seed's spread)")
     ap.add_argument("--skip-existing", action="store_true",
@@ -537,7 +556,8 @@ def main() -> None:
             results = phase_eval(args.out, priors_dir, kinds, args.test, [v for v in args.variants.split(",") if v],
                                  not args.no_sunnybrook, args.threads, args.test_3d,
                                  [v for v in args.variants_3d.split(",") if v], args.sunnybrook_seeds,
-                                 tuple(k for k in args.in_plane_kinds.split(",") if k))
+                                 tuple(k for k in args.in_plane_kinds.split(",") if k),
+                                 tuple(k for k in args.full_start_kinds.split(",") if k))
         md = summarise(results)
         print(md)
         (args.out / "priors.json").write_text(json.dumps(results, indent=1))

@@ -217,14 +217,14 @@ def _has_ray() -> bool:
     return True
 
 
-def test_fingerprint_changes_with_the_through_plane_start_only_when_it_is_not_the_default(tmp_path) -> None:
-    """A resumed run refits subjects when the prior's start changed; runs with the default keep
-    the fingerprints they had before the option existed."""
+def test_fingerprint_changes_with_the_through_plane_start(tmp_path) -> None:
+    """A resumed run refits subjects when the prior's start changed."""
     from cardioinr.cohort import _fingerprint
 
     ckpt = tmp_path / "p.ckpt"
     ckpt.write_bytes(b"x")
     cfg = {"steps": 3}
-    full = _fingerprint(cfg, str(ckpt))
-    assert _fingerprint(cfg, str(ckpt), 1.0) == full
-    assert _fingerprint(cfg, str(ckpt), 0.0) != full != _fingerprint(cfg, str(ckpt), 0.5)
+    prints = {tp: _fingerprint(cfg, str(ckpt), tp) for tp in ("auto", 0.0, 0.5, 1.0)}
+    assert _fingerprint(cfg, str(ckpt)) == prints["auto"]
+    assert len(set(prints.values())) == 4
+    assert _fingerprint(cfg, None, 0.5) == _fingerprint(cfg, None)  # no prior: nothing to scale

@@ -12,7 +12,8 @@ from cardioinr.errors import CheckpointError, ConfigError
 from cardioinr.fields import FieldConfig
 from cardioinr.fit import FitConfig, Fitter, evaluate_loss
 from cardioinr.phantoms import PhantomConfig, make_phantom
-from cardioinr.priors import KINDS, PriorConfig, load_prior, random_prior, save_prior, train_prior, trimmed_mean
+from cardioinr.priors import (KINDS, PriorConfig, check_through_plane, load_prior, random_prior, save_prior, train_prior,
+                              trimmed_mean)
 
 SMALL = PhantomConfig(dim=2, shape=(56, 56, 1), spacing=(2.0, 2.0, 8.0), n_frames=8)
 FIELD = FieldConfig(hidden=48, layers=2)
@@ -204,7 +205,7 @@ def test_through_plane_scales_only_the_starting_motion_along_k() -> None:
         field.mlp.head.bias.normal_(0.0, 0.5)
     prior = Prior("consensus", field)
     x = torch.rand(64, 3) * torch.tensor([32.0, 32.0, 32.0])
-    full = prior.init_field(seq)(x)
+    full = prior.init_field(seq, through_plane=1.0)(x)
     assert float(full[..., 2].abs().max()) > 0.1
     for s in (0.0, 0.5):
         part = prior.init_field(seq, through_plane=s)(x)
@@ -213,3 +214,43 @@ def test_through_plane_scales_only_the_starting_motion_along_k() -> None:
     assert torch.equal(prior.field.mlp.head.weight, field.mlp.head.weight)  # the prior itself is untouched
     with pytest.raises(ConfigError, match="through_plane"):
         prior.init_field(seq, through_plane=1.5)
+    with pytest.raises(ConfigError, match="'auto' or a number"):
+        prior.init_field(seq, through_plane="half")
+    assert check_through_plane("0.25") == 0.25 and check_through_plane(" Auto ") == "auto"
+    assert check_through_plane("auto", with_prior=False) == "auto"  # the default, harmless without a prior
+    with pytest.raises(ConfigError, match="give --prior"):
+        check_through_plane(1.0, with_prior=False)
+
+
+def test_auto_through_plane_start_keeps_only_the_descent_the_images_show() -> None:
+    """A prior that learned a heart's base descent keeps its through-plane start on that heart
+    and drops it on the same heart moving only in-plane: the images choose, no labels needed."""
+    import numpy as np
+
+    from cardioinr.priors import THROUGH_PLANE_GRID, Prior
+
+    cfg = PhantomConfig(dim=3, shape=(48, 48, 6), spacing=(2.2, 2.2, 8.0), n_frames=6,
+                        base_descent_mm_range=(10.0, 12.0))
+    moving = _ref_only(make_phantom(cfg, 3).sequence)
+    flat = _ref_only(make_phantom(replace(cfg, base_descent_mm_range=(0.0, 0.0)), 3).sequence)
+    assert float(np.abs(flat.image - moving.image).max()) > 0.1  # the same heart, another long-axis motion
+    torch.manual_seed(0)
+    learned = Fitter(replace(FIT, steps=150, patience=10**9)).fit(moving).field
+    prior = Prior("consensus", learned)
+    for seq, lo, hi in ((moving, 0.75, 1.0), (flat, 0.0, 0.25)):
+        losses = prior.through_plane_losses(seq, FIT)
+        assert list(losses) == list(THROUGH_PLANE_GRID)
+        f, s = prior.start(seq, config=FIT)
+        assert lo <= s <= hi and s == min(losses, key=losses.get)
+        x = torch.rand(32, 3) * 80.0
+        torch.testing.assert_close(f(x), prior.init_field(seq, through_plane=s)(x), rtol=0, atol=0)
+    assert prior.through_plane_losses(moving, FIT)[1.0] < prior.through_plane_losses(moving, FIT)[0.0]
+    assert prior.through_plane_losses(flat, FIT)[0.0] < prior.through_plane_losses(flat, FIT)[1.0]
+
+
+def test_auto_through_plane_start_is_free_in_2d(trained, held_out, monkeypatch) -> None:
+    import cardioinr.priors as priors_mod
+
+    monkeypatch.setattr(priors_mod, "evaluate_losses", lambda *a, **k: pytest.fail("2D start evaluated losses"))
+    f, s = trained["consensus"].start(held_out)
+    assert s == 1.0 and f.dim == 2

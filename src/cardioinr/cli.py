@@ -62,9 +62,10 @@ def fit(
     seg: Optional[Path] = typer.Option(None, "--seg", help="Labels of the reference frame (NIfTI)."),
     ref_frame: Optional[int] = typer.Option(None, "--ref-frame", help="Reference frame index (negative counts from the end; default 0)."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start from a learned prior checkpoint (train-prior)."),
-    prior_through_plane: float = typer.Option(
-        1.0, "--prior-through-plane", min=0.0, max=1.0,
-        help="3D priors: scale of the prior's starting motion along the slices' normal (0: in-plane start only)."),
+    prior_through_plane: str = typer.Option(
+        "auto", "--prior-through-plane",
+        help="3D priors: scale in [0, 1] of the prior's starting motion along the slices' normal (0: in-plane "
+             "start only), or auto: the scale whose start fits the images best."),
     label_map: str = typer.Option("acdc", "--label-map", help="acdc (1 RV, 2 MYO, 3 LV), sunnybrook (1 LV, 2 MYO), or 'lv=N,myo=N,rv=N'."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default from the config)."),
     model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
@@ -112,12 +113,13 @@ def fit(
                           f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
     from .priors import check_through_plane
 
-    check_through_plane(prior_through_plane, with_prior=loaded_prior is not None)
-    init = loaded_prior.init_field(seq, through_plane=prior_through_plane) if loaded_prior is not None else None
-    result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
-    extra = None
+    through_plane = check_through_plane(prior_through_plane, with_prior=loaded_prior is not None)
+    init, extra = None, None
     if loaded_prior is not None:
-        extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind, "through_plane": prior_through_plane}}
+        init, used = loaded_prior.start(seq, through_plane, cfg)
+        extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind, "through_plane": used,
+                           "through_plane_requested": through_plane}}
+    result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
     typer.echo(

@@ -278,7 +278,7 @@ def _evaluation(entry, seq_full, result) -> dict | None:
 
 
 def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = None, threads: int = 1,
-                report: bool = True, config_sha: str = "", prior_through_plane: float = 1.0) -> dict:
+                report: bool = True, config_sha: str = "", prior_through_plane: float | str = "auto") -> dict:
     """Load one dataset entry, fit it, write the output contract into ``folder`` and the
     ``.complete`` marker last; return its summary row. Never raises for a subject's own
     problems: they come back as a ``failed`` row with a one-line error.
@@ -291,8 +291,8 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         threads: torch threads of this fit.
         report: also write ``report.html``.
         config_sha: fingerprint of the settings, stored in the marker (see ``resume``).
-        prior_through_plane: scale of a 3D prior's starting motion along k
-            (:meth:`~cardioinr.priors.Prior.init_field`).
+        prior_through_plane: scale of a 3D prior's starting motion along k, or "auto"
+            (:meth:`~cardioinr.priors.Prior.start`).
     """
     from .datasets import load_entry
     from .fit import FitConfig, Fitter
@@ -315,8 +315,9 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         init, extra = None, {}
         if prior_path:
             prior = _cached_prior(prior_path, cfg.device)
-            init = prior.init_field(seq, through_plane=prior_through_plane)
-            extra["prior"] = {"path": str(prior_path), "kind": prior.kind, "through_plane": prior_through_plane}
+            init, used = prior.start(seq, prior_through_plane, cfg)
+            extra["prior"] = {"path": str(prior_path), "kind": prior.kind, "through_plane": used,
+                              "through_plane_requested": prior_through_plane}
         result = Fitter(cfg).fit(seq, init=init)
         ev = _evaluation(entry, seq_full, result)
         if ev is not None:
@@ -388,13 +389,13 @@ def resolve_fit_config(fit_overrides: Mapping | None, prior_path: str | None, de
     return replace(base, device=device).to_dict(), info
 
 
-def _fingerprint(cfg: dict, prior_path: str | None, prior_through_plane: float = 1.0) -> str:
+def _fingerprint(cfg: dict, prior_path: str | None, prior_through_plane: float | str = "auto") -> str:
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     if prior_path:
         st = os.stat(prior_path)
         h.update(f"{Path(prior_path).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-        if prior_through_plane != 1.0:  # the default leaves fingerprints of earlier runs unchanged
-            h.update(f"through_plane:{prior_through_plane!r}".encode())
+        # Always hashed: runs from before "auto" became the default started at 1.0 and are refitted.
+        h.update(f"through_plane:{prior_through_plane!r}".encode())
     return h.hexdigest()[:16]
 
 
@@ -486,7 +487,7 @@ def run_cohort(
     out_dir: str | os.PathLike,
     *,
     prior: str | os.PathLike | None = None,
-    prior_through_plane: float = 1.0,
+    prior_through_plane: float | str = "auto",
     workers: int | None = None,
     address: str | None = None,
     resume: bool = False,
@@ -507,7 +508,7 @@ def run_cohort(
         out_dir: where ``<subject>/`` folders and ``cohort_summary.csv`` go (created).
         prior: a prior checkpoint to start every fit from (``cardioinr train-prior``).
         prior_through_plane: scale of a 3D prior's starting motion along k, in [0, 1]
-            (0: in-plane start; see :meth:`~cardioinr.priors.Prior.init_field`).
+            (0: in-plane start), or "auto", chosen per subject (:meth:`~cardioinr.priors.Prior.start`).
         workers: subjects fitted at the same time; for a local Ray (the default) also its size
             (``workers x cpus_per_task`` logical CPUs; default all cores of this machine). With
             ``address`` it only caps the tasks in flight.
@@ -546,7 +547,7 @@ def run_cohort(
     from .datasets import index_dataset
     from .priors import check_through_plane
 
-    check_through_plane(prior_through_plane, with_prior=prior is not None)
+    prior_through_plane = check_through_plane(prior_through_plane, with_prior=prior is not None)
 
     ray = _import_ray()
     data, out = Path(data), Path(out_dir)
@@ -654,8 +655,10 @@ def cohort_command(
     data: Path = typer.Argument(..., help="Dataset folder or manifest (phantoms, Sunnybrook, ACDC, plain)."),
     out: Path = typer.Option(..., "--out", help="Output folder: one subfolder per subject + cohort_summary.csv."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start every fit from this prior checkpoint."),
-    prior_through_plane: float = typer.Option(
-        1.0, "--prior-through-plane", help="3D priors: scale of the starting motion along the slices' normal (0: in-plane)."),
+    prior_through_plane: str = typer.Option(
+        "auto", "--prior-through-plane",
+        help="3D priors: scale in [0, 1] of the starting motion along the slices' normal (0: in-plane), or auto: "
+             "per subject, the scale whose start fits the images best."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Subjects fitted at once (default: all cores of a local Ray)."),
     address: Optional[str] = typer.Option(None, "--address", help="Existing Ray cluster (auto, host:6379, ray://host:10001); default a local Ray."),
     resume: bool = typer.Option(False, "--resume", help="Skip subjects whose output folder is complete; retry the rest."),

@@ -453,15 +453,26 @@ def evaluate_loss(field_: MotionField, seq: Sequence, config: FitConfig | None =
                   seed: int = 12345) -> float:
     """The fitting loss of ``field_`` on ``seq`` at the finest scale, averaged over ``repeats``
     fixed point draws (deterministic: for comparing initialisations and adaptation curves)."""
+    return evaluate_losses([field_], seq, config, repeats, seed)[0]
+
+
+def evaluate_losses(fields: list[MotionField], seq: Sequence, config: FitConfig | None = None, repeats: int = 4,
+                    seed: int = 12345) -> list[float]:
+    """:func:`evaluate_loss` of several fields on the same point draws (common random numbers,
+    so their differences are not sampling noise), building the problem once."""
     cfg = config or FitConfig()
     device = resolve_device(cfg.device)
-    _check_compatible(field_, seq)
+    for f in fields:
+        _check_compatible(f, seq)
     problem = _Problem(seq, cfg, device)
-    gen = torch.Generator().manual_seed(seed)
-    field_ = field_.to(device)
-    with torch.enable_grad():  # forward-mode Jacobians need autograd machinery, not gradients
-        vals = [problem.loss(field_, problem.n_levels - 1, gen)[0].item() for _ in range(repeats)]
-    return float(np.mean(vals))
+    out = []
+    for f in fields:
+        gen = torch.Generator().manual_seed(seed)
+        f = f.to(device)
+        with torch.enable_grad():  # forward-mode Jacobians need autograd machinery, not gradients
+            vals = [problem.loss(f, problem.n_levels - 1, gen)[0].item() for _ in range(repeats)]
+        out.append(float(np.mean(vals)))
+    return out
 
 
 def _progress_bar(total: int):
@@ -764,6 +775,5 @@ def fit_sequence(seq: Sequence, config: FitConfig | None = None, init: MotionFie
     return Fitter(config).fit(seq, init=init, progress=progress)
 
 
-__all__ = ["FitConfig", "FitResult", "Fitter", "fit_sequence", "frame_of_reference", "frame_reflection",
-           "load_field",
-           "normalise_intensity", "resolve_device", "save_field", "write_fit_outputs"]
+__all__ = ["FitConfig", "FitResult", "Fitter", "evaluate_loss", "evaluate_losses", "fit_sequence", "frame_of_reference",
+           "frame_reflection", "load_field", "normalise_intensity", "resolve_device", "save_field", "write_fit_outputs"]
