@@ -232,13 +232,36 @@ def _budgets_3d(prior) -> tuple[int, ...]:
     return tuple(sorted({50, prior.fit_config().steps}))
 
 
+def eval_paired(variant: str, n_test: int, priors: dict) -> dict:
+    """``{init: {"plain": [scores per case], variant: [...]}}``: each init at its own default
+    budget (scratch 800 steps) on the same held-out 2D phantoms, plain and degraded, so that
+    the accuracy lost can be compared case by case (:func:`_paired_table`)."""
+    out: dict = {}
+    for v in ("plain", variant):
+        for i, (seq, disp, labels) in enumerate(_phantom_cases(v, n_test, 2)):
+            car = propagate_labels(seq.ref_labels, disp, seq.spacing)
+            for name, prior in [("random", None)] + list(priors.items()):
+                budget = SCRATCH_BUDGETS[-1] if prior is None else prior.fit_config().steps
+                res, secs = _fit(seq, prior, budget)
+                out.setdefault(name, {}).setdefault(v, []).append(
+                    {**_scores(res, disp, labels, seq, car), "seconds": secs, "steps": budget})
+                print(f"[paired {v}] case {i} {name:12s} k={budget:4d} LV {out[name][v][-1]['dice_lv_min']:.4f}",
+                      flush=True)
+    return out
+
+
 def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, variants: list[str],
                sunnybrook: bool, threads: int, n_test_3d: int = 0, variants_3d: list[str] = (),
                sunnybrook_seeds: int = 1, in_plane_kinds: tuple[str, ...] = (),
-               full_start_kinds: tuple[str, ...] = ()) -> dict:
+               full_start_kinds: tuple[str, ...] = (), paired: int = 0) -> dict:
     torch.set_num_threads(threads)
-    results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}}
+    results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}, "paired": {}}
     priors = _load_priors(priors_dir, kinds, 2)
+    if paired > 0:
+        for variant in (v for v in variants if v != "plain"):
+            results["paired"][variant] = eval_paired(variant, paired, priors)
+            _save(out, results)
+        variants = []  # a paired run replaces the curves
     for variant in variants:
         results["curves"][variant] = _eval_variant(variant, n_test, 2, priors, _budgets_2d)
         _save(out, results)  # a long run keeps what it has measured
@@ -353,9 +376,44 @@ def summarise(results: dict) -> str:
     if results.get("curves_3d"):
         lines += _stack_tables(results["curves_3d"])
         lines += _robustness(results["curves_3d"], "3D stacks: accuracy lost to each degradation (variant minus plain)")
+    for variant, per in results.get("paired", {}).items():
+        lines += _paired_table(variant, per)
     if results.get("sunnybrook"):
         lines += _sunnybrook_table(results["sunnybrook"])
     return "\n".join(lines)
+
+
+PAIRED_METRICS = (("dice_lv_min", "LV Dice, points", 100.0), ("dice_myo_min", "MYO Dice, points", 100.0),
+                  ("epe_myo", "EPE, mm", 1.0), ("vs_carried_lv_min", "LV Dice vs truth-carried, points", 100.0),
+                  ("vs_carried_myo_min", "MYO Dice vs truth-carried, points", 100.0))
+
+
+def paired_losses(per: dict, variant: str, name: str, key: str, scale: float) -> np.ndarray:
+    """Per case: accuracy lost to ``variant`` (variant minus plain, times ``scale``)."""
+    n = min(len(per[name]["plain"]), len(per[name][variant]))
+    return np.array([(per[name][variant][i][key] - per[name]["plain"][i][key]) * scale for i in range(n)])
+
+
+def _paired_table(variant: str, per: dict) -> list[str]:
+    """Loss of each prior against scratch's, case by case: mean +- standard error over cases."""
+    n = len(per["random"][variant])
+    lines = [f"\n### {variant}, paired: accuracy lost at each init's default budget ({n} phantoms)\n",
+             "Each cell: the init's loss (variant minus plain, mean over cases); in brackets, for priors, "
+             "the case-by-case difference to scratch's loss, mean +- standard error. EPE: a positive loss is "
+             "an increase.\n",
+             "| init | " + " | ".join(label for _, label, _ in PAIRED_METRICS) + " |",
+             "|---|" + "---|" * len(PAIRED_METRICS)]
+    for name in per:
+        cells = []
+        for key, _, scale in PAIRED_METRICS:
+            mine = paired_losses(per, variant, name, key, scale)
+            cell = f"{mine.mean():+.2f}"
+            if name != "random" and len(mine) > 1:
+                d = mine - paired_losses(per, variant, "random", key, scale)
+                cell += f" ({d.mean():+.2f} +- {d.std(ddof=1) / np.sqrt(len(d)):.2f})"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _sunnybrook_table(sb: dict) -> list[str]:
@@ -532,6 +590,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="training device")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-sunnybrook", action="store_true")
+    ap.add_argument("--paired", type=int, default=0,
+                    help="2D robustness, paired: N phantoms, each init at its default budget only, plain and each "
+                         "other --variants (replaces the adaptation curves; 0: off)")
     ap.add_argument("--in-plane-kinds", default="consensus",
                     help="Sunnybrook: kinds also started without their through-plane motion (KIND/in-plane)")
     ap.add_argument("--full-start-kinds", default="consensus",
@@ -557,7 +618,7 @@ def main() -> None:
                                  not args.no_sunnybrook, args.threads, args.test_3d,
                                  [v for v in args.variants_3d.split(",") if v], args.sunnybrook_seeds,
                                  tuple(k for k in args.in_plane_kinds.split(",") if k),
-                                 tuple(k for k in args.full_start_kinds.split(",") if k))
+                                 tuple(k for k in args.full_start_kinds.split(",") if k), args.paired)
         md = summarise(results)
         print(md)
         (args.out / "priors.json").write_text(json.dumps(results, indent=1))

@@ -95,3 +95,21 @@ def test_sunnybrook_table_pairs_each_prior_fit_with_the_scratch_fit_of_its_seed(
     # a seed that one case lacks is left out, not averaged over the other case alone
     sb["b"]["consensus"] = rows([0.95])
     assert "| consensus | - | - | 0.9300 (+0.0100) | - | - |" in "\n".join(bench._sunnybrook_table(sb))
+
+
+def test_paired_robustness_compares_losses_case_by_case():
+    """A prior that loses less than scratch on every case gets a positive difference (Dice) and
+    a negative one (EPE), with its standard error over cases; the table lists every init."""
+    def case(lv, epe):
+        return {"dice_lv_min": lv, "dice_myo_min": lv, "epe_myo": epe, "vs_carried_lv_min": lv,
+                "vs_carried_myo_min": lv, "seconds": 1.0, "steps": 100}
+
+    per = {"random": {"plain": [case(0.97, 0.30), case(0.96, 0.40)], "thick": [case(0.94, 0.50), case(0.94, 0.50)]},
+           "consensus": {"plain": [case(0.97, 0.30), case(0.96, 0.40)], "thick": [case(0.955, 0.40), case(0.95, 0.50)]}}
+    np.testing.assert_allclose(bench.paired_losses(per, "thick", "random", "dice_lv_min", 100.0), [-3.0, -2.0])
+    np.testing.assert_allclose(bench.paired_losses(per, "thick", "consensus", "epe_myo", 1.0), [0.10, 0.10])
+    table = "\n".join(bench._paired_table("thick", per))
+    assert "2 phantoms" in table
+    assert "| random | -2.50 |" in table
+    assert "| consensus | -1.25 (+1.25 +- 0.25)" in table  # Dice: 1.5 and 1.0 points less lost
+    assert "+0.10 (-0.05 +- 0.05)" in table  # EPE: 0.1 mm lost on both, against 0.2 and 0.1
