@@ -210,7 +210,7 @@ def _eval_variant(variant: str, n_test: int, dim: int, priors: dict, budgets_of)
                 per.append({**_scores(res, disp, labels, seq, car), "seconds": secs,
                             "through_plane": res.metrics["prior_through_plane"]})
             row = {"steps": budget, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
-                   "dice_lv_min_worst": float(min(p["dice_lv_min"] for p in per))}
+                   "dice_lv_min_worst": float(min(p["dice_lv_min"] for p in per)), "cases": per}
             rows.append(row)
             print(f"[eval {dim}D {variant}] {name:12s} k={budget:4d} LV {row['dice_lv_min']:.3f} MYO "
                   f"{row['dice_myo_min']:.3f} EPE {row['epe_myo']:.3f} {row['seconds']:.2f}s", flush=True)
@@ -236,17 +236,13 @@ def eval_paired(variant: str, n_test: int, priors: dict) -> dict:
     """``{init: {"plain": [scores per case], variant: [...]}}``: each init at its own default
     budget (scratch 800 steps) on the same held-out 2D phantoms, plain and degraded, so that
     the accuracy lost can be compared case by case (:func:`_paired_table`)."""
+    def default_budget(prior) -> tuple[int, ...]:
+        return (SCRATCH_BUDGETS[-1],) if prior is None else (prior.fit_config().steps,)
+
     out: dict = {}
     for v in ("plain", variant):
-        for i, (seq, disp, labels) in enumerate(_phantom_cases(v, n_test, 2)):
-            car = propagate_labels(seq.ref_labels, disp, seq.spacing)
-            for name, prior in [("random", None)] + list(priors.items()):
-                budget = SCRATCH_BUDGETS[-1] if prior is None else prior.fit_config().steps
-                res, secs = _fit(seq, prior, budget)
-                out.setdefault(name, {}).setdefault(v, []).append(
-                    {**_scores(res, disp, labels, seq, car), "seconds": secs, "steps": budget})
-                print(f"[paired {v}] case {i} {name:12s} k={budget:4d} LV {out[name][v][-1]['dice_lv_min']:.4f}",
-                      flush=True)
+        for name, rows in _eval_variant(v, n_test, 2, priors, default_budget).items():
+            out.setdefault(name, {})[v] = rows[0]["cases"]
     return out
 
 
