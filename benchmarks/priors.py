@@ -226,22 +226,22 @@ def _budgets_2d(prior) -> tuple[int, ...]:
 
 
 def _budgets_3d(prior) -> tuple[int, ...]:
-    """3D fits are ~10x dearer: scratch at 100 and 800 steps, each prior at 50 and its default."""
+    """3D fits are ~10x dearer: scratch at 100 and 800 steps, each prior at 50, 100 and its default."""
     if prior is None:
         return SCRATCH_BUDGETS_3D
-    return tuple(sorted({50, prior.fit_config().steps}))
+    return tuple(sorted({50, 100, prior.fit_config().steps}))
 
 
-def eval_paired(variant: str, n_test: int, priors: dict) -> dict:
+def eval_paired(variant: str, n_test: int, priors: dict, dim: int = 2) -> dict:
     """``{init: {"plain": [scores per case], variant: [...]}}``: each init at its own default
-    budget (scratch 800 steps) on the same held-out 2D phantoms, plain and degraded, so that
-    the accuracy lost can be compared case by case (:func:`_paired_table`)."""
+    budget (scratch 800 steps) on the same held-out phantoms (2D) or stacks (3D), plain and
+    degraded, so that the accuracy lost can be compared case by case (:func:`_paired_table`)."""
     def default_budget(prior) -> tuple[int, ...]:
         return (SCRATCH_BUDGETS[-1],) if prior is None else (prior.fit_config().steps,)
 
     out: dict = {}
     for v in ("plain", variant):
-        for name, rows in _eval_variant(v, n_test, 2, priors, default_budget).items():
+        for name, rows in _eval_variant(v, n_test, dim, priors, default_budget).items():
             out.setdefault(name, {})[v] = rows[0]["cases"]
     return out
 
@@ -251,13 +251,19 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
                sunnybrook_seeds: int = 1, in_plane_kinds: tuple[str, ...] = (),
                full_start_kinds: tuple[str, ...] = (), paired: int = 0) -> dict:
     torch.set_num_threads(threads)
-    results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}, "paired": {}}
+    results: dict = {"threads": threads, "curves": {}, "curves_3d": {}, "sunnybrook": {}, "paired": {},
+                     "paired_3d": {}}
     priors = _load_priors(priors_dir, kinds, 2)
     if paired > 0:
         for variant in (v for v in variants if v != "plain"):
             results["paired"][variant] = eval_paired(variant, paired, priors)
             _save(out, results)
-        variants = []  # a paired run replaces the curves
+        if n_test_3d > 0:
+            priors3 = _load_priors(priors_dir, kinds, 3)
+            for variant in (v for v in variants_3d if v != "plain"):
+                results["paired_3d"][variant] = eval_paired(variant, n_test_3d, priors3, dim=3)
+                _save(out, results)
+        variants, variants_3d = [], []  # a paired run replaces the curves
     for variant in variants:
         results["curves"][variant] = _eval_variant(variant, n_test, 2, priors, _budgets_2d)
         _save(out, results)  # a long run keeps what it has measured
@@ -371,9 +377,11 @@ def summarise(results: dict) -> str:
     lines += _robustness(results["curves"], "Robustness: accuracy lost to each degradation (variant minus plain)")
     if results.get("curves_3d"):
         lines += _stack_tables(results["curves_3d"])
-        lines += _robustness(results["curves_3d"], "3D stacks: accuracy lost to each degradation (variant minus plain)")
+        lines += _robustness(results["curves_3d"], "3D stacks: accuracy lost to each degradation (variant minus plain)", 3)
     for variant, per in results.get("paired", {}).items():
         lines += _paired_table(variant, per)
+    for variant, per in results.get("paired_3d", {}).items():
+        lines += _paired_table(variant, per, "3D stacks")
     if results.get("sunnybrook"):
         lines += _sunnybrook_table(results["sunnybrook"])
     return "\n".join(lines)
@@ -390,10 +398,10 @@ def paired_losses(per: dict, variant: str, name: str, key: str, scale: float) ->
     return np.array([(per[name][variant][i][key] - per[name]["plain"][i][key]) * scale for i in range(n)])
 
 
-def _paired_table(variant: str, per: dict) -> list[str]:
+def _paired_table(variant: str, per: dict, cases: str = "phantoms") -> list[str]:
     """Loss of each prior against scratch's, case by case: mean +- standard error over cases."""
     n = len(per["random"][variant])
-    lines = [f"\n### {variant}, paired: accuracy lost at each init's default budget ({n} phantoms)\n",
+    lines = [f"\n### {variant}, paired: accuracy lost at each init's default budget ({n} {cases})\n",
              "Each cell: the init's loss (variant minus plain, mean over cases); in brackets, for priors, "
              "the case-by-case difference to scratch's loss, mean +- standard error. EPE: a positive loss is "
              "an increase.\n",
@@ -488,7 +496,7 @@ def _versus_random(results: dict) -> list[str]:
     return lines
 
 
-def _robustness(curves: dict, title: str) -> list[str]:
+def _robustness(curves: dict, title: str, dim: int = 2) -> list[str]:
     """Accuracy lost to each degradation, at equal budgets and at each init's default budget:
     against the phantom's labels of each frame, then against the truth-carried labels."""
     if "plain" not in curves or len(curves) < 2:
@@ -497,12 +505,12 @@ def _robustness(curves: dict, title: str) -> list[str]:
              "Dice in points of LV/MYO (min over frames), EPE in mm; less lost is better. \"default\" is "
              "each init's own budget (random: 800 steps; priors: their adaptation default, or the "
              "nearest budget below).\n"]
-    lines += _loss_table(curves, "dice_lv_min", "dice_myo_min")
+    lines += _loss_table(curves, "dice_lv_min", "dice_myo_min", dim)
     if all("vs_carried_lv_min" in r for c in curves.values() for rows in c.values() for r in rows):
         lines += ["\nThe same, with Dice against the reference labels carried by the true motion (the "
                   "motion error alone: the coarser grid of the thick variant caps even the true "
                   "motion's Dice against the phantom's own labels).\n"]
-        lines += _loss_table(curves, "vs_carried_lv_min", "vs_carried_myo_min")
+        lines += _loss_table(curves, "vs_carried_lv_min", "vs_carried_myo_min", dim)
     return lines
 
 
@@ -520,8 +528,8 @@ def _stack_tables(curves: dict) -> list[str]:
     return lines
 
 
-def _loss_table(curves: dict, lv_key: str, myo_key: str) -> list[str]:
-    from cardioinr.priors import ADAPT_DEFAULTS
+def _loss_table(curves: dict, lv_key: str, myo_key: str, dim: int = 2) -> list[str]:
+    from cardioinr.priors import ADAPT_DEFAULTS, ADAPT_STEPS_3D
 
     lines = ["| variant | init | k=50 dLV/dMYO/dEPE | k=100 | default (k) |", "|---|---|---|---|---|"]
     for variant in curves:
@@ -531,7 +539,12 @@ def _loss_table(curves: dict, lv_key: str, myo_key: str) -> list[str]:
             plain = curves["plain"].get(name)
             if plain is None:
                 continue
-            default = 800 if name == "random" else ADAPT_DEFAULTS.get(name, {}).get("steps", 100)
+            if name == "random":
+                default = 800
+            elif dim == 3 and name in ADAPT_STEPS_3D:
+                default = ADAPT_STEPS_3D[name]
+            else:
+                default = ADAPT_DEFAULTS.get(name, {}).get("steps", 100)
             kd = max((r["steps"] for r in rows if r["steps"] <= default), default=None)
             cells = []
             for k in (50, 100, kd):
@@ -587,8 +600,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-sunnybrook", action="store_true")
     ap.add_argument("--paired", type=int, default=0,
-                    help="2D robustness, paired: N phantoms, each init at its default budget only, plain and each "
-                         "other --variants (replaces the adaptation curves; 0: off)")
+                    help="robustness, paired: N 2D phantoms, each init at its default budget only, plain and each "
+                         "other --variants, and --test-3d stacks likewise with --variants-3d (replaces the "
+                         "adaptation curves; 0: off)")
     ap.add_argument("--in-plane-kinds", default="consensus",
                     help="Sunnybrook: kinds also started without their through-plane motion (KIND/in-plane)")
     ap.add_argument("--full-start-kinds", default="consensus",

@@ -155,6 +155,21 @@ def test_short_budget_moves_the_weights_not_only_the_code(trained, held_out) -> 
     assert "latent" in moved and any(k.startswith("mlp.") for k in moved), moved
 
 
+def test_adaptation_defaults_depend_on_kind_and_dimension() -> None:
+    """2D priors adapt for their kind's 2D budget, 3D priors (stacks) for the 3D one; explicit
+    settings win, and the other adaptation settings are the kind's in both."""
+    from cardioinr.priors import ADAPT_DEFAULTS, ADAPT_STEPS_3D, Prior
+
+    for kind in KINDS:
+        p2, p3 = (Prior(kind, random_prior(FIELD, dim).field) for dim in (2, 3))
+        assert p2.fit_config().steps == ADAPT_DEFAULTS[kind]["steps"]
+        assert p3.fit_config().steps == ADAPT_STEPS_3D[kind] > p2.fit_config().steps
+        assert p3.fit_config(steps=7).steps == 7
+        assert p3.fit_config().patience == p2.fit_config().patience == ADAPT_DEFAULTS[kind]["patience"]
+        assert p3.fit_config().field == FIELD
+    assert random_prior(FIELD, 3).fit_config().steps == FitConfig().steps
+
+
 def _mirrored(seq):
     """The same scan stored with axis 0 reversed: voxel axes of the other handedness."""
     flip = torch.eye(4, dtype=torch.float64).numpy()

@@ -55,28 +55,27 @@ def test_one_evaluation_pass_and_the_summary_with_3d_tables():
         "curves": {"plain": {"random": [row(50, 0.95, 0.5), row(800, 0.97, 0.3)]},
                    "thick": {"random": [row(50, 0.93, 0.6), row(800, 0.95, 0.4)]}},
         "curves_3d": {"plain": {"random": [row(100, 0.90, 0.8), row(800, 0.92, 0.7)],
-                                "consensus": [row(50, 0.91, 0.9), row(100, 0.92, 0.8)]},
+                                "consensus": [row(50, 0.91, 0.9), row(100, 0.92, 0.8), row(200, 0.93, 0.75)]},
                       "thick": {"random": [row(100, 0.85, 1.2), row(800, 0.86, 1.3)],
-                                "consensus": [row(50, 0.88, 1.0), row(100, 0.89, 0.85)]}},
+                                "consensus": [row(50, 0.88, 1.0), row(100, 0.89, 0.85), row(200, 0.90, 0.80)]}},
     }
     md = bench.summarise(results)
     assert "3D stacks, thick" in md
-    # Loss at each init's default budget: random (800) -6.0 points and +0.60 mm, consensus
-    # (100) -3.0 points and +0.05 mm.
+    # Loss at each init's default budget: random (800) -6.0 points and +0.60 mm, the 3D
+    # consensus prior (its 3D default, 200 steps) -3.0 points and +0.05 mm.
     assert "| thick | random | - | -5.0/-5.0/+0.40 | -6.0/-6.0/+0.60 (800) |" in md
-    assert "| thick | consensus | -3.0/-3.0/+0.10 | -3.0/-3.0/+0.05 | -3.0/-3.0/+0.05 (100) |" in md
+    assert "| thick | consensus | -3.0/-3.0/+0.10 | -3.0/-3.0/+0.05 | -3.0/-3.0/+0.05 (200) |" in md
 
 
 def test_budgets_include_each_kinds_default():
     from cardioinr.fields import FieldConfig
-    from cardioinr.priors import ADAPT_DEFAULTS, Prior, random_prior
+    from cardioinr.priors import ADAPT_DEFAULTS, ADAPT_STEPS_3D, Prior, random_prior
 
-    field = random_prior(FieldConfig(), 2).field
+    field2, field3 = random_prior(FieldConfig(), 2).field, random_prior(FieldConfig(), 3).field
     for kind in ("consensus", "encoder"):
-        default = ADAPT_DEFAULTS[kind]["steps"]
-        prior = Prior(kind, field)
-        assert default in bench._budgets_2d(prior)
-        assert default in bench._budgets_3d(prior)
+        assert ADAPT_DEFAULTS[kind]["steps"] in bench._budgets_2d(Prior(kind, field2))
+        assert ADAPT_STEPS_3D[kind] in bench._budgets_3d(Prior(kind, field3))
+        assert {50, 100} <= set(bench._budgets_3d(Prior(kind, field3)))
     assert bench._budgets_2d(None) == bench.SCRATCH_BUDGETS
 
 
@@ -110,6 +109,7 @@ def test_paired_robustness_compares_losses_case_by_case():
     np.testing.assert_allclose(bench.paired_losses(per, "thick", "consensus", "epe_myo", 1.0), [0.10, 0.10])
     table = "\n".join(bench._paired_table("thick", per))
     assert "2 phantoms" in table
+    assert "2 3D stacks" in "\n".join(bench._paired_table("thick", per, "3D stacks"))
     assert "| random | -2.50 |" in table
     assert "| consensus | -1.25 (+1.25 +- 0.25)" in table  # Dice: 1.5 and 1.0 points less lost
     assert "+0.10 (-0.05 +- 0.05)" in table  # EPE: 0.1 mm lost on both, against 0.2 and 0.1
