@@ -65,9 +65,9 @@ ADAPT_DEFAULTS: dict[str, dict] = {
 }
 
 # Step budgets of 3D priors (stacks), which replace the ones above. At the 2D budgets the 3D
-# priors stop short of an 800-step scratch fit on held-out 3D phantoms (EPE 0.81-0.97 mm
-# against 0.75); at 200 steps they reach it (0.73-0.82 mm, better MYO Dice) in a third of its
-# time (docs/priors.md, eighth session).
+# priors stop short of an 800-step scratch fit on 12 held-out 3D phantoms (EPE 0.78-0.91 mm
+# against 0.73); at 200 steps they come within 0.05 mm of it (0.71-0.78, MYO Dice level) in
+# a third of its time (docs/priors.md, eighth session).
 ADAPT_STEPS_3D: dict[str, int] = {kind: 200 for kind in KINDS}
 
 
