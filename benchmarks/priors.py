@@ -232,17 +232,21 @@ def _budgets_3d(prior) -> tuple[int, ...]:
     return tuple(sorted({50, 100, prior.fit_config().steps}))
 
 
-def eval_paired(variant: str, n_test: int, priors: dict, dim: int = 2) -> dict:
-    """``{init: {"plain": [scores per case], variant: [...]}}``: each init at its own default
-    budget (scratch 800 steps) on the same held-out phantoms (2D) or stacks (3D), plain and
-    degraded, so that the accuracy lost can be compared case by case (:func:`_paired_table`)."""
+def eval_paired(variants: list[str], n_test: int, priors: dict, dim: int = 2) -> dict:
+    """``{variant: {init: {"plain": [scores per case], variant: [...]}}}``: each init at its own
+    default budget (scratch 800 steps) on the same held-out phantoms (2D) or stacks (3D), plain
+    (fitted once) and with each degradation, so that the accuracy lost can be compared case by
+    case (:func:`_paired_table`)."""
     def default_budget(prior) -> tuple[int, ...]:
         return (SCRATCH_BUDGETS[-1],) if prior is None else (prior.fit_config().steps,)
 
+    def cases(v: str) -> dict:
+        return {name: rows[0]["cases"] for name, rows in _eval_variant(v, n_test, dim, priors, default_budget).items()}
+
+    plain = cases("plain")
     out: dict = {}
-    for v in ("plain", variant):
-        for name, rows in _eval_variant(v, n_test, dim, priors, default_budget).items():
-            out.setdefault(name, {})[v] = rows[0]["cases"]
+    for v in variants:
+        out[v] = {name: {"plain": plain[name], v: per} for name, per in cases(v).items()}
     return out
 
 
@@ -255,14 +259,14 @@ def phase_eval(out: Path, priors_dir: Path, kinds: list[str], n_test: int, varia
                      "paired_3d": {}}
     priors = _load_priors(priors_dir, kinds, 2)
     if paired > 0:
-        for variant in (v for v in variants if v != "plain"):
-            results["paired"][variant] = eval_paired(variant, paired, priors)
+        degraded = [v for v in variants if v != "plain"]
+        if degraded:
+            results["paired"] = eval_paired(degraded, paired, priors)
             _save(out, results)
-        if n_test_3d > 0:
-            priors3 = _load_priors(priors_dir, kinds, 3)
-            for variant in (v for v in variants_3d if v != "plain"):
-                results["paired_3d"][variant] = eval_paired(variant, n_test_3d, priors3, dim=3)
-                _save(out, results)
+        degraded_3d = [v for v in variants_3d if v != "plain"]
+        if n_test_3d > 0 and degraded_3d:
+            results["paired_3d"] = eval_paired(degraded_3d, n_test_3d, _load_priors(priors_dir, kinds, 3), dim=3)
+            _save(out, results)
         variants, variants_3d = [], []  # a paired run replaces the curves
     for variant in variants:
         results["curves"][variant] = _eval_variant(variant, n_test, 2, priors, _budgets_2d)
@@ -529,7 +533,7 @@ def _stack_tables(curves: dict) -> list[str]:
 
 
 def _loss_table(curves: dict, lv_key: str, myo_key: str, dim: int = 2) -> list[str]:
-    from cardioinr.priors import ADAPT_DEFAULTS, ADAPT_STEPS_3D
+    from cardioinr.priors import adapt_steps
 
     lines = ["| variant | init | k=50 dLV/dMYO/dEPE | k=100 | default (k) |", "|---|---|---|---|---|"]
     for variant in curves:
@@ -539,12 +543,7 @@ def _loss_table(curves: dict, lv_key: str, myo_key: str, dim: int = 2) -> list[s
             plain = curves["plain"].get(name)
             if plain is None:
                 continue
-            if name == "random":
-                default = 800
-            elif dim == 3 and name in ADAPT_STEPS_3D:
-                default = ADAPT_STEPS_3D[name]
-            else:
-                default = ADAPT_DEFAULTS.get(name, {}).get("steps", 100)
+            default = adapt_steps(name, dim) or FitConfig().steps
             kd = max((r["steps"] for r in rows if r["steps"] <= default), default=None)
             cells = []
             for k in (50, 100, kd):

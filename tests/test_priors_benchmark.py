@@ -113,3 +113,18 @@ def test_paired_robustness_compares_losses_case_by_case():
     assert "| random | -2.50 |" in table
     assert "| consensus | -1.25 (+1.25 +- 0.25)" in table  # Dice: 1.5 and 1.0 points less lost
     assert "+0.10 (-0.05 +- 0.05)" in table  # EPE: 0.1 mm lost on both, against 0.2 and 0.1
+
+
+def test_paired_run_fits_the_plain_cases_once_for_every_degradation(monkeypatch):
+    calls = []
+
+    def fake_eval(variant, n_test, dim, priors, budgets_of):
+        calls.append((variant, dim, budgets_of(None)))
+        return {name: [{"cases": [{"variant": variant, "init": name}]}] for name in ("random", *priors)}
+
+    monkeypatch.setattr(bench, "_eval_variant", fake_eval)
+    out = bench.eval_paired(["noise", "thick"], 3, {"consensus": None}, dim=3)
+    assert calls == [("plain", 3, (800,)), ("noise", 3, (800,)), ("thick", 3, (800,))]
+    assert out["thick"]["consensus"] == {"plain": [{"variant": "plain", "init": "consensus"}],
+                                         "thick": [{"variant": "thick", "init": "consensus"}]}
+    assert set(out) == {"noise", "thick"} and set(out["noise"]) == {"random", "consensus"}

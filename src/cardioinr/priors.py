@@ -71,6 +71,14 @@ ADAPT_DEFAULTS: dict[str, dict] = {
 ADAPT_STEPS_3D: dict[str, int] = {kind: 200 for kind in KINDS}
 
 
+def adapt_steps(kind: str, dim: int) -> int | None:
+    """Default adaptation budget of a ``kind`` of prior for ``dim``-D sequences (None: the kind
+    keeps the fit's own step count, as a random initialisation does)."""
+    if dim == 3 and kind in ADAPT_STEPS_3D:
+        return ADAPT_STEPS_3D[kind]
+    return ADAPT_DEFAULTS.get(kind, {}).get("steps")
+
+
 @dataclass(frozen=True)
 class PriorConfig:
     """Settings of prior training.
@@ -333,8 +341,9 @@ class Prior:
         overrides win)."""
         base = base or FitConfig()
         changes = dict(ADAPT_DEFAULTS.get(self.kind, {}))
-        if self.field.dim == 3 and self.kind in ADAPT_STEPS_3D:
-            changes["steps"] = ADAPT_STEPS_3D[self.kind]
+        steps = adapt_steps(self.kind, self.field.dim)
+        if steps is not None:
+            changes["steps"] = steps
         changes.update(overrides)
         changes["field"] = self.field.config  # the architecture is the prior's, whatever was asked
         return replace(base, **changes)
@@ -880,5 +889,5 @@ def fit_from_prior(seq: Sequence, prior: Prior, base: FitConfig | None = None, p
 
 
 __all__ = ["ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "KINDS", "THROUGH_PLANE_AUTO", "THROUGH_PLANE_GRID", "CodeEncoder", "DistContext", "Prior",
-           "PriorConfig", "check_through_plane", "fit_from_prior", "load_prior", "random_prior", "save_prior",
+           "PriorConfig", "adapt_steps", "check_through_plane", "fit_from_prior", "load_prior", "random_prior", "save_prior",
            "summarise_data", "train_prior", "trimmed_mean"]
