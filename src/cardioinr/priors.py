@@ -292,8 +292,8 @@ class Prior:
         the finest scale, fixed point draws; ties go to the larger scale). It uses no labels,
         so it runs on any case, at the cost of five loss evaluations (under 1 s for an 80 x 80
         x 12 x 20 stack on 2 CPU threads). The phantom-trained consensus prior keeps its full
-        start on all 12 held-out 3D phantoms and picks 0-0.75 on the Sunnybrook stacks
-        (docs/priors.md)."""
+        start on 23 of 24 held-out 3D phantom stacks (on the other it wrongly picks 0) and
+        picks 0-0.75 on the Sunnybrook stacks (docs/priors.md)."""
         through_plane = check_through_plane(through_plane)
         if self.field.dim != seq.ndim_space:
             raise ConfigError(
