@@ -28,15 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cardioinr.fields import FieldConfig  # noqa: E402
-from cardioinr.fit import FitConfig, Fitter  # noqa: E402
-from cardioinr.metrics import dice, label_scores  # noqa: E402
+from cardioinr.fit.fields import FieldConfig  # noqa: E402
+from cardioinr.fit.fitter import FitConfig, Fitter  # noqa: E402
+from cardioinr.analysis.metrics import dice, label_scores  # noqa: E402
 from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
-from cardioinr.warp import propagate_labels  # noqa: E402
+from cardioinr.fit.warp import propagate_labels  # noqa: E402
 
 
 def phantom_row(group: str, ph, cfg: FitConfig) -> dict:
-    from cardioinr.metrics import evaluate_arrays
+    from cardioinr.analysis.metrics import evaluate_arrays
 
     seq = replace(ph.sequence, labels={ph.sequence.ref_frame: ph.sequence.labels[ph.sequence.ref_frame]})
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def phantom_row(group: str, ph, cfg: FitConfig) -> dict:
 
 
 def sunnybrook_rows(cfg: FitConfig, quick: bool) -> list[dict]:
-    from cardioinr.datasets import index_dataset, load_entry, shared_data_dir
+    from cardioinr.io.datasets import index_dataset, load_entry, shared_data_dir
 
     data = shared_data_dir()
     if data is None:

@@ -75,7 +75,7 @@ def available(method: str) -> bool:
 def normalised_frames(seq) -> np.ndarray:
     """The cine scaled as cardioinr's fit sees it (robust percentiles to about [0, 1]);
     every method gets the same input. ``(X, Y, Z, T)`` float32."""
-    from cardioinr.fit import normalise_intensity
+    from cardioinr.fit.fitter import normalise_intensity
 
     return normalise_intensity(seq.image)
 
@@ -494,13 +494,13 @@ def vxm_sequence(seq, model, frames: list[int] | None = None) -> np.ndarray:
 
 
 def cardioinr_sequence(seq, prior_path: str | None = None, steps: int | None = None, seed: int = 0):
-    """Fit cardioinr (default :class:`~cardioinr.fit.FitConfig`, or from a prior checkpoint).
+    """Fit cardioinr (default :class:`~cardioinr.fit.fitter.FitConfig`, or from a prior checkpoint).
 
     Returns ``(displacement, labels or None, metrics)`` where labels are the reference labels
     carried by the fit itself."""
     from dataclasses import replace
 
-    from cardioinr.fit import FitConfig, Fitter
+    from cardioinr.fit.fitter import FitConfig, Fitter
 
     base = FitConfig(seed=seed)
     if prior_path is None:

@@ -3,7 +3,7 @@
 Methods (wrappers in ``benchmarks/peer_methods.py``; every one returns a displacement in the
 output contract: ``(X, Y, Z, T, 3)`` mm along the array axes, Lagrangian from the reference):
 
-* ``cardioinr``: a fit from scratch with the default :class:`~cardioinr.fit.FitConfig`;
+* ``cardioinr``: a fit from scratch with the default :class:`~cardioinr.fit.fitter.FitConfig`;
 * ``cardioinr-prior``: a fit from each ``--prior`` checkpoint (its dimension picks the cases:
   a 2D prior for slices, a 3D prior for stacks), via ``prior.fit_config(FitConfig())`` and
   ``prior.init_field(seq)``;
@@ -21,7 +21,7 @@ Cases: 2D phantoms (test seeds 2000+), 3D phantom stacks (seeds 2000+) and the S
 Every (method, case) runs in a fresh process with one thread (torch, OpenMP, ITK, ANTs), so the
 wall time and peak resident memory (``ru_maxrss``, C extensions included) are its own. Wall time
 covers registering every frame, the dense displacement and carrying the labels (the same
-:func:`cardioinr.warp.propagate_labels` for every method); VoxelMorph's training is reported
+:func:`cardioinr.fit.warp.propagate_labels` for every method); VoxelMorph's training is reported
 separately.
 
     python benchmarks/peers.py --out bench_out/peers [--prior P2D.ckpt --prior P3D.ckpt] [--quick]
@@ -108,7 +108,7 @@ def make_cases(folder: Path, n2d: int, n3d: int, sunnybrook: int) -> list[dict]:
                                            es_frame=seq.meta["es_frame"]))
             cases.append({"name": name, "group": f"phantom {kind.upper()}", "path": str(path), "dim": 2 if kind == "2d" else 3})
     if sunnybrook:
-        from cardioinr.datasets import index_dataset, load_entry, shared_data_dir
+        from cardioinr.io.datasets import index_dataset, load_entry, shared_data_dir
 
         data = shared_data_dir()
         if data is None:
@@ -135,7 +135,7 @@ def _tuning_frames(seq) -> list[int]:
 
 
 def _myo_epe(u, ph, frames) -> float:
-    from cardioinr.metrics import epe_by_region
+    from cardioinr.analysis.metrics import epe_by_region
 
     seq = ph.sequence
     return float(epe_by_region(u, ph.displacement, seq.labels[seq.ref_frame], seq.label_map, frames)["MYO"]["mean"])
@@ -249,7 +249,7 @@ def worker(job_path: Path) -> None:
     """Run one job: register, carry labels, save ``result.npz`` and ``result.json``."""
     job = json.loads(job_path.read_text())
     pm.pin_threads(1)
-    from cardioinr.warp import propagate_labels
+    from cardioinr.fit.warp import propagate_labels
 
     method, params = job["method"], job.get("params") or {}
     if method == "bspline":
@@ -318,7 +318,7 @@ def run_job(out: Path, method: str, label: str, case: dict, params: dict | None 
 
 
 def score(case: dict, folder: Path) -> dict:
-    from cardioinr.metrics import dice, evaluate_arrays, folding_stats, heart_mask, hd95
+    from cardioinr.analysis.metrics import dice, evaluate_arrays, folding_stats, heart_mask, hd95
 
     seq, z = load_case(Path(case["path"]))
     r = np.load(folder / "result.npz")
@@ -387,7 +387,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
 
 
 def _write_json(path: Path, obj) -> None:
-    from cardioinr.metrics import json_ready
+    from cardioinr.analysis.metrics import json_ready
 
     path.write_text(json.dumps(json_ready(obj), indent=1, allow_nan=False))
 

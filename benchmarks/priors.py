@@ -40,10 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cardioinr.fit import FitConfig, Fitter  # noqa: E402
+from cardioinr.fit.fitter import FitConfig, Fitter  # noqa: E402
 from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
 from cardioinr.priors import KINDS, PriorConfig, load_prior, save_prior, train_prior  # noqa: E402
-from cardioinr.warp import propagate_labels  # noqa: E402
+from cardioinr.fit.warp import propagate_labels  # noqa: E402
 
 PHANTOM_2D = PhantomConfig(dim=2)
 # 3D priors are evaluated on real stacks (Sunnybrook), so they are trained on a population as
@@ -79,7 +79,7 @@ def prior_config(kind: str, dim: int, device: str, scale: float) -> PriorConfig:
 
 def _sunnybrook_cases() -> list[tuple[str, object, object]]:
     """``(name, entry, full sequence)`` of the shared Sunnybrook cases; empty without the data."""
-    from cardioinr.datasets import index_dataset, load_entry, shared_data_dir
+    from cardioinr.io.datasets import index_dataset, load_entry, shared_data_dir
 
     data = shared_data_dir()
     if data is None:
@@ -137,7 +137,7 @@ def _scores(res, truth_disp, truth_labels, seq, carried: np.ndarray) -> dict:
     """Scores of one fit. ``carried``: the reference labels carried by the TRUE displacement
     (X, Y, Z, T). Dice against it isolates the motion error from the grid: on coarse voxels
     even the true motion scores well below 1 against the phantom's own labels of each frame."""
-    from cardioinr.metrics import evaluate_arrays, label_scores
+    from cardioinr.analysis.metrics import evaluate_arrays, label_scores
 
     ev = evaluate_arrays(res.displacement, res.labels, truth_disp, truth_labels, spacing=seq.spacing,
                          label_map=seq.label_map, ref_frame=seq.ref_frame, with_hd95=False)
@@ -305,7 +305,7 @@ def eval_sunnybrook(priors_dir: Path, kinds: list[str], seeds: tuple[int, ...] =
     Every fit is repeated with each fit seed (point sampling, and a fresh field's weights):
     between seeds one case's Dice moves by up to 0.009, more than the differences between
     inits. The 800-step scratch fit, a reference, runs with the first seed only."""
-    from cardioinr.metrics import dice
+    from cardioinr.analysis.metrics import dice
 
     cases = _sunnybrook_cases()
     if not cases:

@@ -2,7 +2,7 @@
 
 Three parts (``python benchmarks/scale.py --help``):
 
-* ``cohort`` (default): small phantoms fitted by :func:`cardioinr.cohort.run_cohort` on a local
+* ``cohort`` (default): small phantoms fitted by :func:`cardioinr.app.cohort.run_cohort` on a local
   Ray with 1 and 2 workers (one torch thread each). Each worker count gets a fresh Ray, a
   warm-up cohort (one subject per worker, so that worker start-up and imports are paid and
   timed separately), then the measured cohort. Reports subjects/minute, per-subject time split
@@ -55,7 +55,7 @@ def _fit_overrides(steps: int) -> dict:
 
 
 def _driver_peak_rss_mb() -> float:
-    from cardioinr.cohort import peak_rss_mb
+    from cardioinr.app.cohort import peak_rss_mb
 
     return peak_rss_mb()
 
@@ -84,7 +84,7 @@ def run_local(data: Path, warm: Path, out: Path, workers: int, steps: int, repor
 
     import ray
 
-    from cardioinr.cohort import run_cohort
+    from cardioinr.app.cohort import run_cohort
 
     t0 = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False,
@@ -156,9 +156,9 @@ def _probe_worker(rank: int, device: str, threads: int, dim: int, steps: int, fi
                   barrier, queue) -> None:
     import torch
 
-    from cardioinr.fit import FitConfig, Fitter
+    from cardioinr.fit.fitter import FitConfig, Fitter
     from cardioinr.phantoms import make_phantom
-    from cardioinr.report import save_fit
+    from cardioinr.outputs.report import save_fit
 
     torch.set_num_threads(threads)
     ph = make_phantom(_phantom_config(dim), (7, rank))

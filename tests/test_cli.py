@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cardioinr.cli import main
-from cardioinr.metrics import dice
-from cardioinr.warp import propagate_labels
+from cardioinr.app.cli import main
+from cardioinr.analysis.metrics import dice
+from cardioinr.fit.warp import propagate_labels
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cardioinr.cohort import (
+from cardioinr.app.cohort import (
     COLUMNS,
     MARKER,
     cohort_command,
@@ -27,9 +27,9 @@ from cardioinr.cohort import (
     subject_dirname,
     summary_row,
 )
-from cardioinr.errors import ConfigError, InputError
+from cardioinr.core.errors import ConfigError, InputError
 from cardioinr.io import read_nifti
-from cardioinr.metrics import dice
+from cardioinr.analysis.metrics import dice
 from cardioinr.phantoms import PhantomConfig, write_cases
 
 SMALL = PhantomConfig(dim=2, shape=(64, 64, 1), spacing=(2.0, 2.0, 8.0), n_frames=12)
@@ -122,7 +122,7 @@ def test_resume_redoes_nothing_complete_and_retries_the_failed(cohort, tmp_path)
     cfg.write_text(json.dumps({k: v for k, v in FIT.items() if k != "steps"}))
     args = ["cohort", str(root / "data"), "--out", str(root / "out"), "--resume", "--workers", "2",
             "--steps", str(FIT["steps"]), "--config", str(cfg), "--quiet"]
-    from cardioinr import cli
+    from cardioinr.app import cli
 
     if any(c.callback is cohort_command for c in cli.app.registered_commands):
         assert cli.main(args) == 0
@@ -219,7 +219,7 @@ def _has_ray() -> bool:
 
 def test_fingerprint_changes_with_the_through_plane_start(tmp_path) -> None:
     """A resumed run refits subjects when the prior's start changed."""
-    from cardioinr.cohort import _fingerprint
+    from cardioinr.app.cohort import _fingerprint
 
     ckpt = tmp_path / "p.ckpt"
     ckpt.write_bytes(b"x")

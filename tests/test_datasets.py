@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cardioinr.datasets import DatasetEntry, index_dataset, load_entry, shared_data_dir
-from cardioinr.errors import InputError
+from cardioinr.io.datasets import DatasetEntry, index_dataset, load_entry, shared_data_dir
+from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, SUNNYBROOK, LabelMap, Sequence, make_affine, save_nifti, save_npz
 
 AFF = make_affine((1.5, 1.5, 8.0), origin=(-10.0, 5.0, 2.0))

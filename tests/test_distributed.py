@@ -4,7 +4,7 @@ depends only on (seed, step, batch position)).
 
 Two routes: the Python API in processes started by ``torch.multiprocessing`` (every kind), and
 the ``cardioinr train-prior`` command under ``torchrun`` (population), which also exercises
-:func:`cardioinr.distributed.init_from_env`.
+:func:`cardioinr.app.distributed.init_from_env`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
-from cardioinr.distributed import shutdown
-from cardioinr.fields import FieldConfig
-from cardioinr.fit import FitConfig
+from cardioinr.app.distributed import shutdown
+from cardioinr.fit.fields import FieldConfig
+from cardioinr.fit.fitter import FitConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
 from cardioinr.priors import DistContext, PriorConfig, load_prior, train_prior
 
@@ -96,7 +96,7 @@ def test_the_check_can_fail(seqs, two_ranks) -> None:
 
 
 def test_torchrun_command_matches_one_process(tmp_path) -> None:
-    from cardioinr.cli import load_cohort
+    from cardioinr.app.cli import load_cohort
 
     data = tmp_path / "data"
     write_cases(data, 3, SMALL, seed=0, progress=False)
@@ -106,7 +106,7 @@ def test_torchrun_command_matches_one_process(tmp_path) -> None:
     out = tmp_path / "prior.ckpt"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cardioinr.cli", "train-prior", str(data), "--kind", "population", "--out", str(out),
+           "-m", "cardioinr.app.cli", "train-prior", str(data), "--kind", "population", "--out", str(out),
            "--config", str(cfg_file), "--threads", "1", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from cardioinr.fields import MODELS, FieldConfig, MotionField, harmonic_basis
+from cardioinr.fit.fields import MODELS, FieldConfig, MotionField, harmonic_basis
 
 
 def _field(model: str, dim: int = 2, n_frames: int = 12, ref: int = 3) -> MotionField:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cardioinr.errors import ConfigError
-from cardioinr.fields import FieldConfig
-from cardioinr.fit import FitConfig, Fitter, frame_of_reference
+from cardioinr.core.errors import ConfigError
+from cardioinr.fit.fields import FieldConfig
+from cardioinr.fit.fitter import FitConfig, Fitter, frame_of_reference
 from cardioinr.io import Sequence, make_affine
 
 SPACING = 1.5

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from builders import dicom_series
 
-from cardioinr.errors import InputError
+from cardioinr.core.errors import InputError
 from cardioinr.io import Sequence, load_label_volume, load_sequence
 
 # Examples per test; CARDIOINR_FUZZ_SCALE multiplies them for a longer hunt (e.g. 20 offline).

@@ -1,7 +1,7 @@
 """Hostile inputs through the command line: every one ends in exactly one line on stderr,
 ``cardioinr: error: <file or option>: <problem>``, exit code 2, no traceback, no output folder.
 
-Each case builds its input in a fresh folder and runs ``cardioinr.cli.main`` in-process. The
+Each case builds its input in a fresh folder and runs ``cardioinr.app.cli.main`` in-process. The
 accepted-but-tricky inputs (an oblique affine, an empty label map) are checked separately.
 """
 
@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from builders import dicom_series, rotation
-from cardioinr.cli import main
-from cardioinr.fields import FieldConfig
+from cardioinr.app.cli import main
+from cardioinr.fit.fields import FieldConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom
 from cardioinr.priors import random_prior, save_prior
 
@@ -376,7 +376,7 @@ def test_empty_label_map_is_accepted_and_reported(base: dict, tmp_path: Path, ca
 def test_error_messages_are_one_line_whatever_they_quote() -> None:
     """A DICOM value or file name holding a newline or a control character (found by fuzzing:
     a SeriesInstanceUID with a newline) never splits the error line."""
-    from cardioinr.errors import CheckpointError, ConfigError, InputError
+    from cardioinr.core.errors import CheckpointError, ConfigError, InputError
 
     for cls in (InputError, ConfigError, CheckpointError):
         e = cls("dcm: holds 2 DICOM series (1\n2.826 'a\tb\x00c' (1 images))")

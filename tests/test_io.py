@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from builders import rotation
-from cardioinr.errors import InputError
+from cardioinr.core.errors import InputError
 from cardioinr.io import (
     ACDC,
     SUNNYBROOK,
@@ -526,7 +526,7 @@ def test_label_file_for_every_frame(tmp_path):
 
 def _real_nifti(tmp_path: Path) -> Path:
     """A real cine file: Sunnybrook when present, else one written here."""
-    from cardioinr.datasets import shared_data_dir
+    from cardioinr.io.datasets import shared_data_dir
 
     data = shared_data_dir()
     if data is not None:

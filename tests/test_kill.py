@@ -1,6 +1,6 @@
 """Killing the command line half-way: nothing torn, nothing mixed, nothing lost.
 
-A fit (``python -m cardioinr.cli fit``) runs in a subprocess over an output folder that already
+A fit (``python -m cardioinr.app.cli fit``) runs in a subprocess over an output folder that already
 holds the outputs of an earlier fit (another seed), and is killed:
 
 * with SIGKILL the moment its k-th temporary file appears (k = 1, 2, ...: inside the atomic
@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 
-from cardioinr.fit import load_field
+from cardioinr.fit.fitter import load_field
 from cardioinr.io import read_nifti, save_nifti
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
 from cardioinr.priors import load_prior
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cardioinr.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "cardioinr.app.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=ENV, text=True)
 
 
@@ -227,7 +227,7 @@ def test_fit_killed_mid_write_leaves_complete_files_of_one_run(data: dict, refer
 
 
 def test_sigterm_handler_is_restored_after_main(tmp_path: Path) -> None:
-    from cardioinr.cli import main
+    from cardioinr.app.cli import main
 
     before = signal.getsignal(signal.SIGTERM)
     assert main(["fit", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o")]) == 2
@@ -323,7 +323,7 @@ def test_crash_inside_the_checkpoint_write_keeps_the_training_resumable(cohort: 
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic twin of the test above: the checkpoint write itself fails."""
     import cardioinr.priors as priors
-    from cardioinr.cli import main
+    from cardioinr.app.cli import main
 
     out = tmp_path / "p.ckpt"
     state = out.with_name(out.name + ".state")

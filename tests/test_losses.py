@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from cardioinr.fields import FieldConfig, MotionField
-from cardioinr.losses import (
+from cardioinr.fit.fields import FieldConfig, MotionField
+from cardioinr.fit.losses import (
     folding_loss,
     jacobian_determinant,
     label_overlap_loss,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cardioinr.errors import InputError
+from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, SUNNYBROOK, LabelMap
-from cardioinr.metrics import (
+from cardioinr.analysis.metrics import (
     dice,
     dice_per_label,
     endpoint_error,

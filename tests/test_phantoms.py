@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cardioinr.errors import ConfigError
+from cardioinr.core.errors import ConfigError
 from cardioinr.io import ACDC, load_sequence, make_affine
 from cardioinr.phantoms import (
     PhantomConfig,
@@ -27,7 +27,7 @@ from cardioinr.phantoms import (
     make_phantom,
     write_cases,
 )
-from cardioinr.warp import structure_distances, propagate_labels, warp_labels
+from cardioinr.fit.warp import structure_distances, propagate_labels, warp_labels
 
 CODES = (1, 2, 3)  # ACDC: RV, MYO, LV
 
@@ -68,7 +68,7 @@ def grid_jacobian_det(disp: np.ndarray, spacing) -> np.ndarray:
 
 def exact_label_warp(ph, frame: int) -> np.ndarray:
     """Reference labels carried to ``frame`` with the *exact* analytic inverse, resampled the
-    way :func:`cardioinr.warp.warp_labels` does: the best any dense field can do on this grid."""
+    way :func:`cardioinr.fit.warp.warp_labels` does: the best any dense field can do on this grid."""
     cfg = ph.config
     cen = voxel_centres(cfg.shape, cfg.spacing)
     inv = (ph.motion.inverse(cen, frame) - cen).reshape(*cfg.shape, 3)

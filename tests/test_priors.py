@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cardioinr.errors import CheckpointError, ConfigError
-from cardioinr.fields import FieldConfig
-from cardioinr.fit import FitConfig, Fitter, evaluate_loss
+from cardioinr.core.errors import CheckpointError, ConfigError
+from cardioinr.fit.fields import FieldConfig
+from cardioinr.fit.fitter import FitConfig, Fitter, evaluate_loss
 from cardioinr.phantoms import PhantomConfig, make_phantom
 from cardioinr.priors import (KINDS, PriorConfig, check_through_plane, load_prior, random_prior, save_prior, train_prior,
                               trimmed_mean)
@@ -208,7 +208,7 @@ def test_fields_saved_before_the_reflection_load_unmirrored(trained, held_out) -
 def test_through_plane_scales_only_the_starting_motion_along_k() -> None:
     import numpy as np
 
-    from cardioinr.fields import MotionField
+    from cardioinr.fit.fields import MotionField
     from cardioinr.io import Sequence
     from cardioinr.priors import Prior
 

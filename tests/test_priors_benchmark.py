@@ -68,7 +68,7 @@ def test_one_evaluation_pass_and_the_summary_with_3d_tables():
 
 
 def test_budgets_include_each_kinds_default():
-    from cardioinr.fields import FieldConfig
+    from cardioinr.fit.fields import FieldConfig
     from cardioinr.priors import ADAPT_DEFAULTS, ADAPT_STEPS_3D, Prior, random_prior
 
     field2, field3 = random_prior(FieldConfig(), 2).field, random_prior(FieldConfig(), 3).field

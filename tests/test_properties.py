@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cardioinr import __version__
-from cardioinr.errors import InputError
+from cardioinr.core.errors import InputError
 from cardioinr.io import (
     LabelMap,
     Sequence,
@@ -140,7 +140,7 @@ def test_singular_affine_is_refused(aff, k, how) -> None:
 @given(spacings, st.integers(0, 2**31 - 1))
 def test_voxel_centres_sample_to_their_values(sp, seed) -> None:
     """The mm convention of the sampler matches the array: voxel (i, j, k) lives at ijk * spacing."""
-    from cardioinr.warp import sample
+    from cardioinr.fit.warp import sample
 
     rng = np.random.default_rng(seed)
     vol = rng.normal(size=(1, 7, 6, 5)).astype(np.float32)
@@ -224,7 +224,7 @@ def tiny_seq() -> Sequence:
 
 
 def _fit(seq: Sequence, seed: int):
-    from cardioinr.fit import FitConfig, Fitter
+    from cardioinr.fit.fitter import FitConfig, Fitter
 
     return Fitter(FitConfig(steps=6, seed=seed)).fit(seq.with_ref_frame(0))
 
@@ -243,8 +243,8 @@ def test_same_seed_same_device_gives_an_identical_field(tiny_seq: Sequence) -> N
 def test_outputs_record_version_config_and_input_checksums(tiny_seq: Sequence, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from cardioinr.cli import main
-    from cardioinr.fields import FieldConfig
+    from cardioinr.app.cli import main
+    from cardioinr.fit.fields import FieldConfig
     from cardioinr.priors import random_prior, save_prior
 
     ph = make_phantom(TINY, 2)

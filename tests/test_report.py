@@ -18,13 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cardioinr.fields import FieldConfig
-from cardioinr.fit import FitConfig, Fitter, write_fit_outputs
+from cardioinr.fit.fields import FieldConfig
+from cardioinr.fit.fitter import FitConfig, Fitter, write_fit_outputs
 from cardioinr.io import save_sequence_nifti
-from cardioinr.metrics import evaluate_arrays
+from cardioinr.analysis.metrics import evaluate_arrays
 from cardioinr.phantoms import PhantomConfig, make_phantom
-from cardioinr.report import SECTIONS, build_report
-from cardioinr.strain import analyse_fit_result
+from cardioinr.outputs.report import SECTIONS, build_report
+from cardioinr.analysis.strain import analyse_fit_result
 
 torch.set_num_threads(2)
 

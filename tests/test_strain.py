@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from cardioinr.errors import ConfigError, InputError
-from cardioinr.fields import FieldConfig, MotionField
+from cardioinr.core.errors import ConfigError, InputError
+from cardioinr.fit.fields import FieldConfig, MotionField
 from cardioinr.io import LabelMap, make_affine
 from cardioinr.phantoms import PhantomConfig, make_phantom
-from cardioinr.strain import (
+from cardioinr.analysis.strain import (
     CSV_COLUMNS,
     CYCLE_COLUMNS,
     StrainConfig,

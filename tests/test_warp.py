@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cardioinr.metrics import dice
-from cardioinr.warp import propagate_labels, structure_distances, warp_labels
+from cardioinr.analysis.metrics import dice
+from cardioinr.fit.warp import propagate_labels, structure_distances, warp_labels
 
 SP = np.array([1.6, 1.6, 8.0])
 

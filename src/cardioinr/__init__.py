@@ -7,7 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from .errors import CardioInrError, InputError
-from .io import ACDC, SUNNYBROOK, LabelMap, Sequence, load_sequence
+from cardioinr.core.errors import CardioInrError, InputError
+from cardioinr.io import ACDC, SUNNYBROOK, LabelMap, Sequence, load_sequence
 
 __all__ = ["ACDC", "SUNNYBROOK", "CardioInrError", "InputError", "LabelMap", "Sequence", "__version__", "load_sequence"]

@@ -93,7 +93,7 @@ def numbers(obj, prefix: str = "") -> dict:
 
 
 def _cli(*args: str) -> None:
-    from cardioinr.cli import main
+    from cardioinr.app.cli import main
 
     rc = main([str(a) for a in args])
     if rc not in (0, None):

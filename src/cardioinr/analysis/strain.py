@@ -11,7 +11,7 @@ Strain
 strain tensor. Two routes give ``du/dX``:
 
 * :func:`analyse_fit`: from the continuous field, *exactly* (forward-mode autodiff through
-  :meth:`cardioinr.fields.MotionField.displacement_and_jacobian`), all frames at once;
+  :meth:`cardioinr.fit.fields.MotionField.displacement_and_jacobian`), all frames at once;
 * :func:`analyse_displacement`: from a dense ``(X, Y, Z, T, 3)`` array by central finite
   differences in mm (``np.gradient``; one-sided at the array border), so that any method's
   output (a peer's registration, the phantom's truth) is analysed identically.
@@ -92,8 +92,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ConfigError, InputError
-from .io import ACDC, LabelMap, Sequence, spacing_from_affine, write_text_atomic
+from cardioinr.core.errors import ConfigError, InputError
+from cardioinr.io import ACDC, LabelMap, Sequence, spacing_from_affine, write_text_atomic
 
 __all__ = [
     "AHA_NAMES",
@@ -259,7 +259,7 @@ def deformation_gradient_field(field_: _FieldLike, points_mm: np.ndarray, chunk:
     """Displacement and exact deformation gradient of a continuous field at reference points.
 
     Args:
-        field_: a :class:`~cardioinr.fields.MotionField` (or anything with ``dim`` and
+        field_: a :class:`~cardioinr.fit.fields.MotionField` (or anything with ``dim`` and
             ``displacement_and_jacobian(x_mm (N, D)) -> (u (N, T, D), du/dx (N, T, D, D))``).
         points_mm: ``(N, 3)`` (or ``(N, D)``) reference points, array-aligned mm.
         chunk: points per evaluation.
@@ -1053,7 +1053,7 @@ def analyse_field(
     """Strain from a continuous field with exact gradients (forward-mode autodiff).
 
     Args:
-        field_: a :class:`~cardioinr.fields.MotionField` (any device) or anything with ``dim``,
+        field_: a :class:`~cardioinr.fit.fields.MotionField` (any device) or anything with ``dim``,
             ``n_frames`` and ``displacement_and_jacobian``; its frames are the sequence's.
         spacing: ``(3,)`` voxel size, mm (the reference points are ``index * spacing``).
         ref_labels: ``(X, Y, Z)`` labels of the reference frame (defines the myocardium).
@@ -1091,7 +1091,7 @@ def analyse_fit(
     result.displacement, result.labels)``.
 
     Args:
-        field_: the fitted :class:`~cardioinr.fields.MotionField` (any device). ``None``: fall
+        field_: the fitted :class:`~cardioinr.fit.fields.MotionField` (any device). ``None``: fall
             back to finite differences of ``displacement``.
         seq: the sequence (geometry, frame interval, reference frame and label map; its
             ``ref_labels`` define the myocardium unless ``ref_labels`` is given).
@@ -1128,13 +1128,13 @@ def analyse_fit(
 
 def analyse_fit_result(result: Any, out_dir: str | os.PathLike | None = None, *,
                        config: StrainConfig | None = None) -> StrainResult | None:
-    """The ``cardioinr fit`` hook: strain of a :class:`~cardioinr.fit.FitResult`, and
+    """The ``cardioinr fit`` hook: strain of a :class:`~cardioinr.fit.fitter.FitResult`, and
     ``strain.csv`` written into ``out_dir`` when given.
 
     Returns None (and writes nothing) when the sequence has no reference labels with a
     myocardium, which is not an error for a fit: strain is simply undefined then. Put
     ``result.summary()`` into ``metrics.json`` (e.g. under ``"strain"``) and pass the result to
-    :func:`cardioinr.report.build_report` to avoid recomputing it.
+    :func:`cardioinr.outputs.report.build_report` to avoid recomputing it.
     """
     seq = result.sequence
     ref = seq.ref_labels

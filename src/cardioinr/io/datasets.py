@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import InputError
-from .io import (
+from cardioinr.core.errors import InputError
+from cardioinr.io import (
     ACDC,
     SUNNYBROOK,
     LabelMap,
@@ -380,7 +380,7 @@ def _nifti_is_cine(f: Path) -> bool:
     raise InputError."""
     import nibabel as nib
 
-    from .io import _strict_nifti_header
+    from cardioinr.io import _strict_nifti_header
 
     try:
         with _strict_nifti_header():  # a damaged header is refused, and nibabel prints nothing

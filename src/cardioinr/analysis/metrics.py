@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .io import ACDC, LabelMap, load_label_volume, read_nifti, spacing_from_affine
+from cardioinr.core.errors import InputError
+from cardioinr.io import ACDC, LabelMap, load_label_volume, read_nifti, spacing_from_affine
 
 __all__ = [
     "dice",

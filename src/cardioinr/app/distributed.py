@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from .priors import DistContext
+from cardioinr.priors import DistContext
 
 
 def init_from_env(device: str = "cpu") -> DistContext:

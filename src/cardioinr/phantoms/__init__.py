@@ -56,8 +56,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import ConfigError
-from .io import ACDC, Sequence, make_affine, save_nifti, write_json_atomic
+from cardioinr.core.errors import ConfigError
+from cardioinr.io import ACDC, Sequence, make_affine, save_nifti, write_json_atomic
 
 __all__ = [
     "Phantom",
@@ -80,7 +80,7 @@ _BG, _RV, _MYO, _LV, _RV_WALL, _ATRIUM = 0, 1, 2, 3, 4, 5
 
 # Limits the draw keeps so that the ground truth stays easy to invert: the largest radial stretch
 # of the LV map (at the endocardium at end-systole) is R_en / (lambda r_en); 1.9 keeps that part
-# of |grad u| <= 0.9, so fixed-point inversion of the field (cardioinr.warp) converges.
+# of |grad u| <= 0.9, so fixed-point inversion of the field (cardioinr.fit.warp) converges.
 _MAX_ENDO_STRETCH = 1.9
 _BLOCK_POINTS = 1 << 18  # sub-voxel samples per block when rendering (bounds the memory)
 _RV_MAX_GRADIENT = 0.7  # bound on |grad u| of the RV bump (keeps its det(I + grad u) >= 0.3)

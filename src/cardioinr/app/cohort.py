@@ -1,8 +1,8 @@
 """Fitting a whole cohort in parallel on Ray: one subject per task, one output folder per subject.
 
-:func:`run_cohort` indexes a dataset (:func:`cardioinr.datasets.index_dataset`), sends every
+:func:`run_cohort` indexes a dataset (:func:`cardioinr.io.datasets.index_dataset`), sends every
 subject to a Ray task that loads it, fits it (from scratch or from a prior) and writes the fit
-output contract into ``out_dir/<subject>/`` (:func:`cardioinr.report.save_fit`), then writes a
+output contract into ``out_dir/<subject>/`` (:func:`cardioinr.outputs.report.save_fit`), then writes a
 summary table ``out_dir/cohort_summary.csv`` (and ``.parquet`` when pyarrow is importable).
 
 Design points:
@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 import typer
 
-from .errors import CardioInrError, ConfigError, InputError
+from cardioinr.core.errors import CardioInrError, ConfigError, InputError
 
 MARKER = ".complete"
 SUMMARY_CSV = "cohort_summary.csv"
@@ -233,7 +233,7 @@ _PRIOR_CACHE: dict[tuple, Any] = {}
 
 def _cached_prior(path: str, device: str):
     """Ray reuses worker processes: load each prior once per worker, not once per subject."""
-    from .priors import load_prior
+    from cardioinr.priors import load_prior
 
     st = os.stat(path)
     key = (path, st.st_mtime_ns, st.st_size, device)
@@ -258,8 +258,8 @@ def _evaluation(entry, seq_full, result) -> dict | None:
     reference (held out from the fit) and, for phantoms, the true displacement."""
     import numpy as np
 
-    from .io import read_nifti
-    from .metrics import evaluate_arrays
+    from cardioinr.io import read_nifti
+    from cardioinr.analysis.metrics import evaluate_arrays
 
     ref = seq_full.ref_frame
     truth_labels = {t: lab for t, lab in seq_full.labels.items() if t != ref}
@@ -284,7 +284,7 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
     problems: they come back as a ``failed`` row with a one-line error.
 
     Args:
-        entry: a :class:`~cardioinr.datasets.DatasetEntry` (paths only).
+        entry: a :class:`~cardioinr.io.datasets.DatasetEntry` (paths only).
         folder: the subject's output folder.
         fit_config: :meth:`FitConfig.to_dict` of the settings (device included).
         prior_path: a prior checkpoint to start from, or None for a fit from scratch.
@@ -294,10 +294,10 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         prior_through_plane: scale of a 3D prior's starting motion along k, or "auto"
             (:meth:`~cardioinr.priors.Prior.start`).
     """
-    from .datasets import load_entry
-    from .fit import FitConfig, Fitter
-    from .io import write_json_atomic
-    from .report import save_fit
+    from cardioinr.io.datasets import load_entry
+    from cardioinr.fit.fitter import FitConfig, Fitter
+    from cardioinr.io import write_json_atomic
+    from cardioinr.outputs.report import save_fit
 
     t0 = time.perf_counter()
     out = Path(folder)
@@ -371,14 +371,14 @@ def resolve_fit_config(fit_overrides: Mapping | None, prior_path: str | None, de
     Explicit ``fit_overrides`` win; with a prior the kind's adaptation defaults come next
     (:meth:`Prior.fit_config`) and the field architecture is the prior's.
     """
-    from .fit import FitConfig
+    from cardioinr.fit.fitter import FitConfig
 
     overrides = dict(fit_overrides or {})
     overrides.pop("device", None)
     base = FitConfig.from_dict(overrides)  # validates names and values now, not in every task
     info = None
     if prior_path is not None:
-        from .priors import load_prior
+        from cardioinr.priors import load_prior
 
         if "field" in overrides:
             raise ConfigError("the field architecture comes from the prior; drop the 'field' fit setting")
@@ -456,7 +456,7 @@ def _progress(total: int, enabled: bool):
 
 def write_summary(rows: list[dict], out_dir: Path) -> tuple[Path, Path | None]:
     """Write ``cohort_summary.csv`` (and ``.parquet`` when pyarrow is importable), atomically."""
-    from .io import atomic_path
+    from cardioinr.io import atomic_path
 
     path = out_dir / SUMMARY_CSV
     with atomic_path(path) as tmp:
@@ -504,7 +504,7 @@ def run_cohort(
     """Fit every sequence of a dataset on Ray and write one output folder per subject.
 
     Args:
-        data: a dataset folder or manifest (any layout of :mod:`cardioinr.datasets`).
+        data: a dataset folder or manifest (any layout of :mod:`cardioinr.io.datasets`).
         out_dir: where ``<subject>/`` folders and ``cohort_summary.csv`` go (created).
         prior: a prior checkpoint to start every fit from (``cardioinr train-prior``).
         prior_through_plane: scale of a 3D prior's starting motion along k, in [0, 1]
@@ -516,7 +516,7 @@ def run_cohort(
             its nodes need cardioinr installed and the data/output paths mounted.
         resume: skip subjects whose folder is complete (see :func:`subject_complete`); failed
             and unfinished ones are fitted again.
-        fit_overrides: :class:`~cardioinr.fit.FitConfig` settings (``{"steps": 60,
+        fit_overrides: :class:`~cardioinr.fit.fitter.FitConfig` settings (``{"steps": 60,
             "field": {"hidden": 64}}``); they win over a prior's adaptation defaults.
         cpus_per_task, gpus_per_task: Ray resources of one subject (fractions of a GPU put
             several fits on one GPU, e.g. 0.25 for four).
@@ -544,8 +544,8 @@ def run_cohort(
         raise ConfigError("--workers must be >= 1")
     if device.startswith("cuda") and gpus_per_task <= 0:
         raise ConfigError("--device cuda needs --gpus-per-task > 0 (e.g. 0.25 runs four fits per GPU)")
-    from .datasets import index_dataset
-    from .priors import check_through_plane
+    from cardioinr.io.datasets import index_dataset
+    from cardioinr.priors import check_through_plane
 
     prior_through_plane = check_through_plane(prior_through_plane, with_prior=prior is not None)
 
@@ -676,7 +676,7 @@ def cohort_command(
 
     Exits with code 1 when any subject failed (each is listed with its error in
     OUT/cohort_summary.csv)."""
-    from .fit import explicit_settings
+    from cardioinr.fit.fitter import explicit_settings
 
     overrides = explicit_settings(config) if config else {}
     if steps is not None:

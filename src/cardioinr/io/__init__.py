@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from cardioinr.core.errors import ConfigError, InputError
 
 # ---------------------------------------------------------------------------------------------
 # Label codes
@@ -825,7 +825,7 @@ def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *,
         img.header.set_zooms(zooms)
     if data.ndim == 5:
         img.header.set_intent("vector")
-    from . import __version__
+    from cardioinr import __version__
 
     img.header["descrip"] = f"cardioinr {__version__}".encode()[:79]  # which version wrote it
     img.set_qform(affine, code=1)

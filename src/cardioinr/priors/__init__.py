@@ -13,7 +13,7 @@ Kinds (arXiv 2607.00955; Alvarez-Florez et al. 2026), plus an amortised encoder:
 * ``encoder``     the auto-decoder plus a small CNN that predicts the code from the images in
   one forward pass, followed by a few refinement steps.
 
-All kinds share the per-sequence loss of :mod:`cardioinr.fit`: the prior is learned without
+All kinds share the per-sequence loss of :mod:`cardioinr.fit.fitter`: the prior is learned without
 ground-truth motion, so phantoms and real cines can be mixed freely.
 
 Checkpoints are one self-describing torch file (format name, version, kind, field
@@ -39,12 +39,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import CheckpointError, ConfigError
-from .fields import FieldConfig, MotionField
-from .fit import (FitConfig, Fitter, _Problem, check_setting_types, evaluate_losses, frame_of_reference,
+from cardioinr.core.errors import CheckpointError, ConfigError
+from cardioinr.fit.fields import FieldConfig, MotionField
+from cardioinr.fit.fitter import (FitConfig, Fitter, _Problem, check_setting_types, evaluate_losses, frame_of_reference,
                   frame_reflection, normalise_intensity, config_from_file, resolve_device)
-from .io import Sequence, atomic_path
-from .warp import sample
+from cardioinr.io import Sequence, atomic_path
+from cardioinr.fit.warp import sample
 
 KINDS = ("population", "consensus", "autodecoder", "meta", "encoder")
 FORMAT = "cardioinr-prior"
@@ -357,7 +357,7 @@ def random_prior(config: FieldConfig, dim: int, seed: int = 0) -> Prior:
 
 def save_prior(path: str | Path, prior: Prior) -> Path:
     """Write a prior checkpoint atomically (only kinds :func:`load_prior` reads back)."""
-    from . import __version__
+    from cardioinr import __version__
 
     if prior.kind not in KINDS:
         raise CheckpointError(f"{path}: cannot save a prior of kind {prior.kind!r} (kinds: {', '.join(KINDS)}); "

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import index_dataset, load_entry, shared_data_dir
-from .fit import FitConfig, Fitter
-from .metrics import dice, evaluate_arrays
-from .phantoms import PhantomConfig, case_seed, make_phantom, write_cases
-from .priors import PriorConfig, save_prior, train_prior
-from .report import save_fit
+from cardioinr.io.datasets import index_dataset, load_entry, shared_data_dir
+from cardioinr.fit.fitter import FitConfig, Fitter
+from cardioinr.analysis.metrics import dice, evaluate_arrays
+from cardioinr.phantoms import PhantomConfig, case_seed, make_phantom, write_cases
+from cardioinr.priors import PriorConfig, save_prior, train_prior
+from cardioinr.outputs.report import save_fit
 
 
 def _reference_only(seq):

@@ -3,7 +3,7 @@
 Direction: points X are sampled in the *reference* frame and every frame is pulled back,
 ``I_t(X + u(X, t)) ~ I_ref(X)``. The field is therefore Lagrangian and lives on the
 reference grid, which is exactly the output contract (no inversion needed for the field;
-labels are carried to each frame by inverting it on the grid, see :mod:`cardioinr.warp`).
+labels are carried to each frame by inverting it on the grid, see :mod:`cardioinr.fit.warp`).
 
 One step: sample a fixed budget of points (uniform + near image edges + inside the heart
 when reference labels exist), evaluate the field once for all frames (the time basis is
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, FitDivergedError, InputError
-from .fields import FieldConfig, MotionField
-from .io import Sequence, atomic_path, save_nifti, write_json_atomic
-from .losses import (
+from cardioinr.core.errors import ConfigError, FitDivergedError, InputError
+from cardioinr.fit.fields import FieldConfig, MotionField
+from cardioinr.io import Sequence, atomic_path, save_nifti, write_json_atomic
+from cardioinr.fit.losses import (
     SIMILARITIES,
     folding_loss,
     gradient_smoothness_loss,
@@ -39,7 +39,7 @@ from .losses import (
     temporal_smoothness_loss,
     volume_change_loss,
 )
-from .warp import propagate_labels, sample, sample_frames
+from cardioinr.fit.warp import propagate_labels, sample, sample_frames
 
 
 @dataclass(frozen=True)
@@ -635,7 +635,7 @@ class _Problem:
 
 def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray,
                  labels: np.ndarray | None, fit_seconds: float, total_seconds: float) -> dict:
-    from .metrics import folding_stats
+    from cardioinr.analysis.metrics import folding_stats
 
     steps = [h for h in history if "loss" in h]
     last = steps[-1] if steps else {}
@@ -706,7 +706,7 @@ def write_fit_outputs(result: FitResult, out_dir: str | Path, extra_metrics: dic
     complete, rather than a new displacement beside old labels). ``metrics.json`` records the
     package version, the configuration and the SHA-256 of every input file (the cine, the
     reference label map, the prior)."""
-    from . import __version__
+    from cardioinr import __version__
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -745,7 +745,7 @@ def write_fit_outputs(result: FitResult, out_dir: str | Path, extra_metrics: dic
 def _input_checksums(seq: Sequence, extra_metrics: dict | None) -> dict:
     """Path and SHA-256 of each input: the cine (``sha256`` from the loader), the labels loaded
     from files, the prior checkpoint (``extra_metrics["prior"]["path"]``)."""
-    from .io import file_sha256
+    from cardioinr.io import file_sha256
 
     out: dict = {"sequence": {"path": seq.meta.get("source"), "sha256": seq.meta.get("sha256")}}
     labels = seq.label_provenance()

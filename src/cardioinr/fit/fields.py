@@ -19,7 +19,7 @@ the 1/k factor biases the fit towards smooth (low-frequency) motion.
 
 Coordinates enter normalised, ``x_n = R (x_mm - centre) / scale`` with ``R`` a diagonal of
 +-1 (a reflection that makes the normalised frame right-handed in the scanner's world, see
-:func:`cardioinr.fit.frame_reflection`); the output is mapped back by ``R`` and is in mm. The
+:func:`cardioinr.fit.fitter.frame_reflection`); the output is mapped back by ``R`` and is in mm. The
 backbones take explicit parameters through :func:`torch.func.functional_call` and optional
 per-layer *shift modulations* from a latent code (Functa-style), which the auto-decoder
 and encoder priors use.
@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from cardioinr.core.errors import ConfigError
 
 MODELS = ("siren", "fourier", "hashgrid")
 

@@ -1,0 +1,408 @@
+"""The ``cardioinr`` command. Thin wrappers: every command calls the Python API.
+
+Errors the user can fix (:class:`~cardioinr.core.errors.CardioInrError`) are printed as one line
+and exit with code 2 (3 for a diverged fit); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cardioinr.app.cohort import cohort_command
+from cardioinr.core.errors import CardioInrError, ConfigError
+
+app = typer.Typer(
+    name="cardioinr",
+    help="Dense cardiac motion from cine MRI with implicit neural representations and learned priors.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    _STATE["debug"] = debug
+
+
+def _refuse_non_folder(out: Path) -> None:
+    """Refuse an output folder that cannot be one before minutes of fitting, not after."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; --out names the output folder")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    n: int = typer.Option(4, "--n", min=1, help="Number of cases."),
+    dim: int = typer.Option(2, "--dim", min=2, max=3, help="2 for 2D+t slices, 3 for 3D+t stacks."),
+    tagged: bool = typer.Option(False, "--tagged", help="Add a SPAMM tag grid."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (cases are reproducible)."),
+) -> None:
+    """Write synthetic short-axis cines with ground-truth motion (NIfTI + manifest.json)."""
+    from cardioinr.phantoms import PhantomConfig, write_cases
+
+    manifest = write_cases(out, n=n, config=PhantomConfig(dim=dim, tagged=tagged), seed=seed)
+    typer.echo(f"wrote {len(manifest['cases'])} cases to {out}")
+
+
+@app.command()
+def fit(
+    sequence: Path = typer.Argument(..., help="Cine: 4D NIfTI (X, Y, Z, T), .npz, or a folder of frames / DICOM."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    seg: Optional[Path] = typer.Option(None, "--seg", help="Labels of the reference frame (NIfTI)."),
+    ref_frame: Optional[int] = typer.Option(None, "--ref-frame", help="Reference frame index (negative counts from the end; default 0)."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Start from a learned prior checkpoint (train-prior)."),
+    prior_through_plane: str = typer.Option(
+        "auto", "--prior-through-plane",
+        help="3D priors: scale in [0, 1] of the prior's starting motion along the slices' normal (0: in-plane "
+             "start only), or auto: the scale whose start fits the images best."),
+    label_map: str = typer.Option("acdc", "--label-map", help="acdc (1 RV, 2 MYO, 3 LV), sunnybrook (1 LV, 2 MYO), or 'lv=N,myo=N,rv=N'."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default from the config)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
+    similarity: Optional[str] = typer.Option(None, "--similarity", help="ncc, lncc or mse."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with fit settings."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed and device give the same field)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html (the rest of the contract is written)."),
+) -> None:
+    """Fit a motion field to one cine and write the output contract into OUT."""
+    from dataclasses import replace as dc_replace
+
+    from cardioinr.fit.fitter import FitConfig, Fitter, explicit_settings
+    from cardioinr.io import LabelMap, load_label_volume, load_sequence
+    from cardioinr.outputs.report import save_fit
+
+    _threads(threads)
+    _refuse_non_folder(out)
+    loaded_prior = None
+    if prior is not None:
+        from cardioinr.priors import load_prior
+
+        loaded_prior = load_prior(prior, device=device)
+        # Settings given in the file win over the prior kind's adaptation defaults.
+        cfg = loaded_prior.fit_config(FitConfig(), **(explicit_settings(config) if config else {}))
+    else:
+        cfg = FitConfig.from_file(config) if config else FitConfig()
+    changes: dict = {"device": device, "seed": seed}
+    if steps is not None:
+        changes["steps"] = steps
+    if similarity is not None:
+        changes["similarity"] = similarity
+    if model is not None:
+        if loaded_prior is not None and model != loaded_prior.field.config.model:
+            raise ConfigError(f"--model {model} differs from the prior's model {loaded_prior.field.config.model}")
+        changes["field"] = dc_replace(cfg.field, model=model)
+    cfg = dc_replace(cfg, **changes)
+    seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
+    if seg is not None:
+        seq = seq.with_labels(seq.ref_frame, load_label_volume(seg, seq.shape))
+    if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
+        raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
+                          f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
+    from cardioinr.priors import check_through_plane
+
+    through_plane = check_through_plane(prior_through_plane, with_prior=loaded_prior is not None)
+    init, extra = None, None
+    if loaded_prior is not None:
+        init, used = loaded_prior.start(seq, through_plane, cfg)
+        extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind, "through_plane": used,
+                           "through_plane_requested": through_plane}}
+    result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
+    save_fit(result, out, extra_metrics=extra, report=not no_report)
+    m = result.metrics
+    typer.echo(
+        f"fitted {seq.name}: {m['steps']} steps in {m['fit_seconds']:.1f} s, "
+        f"{m['percent_negative_jacobian']:.3f} % folded voxels -> {out}"
+    )
+
+
+@app.command()
+def report(
+    out_dir: Path = typer.Argument(..., help="A fit output folder."),
+) -> None:
+    """(Re)build report.html in a fit output folder."""
+    from cardioinr.outputs.report import build_report
+
+    path = build_report(out_dir)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer steps and one Sunnybrook case."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+) -> None:
+    """Phantoms fitted from scratch and from a prior, plus the Sunnybrook cases when present."""
+    from cardioinr.app.demo import print_rows, run_demo
+
+    _threads(threads)
+    rows = run_demo(out, quick=quick, log=typer.echo)
+    print_rows(rows)
+    typer.echo(f"outputs and reports in {out}/ (open fit_*/report.html in a browser)")
+
+
+def _threads(n: Optional[int]) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def load_cohort(data: Path, label_map: Optional[str] = None, dim: Optional[int] = None) -> list:
+    """All sequences of a dataset folder or manifest, reference frame at ED."""
+    from cardioinr.io.datasets import index_dataset, load_entry
+    from cardioinr.core.errors import InputError
+
+    entries = index_dataset(data, label_map=label_map)
+    if not entries:
+        raise InputError(f"{data}: no sequences found")
+    seqs = [load_entry(e) for e in entries]
+    dims = {s.ndim_space for s in seqs}
+    if dim is not None:
+        seqs = [s for s in seqs if s.ndim_space == dim]
+        if not seqs:
+            raise InputError(f"{data}: no {dim}D sequences found")
+    elif len(dims) > 1:
+        raise InputError(f"{data}: holds both 2D and 3D sequences; choose one with --dim")
+    return seqs
+
+
+@app.command("train-prior")
+def train_prior_cmd(
+    data: Path = typer.Argument(..., help="Folder or manifest of training sequences (phantoms, Sunnybrook, ACDC, plain)."),
+    kind: str = typer.Option("population", "--kind", help="population, consensus, autodecoder, meta or encoder."),
+    out: Path = typer.Option(..., "--out", help="Prior checkpoint to write (e.g. prior.ckpt)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Outer training steps."),
+    model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with prior settings ([prior] table)."),
+    label_map: Optional[str] = typer.Option(None, "--label-map", help="Override the dataset's label codes."),
+    dim: Optional[int] = typer.Option(None, "--dim", min=2, max=3, help="Use only 2D or 3D sequences."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the training state left by an interrupted run."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Learn a motion prior from a cohort (data-parallel under torchrun)."""
+    from dataclasses import replace as dc_replace
+
+    from cardioinr.app.distributed import init_from_env, is_rank0, shutdown
+    from cardioinr.priors import PriorConfig, save_prior, train_prior
+
+    _threads(threads)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; --out names the checkpoint file to write (e.g. {out / 'prior.ckpt'})")
+    base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)
+    changes: dict = {"kind": kind, "device": device, "seed": seed}
+    if steps is not None:
+        changes["steps"] = steps
+    if model is not None:
+        changes["field"] = dc_replace(base.field, model=model)
+    cfg = dc_replace(base, **changes)
+    seqs = load_cohort(data, label_map, dim)
+    state = out.with_name(out.name + ".state")
+    if state.exists() and not resume:
+        raise ConfigError(f"{state}: an interrupted training left its state here; pass --resume or delete it")
+    dist = init_from_env(device)
+    prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist, clear_state=False)
+    if is_rank0(dist):
+        save_prior(out, prior)
+        # Only now is the training safe in the checkpoint: a kill before this line resumes.
+        state.unlink(missing_ok=True)
+        typer.echo(f"trained a {kind} prior on {len(seqs)} sequences in "
+                   f"{prior.config['train_seconds']:.0f} s -> {out}")
+    # Not in a `finally`: after a failure on one rank the others never reach the barrier, and
+    # torchrun stops them anyway.
+    shutdown(dist)
+
+
+@app.command()
+def evaluate(
+    out_dir: Path = typer.Argument(..., help="A fit output folder (displacement.nii.gz, labels.nii.gz)."),
+    truth_displacement: Optional[Path] = typer.Option(None, "--truth-displacement", help="Ground-truth displacement (X, Y, Z, T, 3) mm."),
+    truth_labels: Optional[Path] = typer.Option(None, "--truth-labels", help="Labels of every frame (X, Y, Z, T)."),
+    frame_labels: Optional[list[str]] = typer.Option(None, "--frame-labels", help="FRAME=PATH labels of one frame (repeatable)."),
+    label_map: str = typer.Option("acdc", "--label-map"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores to this JSON file."),
+) -> None:
+    """Score a fit output folder against ground truth (Dice, HD95, EPE, folding)."""
+    from cardioinr.core.errors import InputError
+    from cardioinr.io import LabelMap, write_json_atomic
+    from cardioinr.analysis.metrics import evaluate_folder
+
+    frames = {}
+    for item in frame_labels or []:
+        t, sep, p = item.partition("=")
+        if not sep or not t.strip().lstrip("-").isdigit():
+            raise InputError(f"--frame-labels {item!r}: expected FRAME=PATH")
+        frames[int(t)] = Path(p)
+    scores = evaluate_folder(out_dir, truth_displacement=truth_displacement, truth_labels=truth_labels,
+                             frame_labels=frames or None, label_map=LabelMap.parse(label_map))
+    if json_out:
+        write_json_atomic(json_out, scores)
+    _print_scores(scores)
+
+
+def _print_scores(scores: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="evaluation")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for name, s in (scores.get("labels") or {}).get("summary", {}).items():
+        table.add_row(f"Dice {name} (min / mean over frames)", f"{_f(s.get('dice_min'))} / {_f(s.get('dice_mean'))}")
+        table.add_row(f"HD95 {name} mean (mm)", _f(s.get("hd95_mean")))
+    for region, e in (scores.get("epe") or {}).items():
+        table.add_row(f"EPE {region} mean / p95 (mm)", f"{_f(e.get('mean'))} / {_f(e.get('p95'))}")
+    for region, fstat in (scores.get("folding") or {}).items():
+        if isinstance(fstat, dict) and "percent_folded" in fstat:
+            table.add_row(f"folded voxels {region} (%)", _f(fstat["percent_folded"]))
+    Console().print(table)
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, SIGHUP or SIGINT turned into an interruption, so that ``finally`` blocks run:
+    atomic writes remove their temporary files and nothing half-written is left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _SignalState:
+    signum: Optional[int] = None
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt(state: _SignalState):
+    """While the command runs, SIGTERM, SIGHUP and SIGINT raise :class:`_Terminated` and are
+    recorded in ``state`` (once: a repeated signal during the clean-up is ignored). Only in the
+    main thread, where handlers can be set; a signal the parent ignores (SIGINT of a background
+    job) stays ignored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if state.signum is None:
+            state.signum = signum
+            raise _Terminated(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP", "SIGINT"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(sig, old)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console entry point: runs the app and turns user errors into one clear line.
+
+    Exit codes: 0 success, 1 a system error while reading or writing (disk full, permission
+    denied; one line), 2 a user error (bad input, option or file; one line on stderr,
+    ``cardioinr: error: ...``), 3 a diverged fit, 130 interrupted (SIGINT), 143 terminated
+    (SIGTERM; 128 + the signal number). Interrupted runs remove their partial files.
+
+    Typer may bundle its own click, so usage errors are recognised by their interface
+    (``exit_code`` and ``show``) rather than by class. Typer turns an interruption into a
+    silent exit code 130, so signals are recorded by our own handler and reported here."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    sig = _SignalState()
+    try:
+        with _signals_as_interrupt(sig):
+            rc = app(args=args, standalone_mode=False)
+    except CardioInrError as e:
+        if sig.signum is not None:
+            return _interrupted(sig.signum)
+        if debug:
+            raise
+        typer.echo(f"cardioinr: error: {_one_line(str(e))}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return _interrupted(sig.signum)
+    except Exception as e:
+        if sig.signum is not None or isinstance(e.__cause__, KeyboardInterrupt):
+            return _interrupted(sig.signum)
+        name = type(e).__name__
+        if name == "Exit" and hasattr(e, "exit_code"):  # typer.Exit / click.exceptions.Exit
+            return int(e.exit_code)
+        if name == "Abort":
+            typer.echo("cardioinr: aborted", err=True)
+            return 1
+        if hasattr(e, "exit_code") and hasattr(e, "show"):  # click usage errors (bad option, missing argument)
+            if debug:
+                raise
+            typer.echo(f"cardioinr: error: {_usage_line(e)}", err=True)
+            return int(e.exit_code)
+        if isinstance(e, OSError) and e.strerror and not debug:
+            # The machine, not the input: a full disk or a read-only folder deserves one line too.
+            where = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"cardioinr: error: {_one_line(where + e.strerror)}", err=True)
+            return 1
+        raise
+    if sig.signum is not None:
+        return _interrupted(sig.signum)
+    return rc if isinstance(rc, int) else 0
+
+
+def _interrupted(signum: Optional[int]) -> int:
+    """One line and the conventional exit code: 128 + N for signal N (130 SIGINT, 143 SIGTERM)."""
+    import signal
+
+    if signum is None or signum == signal.SIGINT:
+        typer.echo("cardioinr: interrupted", err=True)
+        return 130
+    typer.echo(f"cardioinr: terminated by signal {signum}", err=True)
+    return 128 + int(signum)
+
+
+def _usage_line(e: Exception) -> str:
+    """A click usage error as one line, with where to find the usage."""
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    sub = ctx.info_name if ctx is not None and getattr(ctx, "parent", None) is not None else None
+    hint = f"see 'cardioinr {sub} --help'" if sub else "see 'cardioinr --help'"
+    return f"{_one_line(msg)} ({hint})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+app.command("cohort")(cohort_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
