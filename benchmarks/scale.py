@@ -158,7 +158,7 @@ def _probe_worker(rank: int, device: str, threads: int, dim: int, steps: int, fi
 
     from cardioinr.fit.fitter import FitConfig, Fitter
     from cardioinr.phantoms import make_phantom
-    from cardioinr.outputs.report import save_fit
+    from cardioinr.outputs import save_fit
 
     torch.set_num_threads(threads)
     ph = make_phantom(_phantom_config(dim), (7, rank))

@@ -18,16 +18,16 @@ import pytest
 
 from cardioinr.app.cohort import (
     COLUMNS,
-    MARKER,
     cohort_command,
     one_line,
     resolve_fit_config,
     run_cohort,
-    subject_complete,
     subject_dirname,
     summary_row,
 )
 from cardioinr.core.errors import ConfigError, InputError
+from cardioinr.outputs.contract import MARKER
+from cardioinr.outputs.contract import is_complete as subject_complete
 from cardioinr.io import read_nifti
 from cardioinr.analysis.metrics import dice
 from cardioinr.phantoms import PhantomConfig, write_cases

@@ -18,7 +18,6 @@ from cardioinr.analysis.metrics import (
     endpoint_error,
     epe_by_region,
     evaluate_arrays,
-    evaluate_folder,
     find_reference_frame,
     folding_stats,
     hd95,
@@ -27,6 +26,7 @@ from cardioinr.analysis.metrics import (
     json_ready,
     label_scores,
 )
+from cardioinr.outputs import evaluate_folder
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,9 @@ import torch
 from PIL import Image
 
 from cardioinr.fit.fields import FieldConfig
-from cardioinr.fit.fitter import FitConfig, Fitter, write_fit_outputs
+from cardioinr.fit.fitter import FitConfig, Fitter
+from cardioinr.outputs.contract import write_fit_outputs
+from cardioinr.outputs.tables import write_strain_csv
 from cardioinr.io import save_sequence_nifti
 from cardioinr.analysis.metrics import evaluate_arrays
 from cardioinr.phantoms import PhantomConfig, make_phantom
@@ -46,7 +48,8 @@ def fit_folder(tmp_path_factory) -> tuple[Path, object]:
     ev = evaluate_arrays(res.displacement, res.labels, ph.displacement, ph.labels, spacing=seq.spacing)
     out = root / "out"
     write_fit_outputs(res, out, extra_metrics={"evaluation": ev})
-    strain = analyse_fit_result(res, out)  # the cardioinr fit hook: writes strain.csv
+    strain = analyse_fit_result(res)  # the cardioinr fit hook
+    write_strain_csv(strain, out / "strain.csv")
     assert strain is not None and (out / "strain.csv").is_file()
     assert analyse_fit_result(replace(res, sequence=replace(seq, labels={}))) is None  # no labels: no strain
     return out, seq

@@ -30,11 +30,9 @@ from cardioinr.analysis.strain import (
     engineering_strain,
     green_strain,
     normal_strain,
-    read_strain_csv,
     segment_of_angle,
-    write_cycle_csv,
-    write_strain_csv,
 )
+from cardioinr.outputs.tables import read_strain_csv, write_cycle_csv, write_strain_csv
 
 torch.set_num_threads(2)
 

@@ -1,5 +1,6 @@
 """Evaluation metrics: overlap and surface distance of labels, end-point error and folding of
-displacement fields, and scoring of a fit output folder against ground truth.
+displacement fields, and scoring of arrays against ground truth (a fit folder is scored by
+:func:`cardioinr.outputs.evaluate_folder`).
 
 All functions are pure (NumPy in, Python floats / dicts out) and follow the package layout
 (see :mod:`cardioinr.io`):
@@ -20,7 +21,6 @@ either mask is empty. :func:`json_ready` turns them into ``None`` for JSON.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from cardioinr.core.errors import InputError
-from cardioinr.io import ACDC, LabelMap, load_label_volume, read_nifti, spacing_from_affine
+from cardioinr.io import ACDC, LabelMap
 
 __all__ = [
     "dice",
@@ -46,7 +46,6 @@ __all__ = [
     "heart_mask",
     "find_reference_frame",
     "evaluate_arrays",
-    "evaluate_folder",
     "phantom_truth_paths",
     "json_ready",
 ]
@@ -624,129 +623,3 @@ def phantom_truth_paths(folder: str | os.PathLike, case: int | str) -> dict[str,
         if not p.is_file():
             raise InputError(f"{p}: phantom ground-truth file not found")
     return paths
-
-
-def _read_displacement(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    data, affine, _ = read_nifti(path, what)
-    if data.ndim == 6 and data.shape[4] == 1:  # (X, Y, Z, T, 1, 3) written by some tools
-        data = data[:, :, :, :, 0, :]
-    if data.ndim != 5 or data.shape[-1] != 3:
-        raise InputError(f"{path}: {what} must be (X, Y, Z, T, 3), got shape {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise InputError(f"{path}: {what} holds NaN or infinite values")
-    return data.astype(np.float32, copy=False), affine
-
-
-def _read_labels_4d(path: Path, shape4: tuple[int, ...], what: str) -> np.ndarray:
-    data, _, _ = read_nifti(path, what)
-    if data.ndim == 3 and shape4[2] == 1 and data.shape == (shape4[0], shape4[1], shape4[3]):
-        data = data[:, :, None, :]  # (X, Y, T) for a single slice
-    if data.shape != tuple(shape4):
-        raise InputError(f"{path}: {what} have shape {data.shape}, the displacement grid is {tuple(shape4)}")
-    if not np.all(np.isfinite(data)) or not np.allclose(data, np.round(data)) or data.min() < 0 or data.max() > 255:
-        raise InputError(f"{path}: {what} must hold integer codes 0..255")
-    return data.astype(np.uint8)
-
-
-def _ref_frame_from_metrics(out_dir: Path) -> int | None:
-    path = out_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text()).get("ref_frame")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def evaluate_folder(
-    out_dir: str | os.PathLike,
-    truth_displacement: str | os.PathLike | None = None,
-    truth_labels: str | os.PathLike | None = None,
-    frame_labels: Mapping[int, str | os.PathLike] | None = None,
-    label_map: LabelMap = ACDC,
-    ref_frame: int | None = None,
-    heart_margin_mm: float = 5.0,
-) -> dict[str, Any]:
-    """Score a ``cardioinr fit`` output folder against ground truth.
-
-    Reads ``displacement.nii.gz`` (required) and ``labels.nii.gz`` (if present) from ``out_dir``
-    (the output contract); the spacing comes from the displacement file's affine.
-
-    Args:
-        out_dir: the fit's output folder.
-        truth_displacement: ``(X, Y, Z, T, 3)`` true displacement NIfTI in mm (e.g. a phantom's
-            ``caseNNN_truth_displacement.nii.gz``), same grid and reference frame.
-        truth_labels: ``(X, Y, Z, T)`` NIfTI of true labels for every frame (e.g. a phantom's
-            ``caseNNN_labels.nii.gz``).
-        frame_labels: ``{frame: path}`` label maps ``(X, Y, Z)`` for some frames only (e.g.
-            Sunnybrook ED and ES); used where ``truth_labels`` is not given, and overriding it
-            for the frames it names when both are.
-        label_map: codes of LV, MYO, RV in both prediction and truth.
-        ref_frame: the reference frame; default ``metrics.json``'s ``ref_frame`` if present, else
-            the first all-zero frame of the displacement.
-        heart_margin_mm: see :func:`evaluate_arrays`.
-
-    Returns:
-        :func:`evaluate_arrays`'s dict plus ``"inputs"`` (the files read).
-
-    Raises:
-        InputError: a file is missing or unreadable, or shapes / spacings do not match.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: fit output folder not found")
-    disp_path = out_dir / "displacement.nii.gz"
-    pred_disp, affine = _read_displacement(disp_path, "displacement")
-    shape3, n_frames = tuple(pred_disp.shape[:3]), pred_disp.shape[3]
-    spacing = spacing_from_affine(affine)
-    inputs: dict[str, Any] = {"displacement": str(disp_path)}
-
-    pred_labels = None
-    lab_path = out_dir / "labels.nii.gz"
-    if lab_path.exists():
-        pred_labels = _read_labels_4d(lab_path, shape3 + (n_frames,), "propagated labels")
-        inputs["labels"] = str(lab_path)
-
-    truth_disp = None
-    if truth_displacement is not None:
-        truth_disp, t_aff = _read_displacement(Path(truth_displacement), "true displacement")
-        if truth_disp.shape != pred_disp.shape:
-            raise InputError(
-                f"{truth_displacement}: true displacement has shape {truth_disp.shape}, "
-                f"the fit's displacement has {pred_disp.shape}"
-            )
-        t_sp = spacing_from_affine(t_aff)
-        if not np.allclose(t_sp, spacing, rtol=1e-3, atol=1e-4):
-            raise InputError(
-                f"{truth_displacement}: voxel size {np.round(t_sp, 4).tolist()} mm differs from the fit's "
-                f"{np.round(spacing, 4).tolist()} mm"
-            )
-        inputs["truth_displacement"] = str(truth_displacement)
-
-    truth: dict[int, np.ndarray] | None = None
-    if truth_labels is not None:
-        all_frames = _read_labels_4d(Path(truth_labels), shape3 + (n_frames,), "true labels")
-        truth = {t: all_frames[..., t] for t in range(n_frames)}
-        inputs["truth_labels"] = str(truth_labels)
-    if frame_labels:
-        truth = dict(truth or {})
-        for t, p in frame_labels.items():
-            t = int(t)
-            if not -n_frames <= t < n_frames:
-                raise InputError(f"{p}: labels given for frame {t}, but the fit has {n_frames} frames")
-            truth[t % n_frames] = load_label_volume(p, shape3)
-        inputs["frame_labels"] = {int(t): str(p) for t, p in frame_labels.items()}
-    if truth is not None and pred_labels is None:
-        raise InputError(f"{out_dir}: no labels.nii.gz to score against the true labels (fit with --seg)")
-
-    if ref_frame is None:
-        ref_frame = _ref_frame_from_metrics(out_dir)
-        if ref_frame is not None and not 0 <= ref_frame < n_frames:
-            ref_frame = None
-    result = evaluate_arrays(
-        pred_disp, pred_labels, truth_disp, truth, None,
-        spacing=spacing, label_map=label_map, ref_frame=ref_frame, heart_margin_mm=heart_margin_mm,
-    )
-    result["inputs"] = json_ready(inputs)
-    return result

@@ -75,25 +75,21 @@ twist (3D) is apical minus basal rotation and torsion is twist divided by the re
 between the basal and apical levels (degrees per cm).
 
 Outputs: :class:`StrainResult` (per-frame tables, peaks, EF, JSON summary),
-:func:`write_strain_csv` (``strain.csv`` of the output contract, columns :data:`CSV_COLUMNS`),
-:func:`write_cycle_csv` (per-frame cavity, rotation, twist).
+rows for ``strain.csv`` of the output contract (columns :data:`CSV_COLUMNS`, written by
+:mod:`cardioinr.outputs.tables`) and for the per-frame cavity, rotation and twist table.
 """
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from cardioinr.core.errors import ConfigError, InputError
-from cardioinr.io import ACDC, LabelMap, Sequence, spacing_from_affine, write_text_atomic
+from cardioinr.io import ACDC, LabelMap, Sequence, spacing_from_affine
 
 __all__ = [
     "AHA_NAMES",
@@ -115,11 +111,8 @@ __all__ = [
     "engineering_strain",
     "green_strain",
     "normal_strain",
-    "read_strain_csv",
     "region_name",
     "segment_of_angle",
-    "write_cycle_csv",
-    "write_strain_csv",
 ]
 
 #: Columns of ``strain.csv``, in order. ``E_*`` are mean Green-Lagrange normal strains
@@ -128,7 +121,7 @@ __all__ = [
 CSV_COLUMNS = ("frame", "time_ms", "region", "n_voxels", "E_rr", "E_cc", "E_ll",
                "radial_pct", "circumferential_pct", "longitudinal_pct")
 
-#: Columns of the per-frame table written by :func:`write_cycle_csv`.
+#: Columns of the per-frame cycle table (:func:`cardioinr.outputs.tables.write_cycle_csv`).
 CYCLE_COLUMNS = ("frame", "time_ms", "lv_cavity", "lv_cavity_jacobian", "cavity_unit", "rotation_deg",
                  "rotation_basal_deg", "rotation_mid_deg", "rotation_apical_deg", "twist_deg",
                  "torsion_deg_per_cm")
@@ -1126,90 +1119,16 @@ def analyse_fit(
     return analyse_field(field_, seq.spacing, ref, **common)
 
 
-def analyse_fit_result(result: Any, out_dir: str | os.PathLike | None = None, *,
-                       config: StrainConfig | None = None) -> StrainResult | None:
-    """The ``cardioinr fit`` hook: strain of a :class:`~cardioinr.fit.fitter.FitResult`, and
-    ``strain.csv`` written into ``out_dir`` when given.
+def analyse_fit_result(result: Any, *, config: StrainConfig | None = None) -> StrainResult | None:
+    """The ``cardioinr fit`` hook: strain of a :class:`~cardioinr.fit.FitResult`.
 
-    Returns None (and writes nothing) when the sequence has no reference labels with a
-    myocardium, which is not an error for a fit: strain is simply undefined then. Put
-    ``result.summary()`` into ``metrics.json`` (e.g. under ``"strain"``) and pass the result to
-    :func:`cardioinr.outputs.report.build_report` to avoid recomputing it.
+    Returns None when the sequence has no reference labels with a myocardium, which is not an
+    error for a fit: strain is simply undefined then. :func:`cardioinr.outputs.save_fit` writes
+    ``result.rows()`` as the contract's strain table and ``result.summary()`` into the metrics,
+    and passes the result to the report to avoid recomputing it.
     """
     seq = result.sequence
     ref = seq.ref_labels
     if ref is None or seq.label_map.myo is None or not np.any(ref == seq.label_map.myo):
         return None
-    res = analyse_fit(result.field, seq, result.displacement, result.labels, config=config)
-    if out_dir is not None:
-        write_strain_csv(res, Path(out_dir) / "strain.csv")
-    return res
-
-
-# ---------------------------------------------------------------------------------------------
-# CSV
-# ---------------------------------------------------------------------------------------------
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return str(int(v))
-    f = float(v)
-    return "" if not math.isfinite(f) else f"{f:.6g}"
-
-
-def _write_csv(rows: list[dict[str, Any]], columns: tuple[str, ...], path: str | os.PathLike) -> Path:
-    buf = _stdio.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for row in rows:
-        w.writerow([_fmt(row[c]) for c in columns])
-    write_text_atomic(path, buf.getvalue())
-    return Path(path)
-
-
-def write_strain_csv(result: StrainResult, path: str | os.PathLike) -> Path:
-    """Write ``strain.csv`` atomically: one row per frame and region, columns :data:`CSV_COLUMNS`.
-
-    ``frame`` (0-based), ``time_ms`` (frame * interval), ``region`` (``global`` or ``aha01``..
-    ``aha17``, see :data:`AHA_NAMES`), ``n_voxels`` (myocardial voxels of the reference frame in
-    the region), ``E_rr``/``E_cc``/``E_ll`` (mean Green-Lagrange normal strain, dimensionless),
-    ``radial_pct``/``circumferential_pct``/``longitudinal_pct`` (mean engineering strain, %).
-    Undefined values (longitudinal in 2D) are empty.
-    """
-    return _write_csv(result.rows(), CSV_COLUMNS, path)
-
-
-def write_cycle_csv(result: StrainResult, path: str | os.PathLike) -> Path:
-    """Write the per-frame cavity / rotation / twist table atomically (columns :data:`CYCLE_COLUMNS`)."""
-    return _write_csv(result.cycle_rows(), CYCLE_COLUMNS, path)
-
-
-def read_strain_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a ``strain.csv``: a list of row dicts (ints for ``frame``/``n_voxels``, floats with
-    NaN for empty cells, ``region`` a string).
-
-    Raises:
-        InputError: missing file or columns other than :data:`CSV_COLUMNS`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: strain table not found")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise InputError(f"{path}: unexpected columns {reader.fieldnames} (expected {', '.join(CSV_COLUMNS)})")
-        rows = []
-        for row in reader:
-            out: dict[str, Any] = {}
-            for k, v in row.items():
-                if k == "region":
-                    out[k] = v
-                elif k in ("frame", "n_voxels"):
-                    out[k] = int(v)
-                else:
-                    out[k] = float(v) if v != "" else float("nan")
-            rows.append(out)
-    return rows
+    return analyse_fit(result.field, seq, result.displacement, result.labels, config=config)

@@ -15,6 +15,7 @@ import typer
 
 from cardioinr.app.cohort import cohort_command
 from cardioinr.core.errors import CardioInrError, ConfigError
+from cardioinr.outputs.contract import DISPLACEMENT, LABELS, REPORT
 
 app = typer.Typer(
     name="cardioinr",
@@ -75,14 +76,14 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed and device give the same field)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html (the rest of the contract is written)."),
+    no_report: bool = typer.Option(False, "--no-report", help=f"Skip {REPORT} (the rest of the contract is written)."),
 ) -> None:
     """Fit a motion field to one cine and write the output contract into OUT."""
     from dataclasses import replace as dc_replace
 
     from cardioinr.fit.fitter import FitConfig, Fitter, explicit_settings
     from cardioinr.io import LabelMap, load_label_volume, load_sequence
-    from cardioinr.outputs.report import save_fit
+    from cardioinr.outputs import save_fit
 
     _threads(threads)
     _refuse_non_folder(out)
@@ -133,7 +134,7 @@ def report(
     out_dir: Path = typer.Argument(..., help="A fit output folder."),
 ) -> None:
     """(Re)build report.html in a fit output folder."""
-    from cardioinr.outputs.report import build_report
+    from cardioinr.outputs import build_report
 
     path = build_report(out_dir)
     typer.echo(f"wrote {path}")
@@ -151,7 +152,7 @@ def demo(
     _threads(threads)
     rows = run_demo(out, quick=quick, log=typer.echo)
     print_rows(rows)
-    typer.echo(f"outputs and reports in {out}/ (open fit_*/report.html in a browser)")
+    typer.echo(f"outputs and reports in {out}/ (open fit_*/{REPORT} in a browser)")
 
 
 def _threads(n: Optional[int]) -> None:
@@ -231,7 +232,7 @@ def train_prior_cmd(
 
 @app.command()
 def evaluate(
-    out_dir: Path = typer.Argument(..., help="A fit output folder (displacement.nii.gz, labels.nii.gz)."),
+    out_dir: Path = typer.Argument(..., help=f"A fit output folder ({DISPLACEMENT}, {LABELS})."),
     truth_displacement: Optional[Path] = typer.Option(None, "--truth-displacement", help="Ground-truth displacement (X, Y, Z, T, 3) mm."),
     truth_labels: Optional[Path] = typer.Option(None, "--truth-labels", help="Labels of every frame (X, Y, Z, T)."),
     frame_labels: Optional[list[str]] = typer.Option(None, "--frame-labels", help="FRAME=PATH labels of one frame (repeatable)."),
@@ -241,7 +242,7 @@ def evaluate(
     """Score a fit output folder against ground truth (Dice, HD95, EPE, folding)."""
     from cardioinr.core.errors import InputError
     from cardioinr.io import LabelMap, write_json_atomic
-    from cardioinr.analysis.metrics import evaluate_folder
+    from cardioinr.outputs import evaluate_folder
 
     frames = {}
     for item in frame_labels or []:

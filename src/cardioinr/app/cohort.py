@@ -41,13 +41,11 @@ from typing import Any, Optional
 import typer
 
 from cardioinr.core.errors import CardioInrError, ConfigError, InputError
+from cardioinr.outputs.contract import (MARKER, REPORT, expected_files, is_complete, mark_complete, read_marker, read_metrics,
+                                        require_files)
 
-MARKER = ".complete"
 SUMMARY_CSV = "cohort_summary.csv"
 SUMMARY_PARQUET = "cohort_summary.parquet"
-#: Files every complete subject folder holds; ``labels.nii.gz``, ``strain.csv`` and
-#: ``report.html`` are added when the subject has them (the marker lists the actual set).
-CORE_FILES = ("displacement.nii.gz", "field.pt", "metrics.json")
 #: Columns of the summary table, in order.
 COLUMNS = (
     "subject", "status", "error", "seconds", "steps", "dice_mean", "dice_min", "epe_myo_mm",
@@ -140,32 +138,6 @@ def subject_dirname(name: str) -> str:
     return safe or "subject"
 
 
-def subject_complete(folder: str | os.PathLike) -> bool:
-    """True when ``folder`` holds a finished fit: a readable ``.complete`` marker whose listed
-    files (at least :data:`CORE_FILES`) all exist and are non-empty, and a ``metrics.json``
-    that parses as a JSON object."""
-    folder = Path(folder)
-    try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        files = marker["files"]
-        if not isinstance(files, list) or not set(CORE_FILES) <= set(files):
-            return False
-        if not all((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in files):
-            return False
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        return isinstance(metrics, dict)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _marker(folder: Path) -> dict:
-    try:
-        m = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        return m if isinstance(m, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def _num(v: Any, digits: int = 4) -> float | None:
     """A finite float rounded for the table, or None (JSON nulls, NaN, strings)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -183,7 +155,7 @@ def summary_row(subject: str, folder: Path, status: str, *, error: str = "", sec
                seconds=None if seconds is None else round(float(seconds), 3))
     if metrics is None and status in ("ok", "skipped"):
         try:
-            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            metrics = read_metrics(folder)
         except (OSError, ValueError):
             metrics = None
     if not isinstance(metrics, Mapping):
@@ -294,10 +266,9 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         prior_through_plane: scale of a 3D prior's starting motion along k, or "auto"
             (:meth:`~cardioinr.priors.Prior.start`).
     """
+    from cardioinr.fit import FitConfig, Fitter
     from cardioinr.io.datasets import load_entry
-    from cardioinr.fit.fitter import FitConfig, Fitter
-    from cardioinr.io import write_json_atomic
-    from cardioinr.outputs.report import save_fit
+    from cardioinr.outputs import save_fit
 
     t0 = time.perf_counter()
     out = Path(folder)
@@ -325,21 +296,12 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         extra["cohort"] = {"subject": entry.name, "source": str(entry.image), "host": os.uname().nodename,
                            "worker_pid": os.getpid(), "threads": int(threads), "worker_peak_rss_mb": peak_rss_mb()}
         save_fit(result, out, extra_metrics=extra, report=report)
-        files = list(CORE_FILES)
-        if result.labels is not None:
-            files.append("labels.nii.gz")
-        if (out / "strain.csv").is_file():
-            files.append("strain.csv")
-        if report:
-            files.append("report.html")
-        missing = [f for f in files if not (out / f).is_file()]
-        if missing:
-            raise InputError(f"{out}: outputs missing after the fit: {', '.join(missing)}")
+        files = expected_files(out, labels=result.labels is not None, report=report)
+        require_files(out, files)
         seconds = time.perf_counter() - t0
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_metrics(out)
         # Marker last, atomically: its presence means every file above is in place.
-        write_json_atomic(out / MARKER, {"subject": entry.name, "files": sorted(files), "seconds": round(seconds, 3),
-                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config_sha": config_sha})
+        mark_complete(out, files, subject=entry.name, seconds=round(seconds, 3), config_sha=config_sha)
         return summary_row(entry.name, out, "ok", seconds=seconds, metrics=metrics)
     except Exception as e:  # a subject's failure must not stop the cohort
         return summary_row(entry.name, out, "failed", error=one_line(e), seconds=time.perf_counter() - t0)
@@ -514,7 +476,7 @@ def run_cohort(
             ``address`` it only caps the tasks in flight.
         address: an existing Ray cluster (``auto``, ``host:6379`` or ``ray://host:10001``);
             its nodes need cardioinr installed and the data/output paths mounted.
-        resume: skip subjects whose folder is complete (see :func:`subject_complete`); failed
+        resume: skip subjects whose folder is complete (see :func:`cardioinr.outputs.contract.is_complete`); failed
             and unfinished ones are fitted again.
         fit_overrides: :class:`~cardioinr.fit.fitter.FitConfig` settings (``{"steps": 60,
             "field": {"hidden": 64}}``); they win over a prior's adaptation defaults.
@@ -574,8 +536,8 @@ def run_cohort(
     todo = []
     for e in entries:
         f = folders[e.name]
-        if resume and subject_complete(f):
-            m = _marker(f)
+        if resume and is_complete(f):
+            m = read_marker(f)
             rows[e.name] = summary_row(e.name, f, "skipped", seconds=m.get("seconds"))
             if m.get("config_sha") not in (None, "", sha):
                 stale.append(e.name)
@@ -669,7 +631,7 @@ def cohort_command(
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", min=0.0, help="Ray CPUs reserved by each fit."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with fit settings."),
     label_map: Optional[str] = typer.Option(None, "--label-map", help="Override the dataset's label codes."),
-    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html (the rest of the contract is written)."),
+    no_report: bool = typer.Option(False, "--no-report", help=f"Skip {REPORT} (the rest of the contract is written)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Fit every subject of a dataset in parallel on Ray (local by default) into OUT/<subject>/.
@@ -696,6 +658,6 @@ def cohort_command(
         raise typer.Exit(code=1)
 
 
-__all__ = ["COLUMNS", "CORE_FILES", "MARKER", "SUMMARY_CSV", "CohortSummary", "cohort_command", "fit_subject",
-           "one_line", "resolve_fit_config", "run_cohort", "subject_complete", "subject_dirname", "summary_row",
+__all__ = ["COLUMNS", "SUMMARY_CSV", "CohortSummary", "cohort_command", "fit_subject",
+           "one_line", "resolve_fit_config", "run_cohort", "subject_dirname", "summary_row",
            "write_summary"]

@@ -16,7 +16,7 @@ from cardioinr.fit.fitter import FitConfig, Fitter
 from cardioinr.analysis.metrics import dice, evaluate_arrays
 from cardioinr.phantoms import PhantomConfig, case_seed, make_phantom, write_cases
 from cardioinr.priors import PriorConfig, save_prior, train_prior
-from cardioinr.outputs.report import save_fit
+from cardioinr.outputs import save_fit
 
 
 def _reference_only(seq):

@@ -26,7 +26,7 @@ import torch
 
 from cardioinr.core.errors import ConfigError, FitDivergedError, InputError
 from cardioinr.fit.fields import FieldConfig, MotionField
-from cardioinr.io import Sequence, atomic_path, save_nifti, write_json_atomic
+from cardioinr.io import Sequence, atomic_path
 from cardioinr.fit.losses import (
     SIMILARITIES,
     folding_loss,
@@ -662,7 +662,7 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing the output contract
+# Saving and loading a fitted field
 # ---------------------------------------------------------------------------------------------
 
 
@@ -693,82 +693,6 @@ def load_field(path: str | Path, device: str = "cpu") -> MotionField:
     return f
 
 
-# Every file of the output contract (save_fit writes strain.csv and report.html after these).
-CONTRACT_FILES = ("displacement.nii.gz", "labels.nii.gz", "field.pt", "metrics.json", "strain.csv", "report.html")
-
-
-def write_fit_outputs(result: FitResult, out_dir: str | Path, extra_metrics: dict | None = None) -> Path:
-    """Write ``displacement.nii.gz``, ``labels.nii.gz`` (if labels), ``field.pt`` and
-    ``metrics.json`` into ``out_dir`` (each atomically).
-
-    Contract files left in ``out_dir`` by an earlier fit are removed first, so that the folder
-    never mixes the outputs of two fits (a run stopped half-way leaves fewer files, each one
-    complete, rather than a new displacement beside old labels). ``metrics.json`` records the
-    package version, the configuration and the SHA-256 of every input file (the cine, the
-    reference label map, the prior)."""
-    from cardioinr import __version__
-
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: the output folder exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in CONTRACT_FILES:
-            (out / name).unlink(missing_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
-    seq = result.sequence
-    save_nifti(out / "displacement.nii.gz", result.displacement.astype(np.float32), seq.affine)
-    if result.labels is not None:
-        save_nifti(out / "labels.nii.gz", result.labels.astype(np.uint8), seq.affine,
-                   frame_interval_ms=seq.frame_interval_ms)
-    save_field(out / "field.pt", result.field)
-    metrics = dict(result.metrics)
-    metrics.update({
-        "cardioinr_version": __version__,
-        "sequence": {"name": seq.name, "shape": list(seq.image.shape), "spacing_mm": seq.spacing.tolist(),
-                     "frame_interval_ms": seq.frame_interval_ms, "ref_frame": seq.ref_frame,
-                     "label_map": seq.label_map.as_dict(), "source": seq.meta.get("source")},
-        "config": result.config.to_dict(),
-        "loss_curve": [h.get("loss") for h in result.history if "loss" in h][:: max(1, len(result.history) // 200)],
-        "inputs": _input_checksums(seq, extra_metrics),
-    })
-    warnings = _output_warnings(result)
-    if warnings:
-        metrics["warnings"] = warnings
-    if extra_metrics:
-        metrics.update(extra_metrics)
-    write_json_atomic(out / "metrics.json", metrics)
-    return out
-
-
-def _input_checksums(seq: Sequence, extra_metrics: dict | None) -> dict:
-    """Path and SHA-256 of each input: the cine (``sha256`` from the loader), the labels loaded
-    from files, the prior checkpoint (``extra_metrics["prior"]["path"]``)."""
-    from cardioinr.io import file_sha256
-
-    out: dict = {"sequence": {"path": seq.meta.get("source"), "sha256": seq.meta.get("sha256")}}
-    labels = seq.label_provenance()
-    if labels:
-        out["labels"] = {str(t): v for t, v in sorted(labels.items())}
-    prior = (extra_metrics or {}).get("prior")
-    if isinstance(prior, dict) and prior.get("path"):
-        try:
-            out["prior"] = {"path": str(prior["path"]), "sha256": file_sha256(prior["path"])}
-        except OSError:
-            out["prior"] = {"path": str(prior["path"]), "sha256": None}
-    return out
-
-
-def _output_warnings(result: FitResult) -> list[str]:
-    seq = result.sequence
-    out = []
-    if seq.ref_labels is not None and not seq.ref_labels.any():
-        out.append("the reference label map is empty (all zero): labels.nii.gz is all background, and no "
-                   "strain nor heart-centred frame could be derived")
-    return out
-
-
 def fit_sequence(seq: Sequence, config: FitConfig | None = None, init: MotionField | None = None,
                  progress: bool = False) -> FitResult:
     """Convenience wrapper: ``Fitter(config).fit(seq, init)``."""
@@ -776,4 +700,4 @@ def fit_sequence(seq: Sequence, config: FitConfig | None = None, init: MotionFie
 
 
 __all__ = ["FitConfig", "FitResult", "Fitter", "evaluate_loss", "evaluate_losses", "fit_sequence", "frame_of_reference",
-           "frame_reflection", "load_field", "normalise_intensity", "resolve_device", "save_field", "write_fit_outputs"]
+           "frame_reflection", "load_field", "normalise_intensity", "resolve_device", "save_field"]

@@ -25,188 +25,27 @@ import base64
 import datetime as _dt
 import html
 import io as _stdio
-import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cardioinr.core.errors import CardioInrError, InputError
-from cardioinr.io import ACDC, LabelMap, Sequence, read_nifti, spacing_from_affine, write_text_atomic
-from cardioinr.analysis.strain import AHA_NAMES, GLOBAL, StrainConfig, StrainResult, analyse_displacement, analyse_field, read_strain_csv
+from cardioinr.analysis.strain import AHA_NAMES, GLOBAL, StrainConfig, StrainResult, analyse_displacement, analyse_field
+from cardioinr.core.errors import CardioInrError
+from cardioinr.io import LabelMap, Sequence, write_text_atomic
+from cardioinr.outputs.contract import DISPLACEMENT, FIELD, METRICS, REPORT, STRAIN
+from cardioinr.outputs.folder import FitFolder, first_line, load_fit_folder
+from cardioinr.outputs.tables import read_strain_csv
 
-__all__ = ["REPORT_NAME", "SECTIONS", "build_report", "load_fit_folder", "FitFolder"]
-
-REPORT_NAME = "report.html"
+__all__ = ["SECTIONS", "build_report"]
 SECTIONS = ("input", "fit", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
 
 _COLOURS = {"LV": "#e4572e", "MYO": "#29bf12", "RV": "#3f88c5"}
 _GRID_COLOUR = "#ffd166"
 _STRAIN_COLOURS = {"radial": "#d1495b", "circumferential": "#00798c", "longitudinal": "#edae49"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a fit folder
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FitFolder:
-    """Everything :func:`build_report` could read from a fit output folder.
-
-    Attributes:
-        path: the folder.
-        displacement: ``(X, Y, Z, T, 3)`` float32 mm.
-        affine: ``(4, 4)`` of the displacement file.
-        labels: ``(X, Y, Z, T)`` propagated labels or None.
-        field: the fitted field or None.
-        metrics: parsed ``metrics.json`` (empty without it).
-        seq: the input sequence or None.
-        ref_frame, frame_interval_ms, label_map: resolved from metrics, the sequence or the data.
-        notes: what was missing or odd (shown on the page).
-    """
-
-    path: Path
-    displacement: np.ndarray
-    affine: np.ndarray
-    labels: np.ndarray | None
-    field: Any
-    metrics: dict
-    seq: Sequence | None
-    ref_frame: int
-    frame_interval_ms: float
-    label_map: LabelMap
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def spacing(self) -> np.ndarray:
-        return spacing_from_affine(self.affine)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.displacement.shape[:3])  # type: ignore[return-value]
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.displacement.shape[3])
-
-    @property
-    def ref_labels(self) -> np.ndarray | None:
-        if self.seq is not None and self.seq.ref_labels is not None:
-            return self.seq.ref_labels
-        if self.labels is not None:
-            return self.labels[..., self.ref_frame]
-        return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
-
-
-def load_fit_folder(out_dir: str | os.PathLike, seq: Sequence | None = None) -> FitFolder:
-    """Read a fit output folder for the report (see :class:`FitFolder`).
-
-    Raises:
-        InputError: the folder or its ``displacement.nii.gz`` is missing or unreadable.
-    """
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise InputError(f"{out}: fit output folder not found")
-    notes: list[str] = []
-    metrics: dict = {}
-    mpath = out / "metrics.json"
-    if mpath.is_file():
-        try:
-            metrics = json.loads(mpath.read_text(encoding="utf-8"))
-            if not isinstance(metrics, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
-            notes.append(f"metrics.json unreadable ({_first_line(e)})")
-            metrics = {}
-    else:
-        notes.append("no metrics.json: fit settings and losses are not shown")
-
-    disp, affine, _ = read_nifti(out / "displacement.nii.gz", "displacement")
-    if disp.ndim == 6 and disp.shape[4] == 1:
-        disp = disp[:, :, :, :, 0, :]
-    if disp.ndim != 5 or disp.shape[-1] != 3:
-        raise InputError(f"{out / 'displacement.nii.gz'}: displacement must be (X, Y, Z, T, 3), got shape {disp.shape}")
-    disp = np.asarray(disp, dtype=np.float32)
-    shape3, n_t = tuple(disp.shape[:3]), disp.shape[3]
-
-    labels = None
-    lpath = out / "labels.nii.gz"
-    if lpath.is_file():
-        try:
-            lab, _, _ = read_nifti(lpath, "propagated labels")
-            if lab.ndim == 3 and shape3[2] == 1 and lab.shape == (shape3[0], shape3[1], n_t):
-                lab = lab[:, :, None, :]
-            if lab.shape != shape3 + (n_t,):
-                raise InputError(f"shape {lab.shape}, displacement grid {shape3 + (n_t,)}")
-            labels = np.rint(lab).astype(np.uint8)
-        except CardioInrError as e:
-            notes.append(f"labels.nii.gz ignored ({_first_line(e)})")
-    else:
-        notes.append("no labels.nii.gz: strain, cavity and contours need the reference labels (fit with --seg)")
-
-    field_ = None
-    fpath = out / "field.pt"
-    if fpath.is_file():
-        try:
-            from cardioinr.fit.fitter import load_field
-
-            field_ = load_field(fpath)
-        except CardioInrError as e:
-            notes.append(f"field.pt ignored ({_first_line(e)}); strain from finite differences")
-        except ImportError as e:  # pragma: no cover - broken install
-            notes.append(f"field.pt not loaded ({_first_line(e)})")
-
-    meta_seq = metrics.get("sequence") if isinstance(metrics.get("sequence"), dict) else {}
-    label_map = ACDC
-    try:
-        if meta_seq.get("label_map") is not None:
-            label_map = LabelMap.coerce(meta_seq["label_map"])
-        elif seq is not None:
-            label_map = seq.label_map
-    except CardioInrError as e:
-        notes.append(f"label map in metrics.json ignored ({_first_line(e)})")
-    ref = meta_seq.get("ref_frame")
-    if seq is None and meta_seq.get("source"):
-        src = Path(str(meta_seq["source"]))
-        if src.exists():
-            try:
-                from cardioinr.io import load_sequence
-
-                seq = load_sequence(src, label_map=label_map, ref_frame=ref if isinstance(ref, int) else None)
-            except CardioInrError as e:
-                notes.append(f"input {src} not loaded ({_first_line(e)}); images are not shown")
-        else:
-            notes.append(f"input {src} not found; images are not shown")
-    elif seq is None:
-        notes.append("input cine unknown (metrics.json has no sequence source); images are not shown")
-    if seq is not None and (seq.shape != shape3 or seq.n_frames != n_t):
-        notes.append(f"input {seq.name} has shape {seq.shape} x {seq.n_frames} frames, the fit "
-                     f"{shape3} x {n_t}; images are not shown")
-        seq = None
-
-    if isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < n_t:
-        ref_frame = ref
-    elif seq is not None:
-        ref_frame = seq.ref_frame
-    else:
-        zero = [t for t in range(n_t) if not np.any(disp[:, :, :, t])]
-        ref_frame = zero[0] if zero else 0
-    dt = meta_seq.get("frame_interval_ms")
-    if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not dt > 0:
-        dt = seq.frame_interval_ms if seq is not None else 1.0
-    return FitFolder(path=out, displacement=disp, affine=np.asarray(affine, dtype=np.float64), labels=labels,
-                     field=field_, metrics=metrics, seq=seq, ref_frame=int(ref_frame),
-                     frame_interval_ms=float(dt), label_map=label_map, notes=notes)
 
 
 def _analyse_folder(f: FitFolder, config: StrainConfig | None) -> tuple[StrainResult | None, str | None]:
@@ -224,7 +63,7 @@ def _analyse_folder(f: FitFolder, config: StrainConfig | None) -> tuple[StrainRe
             return analyse_field(f.field, f.spacing, ref, **common), None
         return analyse_displacement(f.displacement, f.spacing, ref, **common), None
     except CardioInrError as e:
-        return None, _first_line(e)
+        return None, first_line(e)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,7 +555,7 @@ def _input_section(f: FitFolder) -> str:
         ("label map", ", ".join(f"{n} = {c}" for n, c in f.label_map.items())),
         ("source", ms.get("source") or (f.seq.meta.get("source") if f.seq else None) or "unknown"),
         ("image shown", "yes" if f.seq is not None else "no"),
-        ("field", "field.pt (continuous)" if f.field is not None else "dense displacement only"),
+        ("field", f"{FIELD} (continuous)" if f.field is not None else "dense displacement only"),
     ]
     body = _kv(items)
     if f.ref_labels is not None:
@@ -733,7 +572,7 @@ def _input_section(f: FitFolder) -> str:
 def _fit_section(f: FitFolder) -> str:
     m = f.metrics
     if not m:
-        return _section("fit", "Fit", _note("metrics.json not found: nothing to show about the fit"))
+        return _section("fit", "Fit", _note(f"{METRICS} not found: nothing to show about the fit"))
     keys = [("fit time (s)", "fit_seconds"), ("total time (s)", "total_seconds"), ("steps", "steps"),
             ("restarts", "restarts"), ("% negative det F (grid)", "percent_negative_jacobian"),
             ("% negative det F (heart)", "percent_negative_jacobian_heart"),
@@ -762,13 +601,13 @@ def _fit_section(f: FitFolder) -> str:
 
 
 def _compare_csv(f: FitFolder, s: StrainResult) -> str:
-    path = f.path / "strain.csv"
+    path = f.path / STRAIN
     if not path.is_file():
-        return '<p class="muted">No strain.csv in the folder; values below are computed for this report.</p>'
+        return f'<p class="muted">No {STRAIN} in the folder; values below are computed for this report.</p>'
     try:
         rows = read_strain_csv(path)
     except CardioInrError as e:
-        return _note(f"strain.csv unreadable ({_first_line(e)})", bad=True)
+        return _note(f"{STRAIN} unreadable ({first_line(e)})", bad=True)
     ours = {(r["frame"], r["region"]): r for r in s.rows()}
     worst = 0.0
     missing = 0
@@ -784,16 +623,16 @@ def _compare_csv(f: FitFolder, s: StrainResult) -> str:
             elif np.isfinite(a) != np.isfinite(b):
                 worst = math.inf
     if missing or len(rows) != len(ours) or worst > 0.05:
-        return _note(f"strain.csv differs from this report's analysis (largest difference {worst:.3g} points, "
+        return _note(f"{STRAIN} differs from this report's analysis (largest difference {worst:.3g} points, "
                      f"{len(rows)} rows vs {len(ours)}); it was written by other settings or another version", bad=True)
-    return '<p class="muted ok">strain.csv matches this analysis (within 0.05 percentage points).</p>'
+    return f'<p class="muted ok">{STRAIN} matches this analysis (within 0.05 percentage points).</p>'
 
 
 def _strain_section(f: FitFolder, s: StrainResult | None, why: str | None) -> str:
     if s is None:
         return _section("strain", "Strain", _note(f"strain not computed: {why}"))
-    src = ("exact gradients of the continuous field (field.pt)" if s.source == "field"
-           else "finite differences of displacement.nii.gz")
+    src = (f"exact gradients of the continuous field ({FIELD})" if s.source == "field"
+           else f"finite differences of {DISPLACEMENT}")
     body = [f'<p class="muted">Lagrangian strain from {_e(src)}; engineering strain sqrt(1 + 2 e·E·e) − 1 '
             f"averaged over {int(s.n_voxels[0])} myocardial voxels of the reference frame. Directions: long axis "
             f"({', '.join(f'{v + 0.0:.3g}' for v in s.frame.long_axis)}) in array axes (base → apex, from {_e(s.frame.apex_from)}), "
@@ -868,7 +707,7 @@ def _folding_section(f: FitFolder, k: int) -> str:
     heart = f.metrics.get("percent_negative_jacobian_heart")
     if heart is not None:
         items.append(("% folded near the heart (fit)", _num(heart, 4)))
-    body = _kv(items) + '<p class="muted">det F from central differences of displacement.nii.gz on the grid; ' \
+    body = _kv(items) + f'<p class="muted">det F from central differences of {DISPLACEMENT} on the grid; ' \
         "negative values mean the motion folds (non-physical). Left: the smallest det F over all frames" \
         + (f" (slice {k})" if f.shape[2] > 1 else "") + ", folded voxels in red.</p>" + _img(fig, "folding map")
     return _section("folding", "Folding check", body)
@@ -877,7 +716,7 @@ def _folding_section(f: FitFolder, k: int) -> str:
 def _accuracy_section(f: FitFolder) -> str:
     ev = f.metrics.get("evaluation")
     if not isinstance(ev, Mapping) or not ev:
-        return _section("accuracy", "Accuracy", '<p class="muted">No ground-truth evaluation in metrics.json '
+        return _section("accuracy", "Accuracy", f'<p class="muted">No ground-truth evaluation in {METRICS} '
                         '(run <code>cardioinr evaluate</code> or fit a phantom with its truth).</p>')
     parts = []
     labels = ev.get("labels")
@@ -963,27 +802,6 @@ def build_report(
         f"<nav>{nav}</nav><main>{notes}{''.join(sections)}</main>"
         "<footer>Self-contained report: no scripts, no external resources.</footer></body></html>\n"
     )
-    target = Path(path) if path is not None else f.path / REPORT_NAME
+    target = Path(path) if path is not None else f.path / REPORT
     write_text_atomic(target, doc)
     return target
-
-
-def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None = None, *,
-             report: bool = True, strain_config: StrainConfig | None = None) -> Path:
-    """Write the whole output contract of a fit: ``displacement.nii.gz``, ``labels.nii.gz``,
-    ``field.pt``, ``strain.csv`` (when a reference myocardium exists), ``metrics.json`` and
-    ``report.html``. Each file is written atomically."""
-    from cardioinr.fit.fitter import write_fit_outputs
-    from cardioinr.analysis.strain import analyse_fit_result, write_strain_csv
-
-    out = Path(out_dir)
-    strain = analyse_fit_result(result, None, config=strain_config)
-    extra = dict(extra_metrics or {})
-    if strain is not None:
-        extra["strain"] = strain.summary()
-    write_fit_outputs(result, out, extra_metrics=extra)
-    if strain is not None:
-        write_strain_csv(strain, out / "strain.csv")
-    if report:
-        build_report(out, seq=result.sequence, strain=strain, strain_config=strain_config)
-    return out

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from cardioinr.core.errors import CheckpointError, ConfigError
 from cardioinr.fit.fields import FieldConfig, MotionField

@@ -1,0 +1,252 @@
+"""The output contract of ``cardioinr fit``: the one module that names its files, writes the
+core of a fit folder, reads the files back, and says when a folder is complete.
+
+A fit folder (see the README, "Output contract") holds:
+
+* :data:`DISPLACEMENT` ``displacement.nii.gz``: float32 ``(X, Y, Z, T, 3)``, same affine as the
+  input; ``[i, j, k, t, c]`` is the Lagrangian displacement in mm of the reference voxel
+  ``(i, j, k)`` to frame ``t`` along array axis ``c``; zero at the reference frame.
+* :data:`LABELS` ``labels.nii.gz``: uint8 ``(X, Y, Z, T)``, the reference labels carried to every frame.
+* :data:`FIELD` ``field.pt``: the continuous field (:func:`cardioinr.fit.load_field`).
+* :data:`METRICS` ``metrics.json``: fit time, steps, losses, folding, version, config, inputs.
+* :data:`STRAIN` ``strain.csv``: one row per frame and region (:mod:`cardioinr.outputs.tables`).
+* :data:`REPORT` ``report.html``: the self-contained report (:mod:`cardioinr.outputs.report`).
+
+Other modules import these names; no other module spells a file name of the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cardioinr.core.errors import ConfigError, InputError
+from cardioinr.io import Sequence, file_sha256, read_nifti, save_nifti, write_json_atomic
+
+DISPLACEMENT = "displacement.nii.gz"
+LABELS = "labels.nii.gz"
+FIELD = "field.pt"
+METRICS = "metrics.json"
+STRAIN = "strain.csv"
+REPORT = "report.html"
+#: Every file of the output contract, in the order a fit writes them.
+FILES = (DISPLACEMENT, LABELS, FIELD, METRICS, STRAIN, REPORT)
+#: Files every complete fit folder holds; the others depend on the inputs and options.
+CORE_FILES = (DISPLACEMENT, FIELD, METRICS)
+#: Written last by a cohort worker: its presence (and content) means the folder is complete.
+MARKER = ".complete"
+
+if TYPE_CHECKING:  # the fit stack (torch) is imported only when a fit is written
+    from cardioinr.fit import FitResult
+
+__all__ = ["CORE_FILES", "DISPLACEMENT", "FIELD", "FILES", "LABELS", "MARKER", "METRICS", "REPORT", "STRAIN",
+           "expected_files", "is_complete", "mark_complete", "read_displacement", "read_labels_4d", "read_metrics",
+           "read_marker", "read_ref_frame", "require_files", "write_fit_outputs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: dict | None = None) -> Path:
+    """Write ``displacement.nii.gz``, ``labels.nii.gz`` (if labels), ``field.pt`` and
+    ``metrics.json`` into ``out_dir`` (each atomically).
+
+    Contract files left in ``out_dir`` by an earlier fit are removed first, so that the folder
+    never mixes the outputs of two fits (a run stopped half-way leaves fewer files, each one
+    complete, rather than a new displacement beside old labels). ``metrics.json`` records the
+    package version, the configuration and the SHA-256 of every input file (the cine, the
+    reference label map, the prior)."""
+    from cardioinr import __version__
+    from cardioinr.fit import save_field
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the output folder exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            (out / name).unlink(missing_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
+    seq = result.sequence
+    save_nifti(out / DISPLACEMENT, result.displacement.astype(np.float32), seq.affine)
+    if result.labels is not None:
+        save_nifti(out / LABELS, result.labels.astype(np.uint8), seq.affine,
+                   frame_interval_ms=seq.frame_interval_ms)
+    save_field(out / FIELD, result.field)
+    metrics = dict(result.metrics)
+    metrics.update({
+        "cardioinr_version": __version__,
+        "sequence": {"name": seq.name, "shape": list(seq.image.shape), "spacing_mm": seq.spacing.tolist(),
+                     "frame_interval_ms": seq.frame_interval_ms, "ref_frame": seq.ref_frame,
+                     "label_map": seq.label_map.as_dict(), "source": seq.meta.get("source")},
+        "config": result.config.to_dict(),
+        "loss_curve": [h.get("loss") for h in result.history if "loss" in h][:: max(1, len(result.history) // 200)],
+        "inputs": _input_checksums(seq, extra_metrics),
+    })
+    warnings = _output_warnings(result)
+    if warnings:
+        metrics["warnings"] = warnings
+    if extra_metrics:
+        metrics.update(extra_metrics)
+    write_json_atomic(out / METRICS, metrics)
+    return out
+
+
+def _input_checksums(seq: Sequence, extra_metrics: dict | None) -> dict:
+    """Path and SHA-256 of each input: the cine (``sha256`` from the loader), the labels loaded
+    from files, the prior checkpoint (``extra_metrics["prior"]["path"]``)."""
+    out: dict = {"sequence": {"path": seq.meta.get("source"), "sha256": seq.meta.get("sha256")}}
+    labels = seq.label_provenance()
+    if labels:
+        out["labels"] = {str(t): v for t, v in sorted(labels.items())}
+    prior = (extra_metrics or {}).get("prior")
+    if isinstance(prior, dict) and prior.get("path"):
+        try:
+            out["prior"] = {"path": str(prior["path"]), "sha256": file_sha256(prior["path"])}
+        except OSError:
+            out["prior"] = {"path": str(prior["path"]), "sha256": None}
+    return out
+
+
+def _output_warnings(result: "FitResult") -> list[str]:
+    seq = result.sequence
+    out = []
+    if seq.ref_labels is not None and not seq.ref_labels.any():
+        out.append(f"the reference label map is empty (all zero): {LABELS} is all background, and no "
+                   "strain nor heart-centred frame could be derived")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Completeness (the cohort's resume relies on it)
+# ---------------------------------------------------------------------------------------------
+
+
+def expected_files(folder: str | os.PathLike, *, labels: bool, report: bool) -> list[str]:
+    """The contract files a finished fit leaves in ``folder``: :data:`CORE_FILES`, the labels when
+    the fit had reference labels, ``strain.csv`` when one was written, the report when asked."""
+    folder = Path(folder)
+    files = list(CORE_FILES)
+    if labels:
+        files.append(LABELS)
+    if (folder / STRAIN).is_file():
+        files.append(STRAIN)
+    if report:
+        files.append(REPORT)
+    return files
+
+
+def require_files(folder: str | os.PathLike, files: list[str]) -> None:
+    """Refuse a folder where one of ``files`` is missing (one line naming them)."""
+    folder = Path(folder)
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"{folder}: outputs missing after the fit: {', '.join(missing)}")
+
+
+def mark_complete(folder: str | os.PathLike, files: list[str], **record: Any) -> None:
+    """Write the :data:`MARKER` last, atomically, listing ``files`` (plus ``record``: subject,
+    seconds, settings fingerprint...); check them first with :func:`require_files`."""
+    write_json_atomic(Path(folder) / MARKER, {**record, "files": sorted(files),
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def read_marker(folder: str | os.PathLike) -> dict:
+    """The marker's content, or ``{}`` when it is missing or unreadable."""
+    try:
+        m = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        return m if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds a finished fit: a readable :data:`MARKER` whose listed files
+    (at least :data:`CORE_FILES`) all exist and are non-empty, and a ``metrics.json`` that parses
+    as a JSON object."""
+    folder = Path(folder)
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        files = marker["files"]
+        if not isinstance(files, list) or not set(CORE_FILES) <= set(files):
+            return False
+        if not all((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in files):
+            return False
+        metrics = json.loads((folder / METRICS).read_text(encoding="utf-8"))
+        return isinstance(metrics, dict)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def read_metrics(folder: str | os.PathLike) -> dict:
+    """``metrics.json`` of a fit folder as a dict.
+
+    Raises:
+        OSError: the file is missing or unreadable.
+        ValueError: it is not JSON, or not a JSON object.
+    """
+    metrics = json.loads((Path(folder) / METRICS).read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict):
+        raise ValueError("not a JSON object")
+    return metrics
+
+
+def read_ref_frame(folder: str | os.PathLike) -> int | None:
+    """The reference frame recorded at the top level of ``metrics.json``, or None."""
+    try:
+        value = read_metrics(folder).get("ref_frame")
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def read_displacement(path: str | os.PathLike, what: str = "displacement", *,
+                      finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A displacement file: ``(X, Y, Z, T, 3)`` float32 mm and its ``(4, 4)`` affine.
+
+    ``(X, Y, Z, T, 1, 3)``, as some tools write vector images, is accepted. ``finite``: refuse
+    NaN or infinite values (scoring does; the report shows what there is).
+
+    Raises:
+        InputError: unreadable, wrong shape, or (with ``finite``) non-finite values.
+    """
+    path = Path(path)
+    data, affine, _ = read_nifti(path, what)
+    if data.ndim == 6 and data.shape[4] == 1:  # (X, Y, Z, T, 1, 3) written by some tools
+        data = data[:, :, :, :, 0, :]
+    if data.ndim != 5 or data.shape[-1] != 3:
+        raise InputError(f"{path}: {what} must be (X, Y, Z, T, 3), got shape {data.shape}")
+    if finite and not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: {what} holds NaN or infinite values")
+    return data.astype(np.float32, copy=False), affine
+
+
+def read_labels_4d(path: str | os.PathLike, shape4: tuple[int, ...], what: str) -> np.ndarray:
+    """A label file of every frame, uint8 ``shape4 = (X, Y, Z, T)``; ``(X, Y, T)`` is accepted
+    for a single slice.
+
+    Raises:
+        InputError: unreadable, another shape, or values that are not integer codes 0..255.
+    """
+    path = Path(path)
+    data, _, _ = read_nifti(path, what)
+    if data.ndim == 3 and shape4[2] == 1 and data.shape == (shape4[0], shape4[1], shape4[3]):
+        data = data[:, :, None, :]  # (X, Y, T) for a single slice
+    if data.shape != tuple(shape4):
+        raise InputError(f"{path}: {what} have shape {data.shape}, the displacement grid is {tuple(shape4)}")
+    if not np.all(np.isfinite(data)) or not np.allclose(data, np.round(data)) or data.min() < 0 or data.max() > 255:
+        raise InputError(f"{path}: {what} must hold integer codes 0..255")
+    return data.astype(np.uint8)
