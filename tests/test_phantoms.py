@@ -17,16 +17,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cardioinr.core.errors import ConfigError
+from cardioinr.core.errors import ConfigError, InputError
 from cardioinr.io import ACDC, load_sequence, make_affine
-from cardioinr.phantoms import (
-    PhantomConfig,
-    case_seed,
-    contraction_profile,
-    draw_motion,
-    make_phantom,
-    write_cases,
-)
+from cardioinr.phantoms.config import PhantomConfig
+from cardioinr.phantoms.draw import draw_motion
+from cardioinr.phantoms.profiles import contraction_profile
+from cardioinr.phantoms.render import case_seed, make_phantom
+from cardioinr.phantoms.write import phantom_truth_paths, write_cases
 from cardioinr.fit.warp import structure_distances, propagate_labels, warp_labels
 
 CODES = (1, 2, 3)  # ACDC: RV, MYO, LV
@@ -515,5 +512,11 @@ def test_write_cases_files_and_manifest(tmp_path):
         np.testing.assert_array_equal(np.asanyarray(lab.dataobj), ph.labels)
         np.testing.assert_array_equal(np.asanyarray(dis.dataobj), ph.displacement)
         images.append(seq.image)
+        # the truth of a written case is found again by its index or its name
+        truth = {"truth_displacement": out / case["truth_displacement"], "truth_labels": out / case["labels"]}
+        assert phantom_truth_paths(out, k) == phantom_truth_paths(out, np.int64(k)) == truth
+        assert phantom_truth_paths(out, case["name"]) == truth
     assert not np.array_equal(images[0], images[1])
+    with pytest.raises(InputError, match="phantom ground-truth file not found"):
+        phantom_truth_paths(out, 2)
     assert not list(out.glob(".*tmp*"))  # atomic writes left nothing behind

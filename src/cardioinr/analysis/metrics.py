@@ -46,7 +46,6 @@ __all__ = [
     "heart_mask",
     "find_reference_frame",
     "evaluate_arrays",
-    "phantom_truth_paths",
     "json_ready",
 ]
 
@@ -610,16 +609,3 @@ def evaluate_arrays(
     return json_ready(out)
 
 
-def phantom_truth_paths(folder: str | os.PathLike, case: int | str) -> dict[str, Path]:
-    """Ground-truth files of a phantom case: ``{"truth_displacement": caseNNN_truth_displacement.nii.gz,
-    "truth_labels": caseNNN_labels.nii.gz}`` (``case`` an int -> ``case{NNN:03d}``, or the prefix)."""
-    folder = Path(folder)
-    prefix = f"case{int(case):03d}" if isinstance(case, (int, np.integer)) else str(case)
-    paths = {
-        "truth_displacement": folder / f"{prefix}_truth_displacement.nii.gz",
-        "truth_labels": folder / f"{prefix}_labels.nii.gz",
-    }
-    for p in paths.values():
-        if not p.is_file():
-            raise InputError(f"{p}: phantom ground-truth file not found")
-    return paths

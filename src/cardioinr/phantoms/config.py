@@ -1,0 +1,133 @@
+"""What to generate: :class:`PhantomConfig` (sizes, cycle layout, imaging options and the ranges
+of the randomly drawn physiology) and the seed type of :func:`cardioinr.phantoms.make_phantom`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Union
+
+import numpy as np
+
+from cardioinr.core.errors import ConfigError
+
+__all__ = ["PhantomConfig", "Range", "SeedLike"]
+
+SeedLike = Union[int, tuple[int, ...], list[int], np.random.SeedSequence]
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What to generate. Fields left ``None`` get dimension-dependent defaults.
+
+    Attributes:
+        dim: 2 (one mid-ventricular slice, 2D+t) or 3 (a short-axis stack, 3D+t).
+        shape: ``(X, Y, Z)`` voxels; default ``(112, 112, 1)`` in 2D, ``(96, 96, 8)`` in 3D.
+        n_frames: frames per cycle; default 20 in 2D, 16 in 3D.
+        spacing: voxel size ``(di, dj, dk)`` mm. In 2D the slice thickness only sets the header;
+            nothing varies or moves through the plane.
+        ed_frame: reference frame (end-diastole) of the ground truth; any frame, negative counts
+            from the end (e.g. -1, the last frame, as in some real data).
+        es_fraction: systole duration as a fraction of the cycle (ES frame =
+            ``ed_frame + round(es_fraction * n_frames)`` modulo ``n_frames``); ``None`` draws it
+            from ``es_fraction_range``.
+        tagged: multiply the image by a SPAMM grid (in material coordinates, so it deforms).
+        tag_spacing_mm: grid period, mm. tag_angle_deg: grid orientation in-plane.
+        tag_depth: tag contrast at ED (0..1; 1 = lines go to zero).
+        tag_fade: fraction of the tag contrast lost over one cycle (T1 relaxation).
+        noise_sigma: Rician noise sigma, relative to LV blood intensity 1.0 (0 = no noise).
+        supersample: in-plane sub-samples per axis per voxel (anti-aliasing).
+        z_supersample: through-plane sub-samples per slice in 3D (thick-slice partial volume).
+        *_range: ranges of the randomly drawn physiological parameters (uniform draws, then
+            rejection so that the combination is anatomically plausible; see ``draw_motion``).
+        long_axis_mm_range: 3D base-to-apex length of the LV, mm (capped by the stack); ``None``
+            stretches the LV over the whole stack (apex near the last slice).
+    """
+
+    dim: int = 2
+    shape: tuple[int, int, int] | None = None
+    n_frames: int | None = None
+    spacing: tuple[float, float, float] = (1.6, 1.6, 8.0)
+    ed_frame: int = 0
+    es_fraction: float | None = None
+    tagged: bool = False
+    tag_spacing_mm: float = 7.0
+    tag_angle_deg: float = 0.0
+    tag_depth: float = 0.7
+    tag_fade: float = 0.3
+    noise_sigma: float = 0.03
+    supersample: int = 2
+    z_supersample: int = 4
+    es_fraction_range: Range = (0.35, 0.40)
+    frame_interval_ms_range: Range = (30.0, 45.0)
+    ef_range: Range = (0.50, 0.70)
+    circumferential_strain_range: Range = (-0.25, -0.15)
+    endo_radius_mm_range: Range = (18.0, 25.0)
+    wall_thickness_mm_range: Range = (6.5, 13.0)
+    twist_deg_range: Range = (2.0, 5.0)  # 2D: |peak twist| of the slice, random sign
+    base_twist_deg_range: Range = (-7.0, -3.0)  # 3D
+    apex_twist_deg_range: Range = (7.0, 13.0)  # 3D
+    base_descent_mm_range: Range = (8.0, 12.0)  # 3D
+    long_axis_mm_range: Range | None = None  # 3D; None: the LV fills the stack (apex near the last slice)
+    rv_width_mm_range: Range = (12.0, 20.0)
+    rv_shortening_range: Range = (0.35, 0.46)
+    translation_mm_range: Range = (1.0, 2.0)
+
+    def __post_init__(self) -> None:
+        if self.dim not in (2, 3):
+            raise ConfigError(f"phantom dim must be 2 or 3, got {self.dim!r}")
+        shape = self.shape or ((112, 112, 1) if self.dim == 2 else (96, 96, 8))
+        n_frames = self.n_frames or (20 if self.dim == 2 else 16)
+        try:
+            shape = tuple(int(s) for s in shape)
+            spacing = tuple(float(s) for s in self.spacing)
+        except (TypeError, ValueError):
+            raise ConfigError(f"phantom shape {self.shape!r} / spacing {self.spacing!r} must be 3 numbers") from None
+        if len(shape) != 3 or len(spacing) != 3 or min(shape) < 1 or min(spacing) <= 0:
+            raise ConfigError(f"phantom shape {shape} and spacing {spacing} must be 3 positive numbers")
+        if self.dim == 2 and shape[2] != 1:
+            raise ConfigError(f"a 2D phantom has one slice (shape[2] == 1), got shape {shape}")
+        if self.dim == 3 and shape[2] < 2:
+            raise ConfigError(f"a 3D phantom needs at least 2 slices, got shape {shape}")
+        if min(shape[0] * spacing[0], shape[1] * spacing[1]) < 100.0:
+            raise ConfigError(
+                f"in-plane field of view {shape[0] * spacing[0]:.0f} x {shape[1] * spacing[1]:.0f} mm is too small "
+                "for a heart with its surroundings (need >= 100 mm)"
+            )
+        if self.dim == 3 and shape[2] * spacing[2] < 40.0:
+            raise ConfigError(
+                f"a 3D phantom needs a z extent >= 40 mm (shape[2] * spacing[2]), got {shape[2] * spacing[2]:.0f} mm"
+            )
+        if self.long_axis_mm_range is not None and self.long_axis_mm_range[0] < 30.0:
+            raise ConfigError(f"long_axis_mm_range must start at >= 30 mm, got {self.long_axis_mm_range}")
+        if int(n_frames) < 4:
+            raise ConfigError(f"a cycle needs at least 4 frames, got n_frames={n_frames}")
+        n_frames = int(n_frames)
+        if not -n_frames <= int(self.ed_frame) < n_frames:
+            raise ConfigError(f"ed_frame {self.ed_frame} is out of range for {n_frames} frames")
+        if self.es_fraction is not None and not 0.1 <= self.es_fraction <= 0.6:
+            raise ConfigError(f"es_fraction must be in [0.1, 0.6], got {self.es_fraction}")
+        if self.noise_sigma < 0 or not math.isfinite(self.noise_sigma):
+            raise ConfigError(f"noise_sigma must be >= 0, got {self.noise_sigma}")
+        if int(self.supersample) < 1 or int(self.z_supersample) < 1:
+            raise ConfigError("supersample and z_supersample must be >= 1")
+        if not (0.0 <= self.tag_depth <= 1.0 and 0.0 <= self.tag_fade < 1.0 and self.tag_spacing_mm > 0):
+            raise ConfigError("tag_depth must be in [0, 1], tag_fade in [0, 1), tag_spacing_mm > 0")
+        for f in fields(self):
+            if f.name.endswith("_range") and getattr(self, f.name) is not None:
+                lo, hi = getattr(self, f.name)
+                if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                    raise ConfigError(f"{f.name} must be (low, high) with low <= high, got {(lo, hi)}")
+                object.__setattr__(self, f.name, (float(lo), float(hi)))
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "n_frames", n_frames)
+        object.__setattr__(self, "ed_frame", int(self.ed_frame) % n_frames)
+        object.__setattr__(self, "supersample", int(self.supersample))
+        object.__setattr__(self, "z_supersample", int(self.z_supersample))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -1,0 +1,269 @@
+"""Drawing random cases: a plausible heart, its motion (:func:`draw_motion`) and its look
+(:func:`draw_appearance`) from the ranges of a :class:`~cardioinr.phantoms.config.PhantomConfig`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from cardioinr.core.errors import ConfigError
+from cardioinr.phantoms.anatomy import HeartGeometry
+from cardioinr.phantoms.appearance import PhantomAppearance
+from cardioinr.phantoms.config import PhantomConfig
+from cardioinr.phantoms.motion import PhantomMotion
+from cardioinr.phantoms.profiles import _FALLOFF_MAX_SLOPE
+
+__all__ = ["draw_appearance", "draw_motion"]
+
+# Limits the draw keeps so that the ground truth stays easy to invert: the largest radial stretch
+# of the LV map (at the endocardium at end-systole) is R_en / (lambda r_en); 1.9 keeps that part
+# of |grad u| <= 0.9, so fixed-point inversion of the field (cardioinr.fit.warp) converges.
+_MAX_ENDO_STRETCH = 1.9
+_RV_MAX_GRADIENT = 0.7  # bound on |grad u| of the RV bump (keeps its det(I + grad u) >= 0.3)
+
+
+def _wall_from_strain(endo: float, shrink: float, lam: float, strain: float) -> float:
+    """Epicardial radius (mm) such that the mid-wall circumferential strain at ES is ``strain``.
+
+    Mid-wall ``R_mid = (R_en + R_ep) / 2`` maps to ``r_mid^2 = r_en^2 + (R_mid^2 - R_en^2) / lam``
+    with ``r_en^2 = (1 - shrink) R_en^2``; setting ``r_mid = (1 + strain) R_mid`` gives
+    ``R_mid^2 = R_en^2 (1/lam - (1 - shrink)) / (1/lam - (1 + strain)^2)``. Returns NaN if impossible.
+    """
+    num = 1.0 / lam - (1.0 - shrink)
+    den = 1.0 / lam - (1.0 + strain) ** 2
+    if num <= 0 or den <= 0:
+        return float("nan")
+    return 2.0 * endo * math.sqrt(num / den) - endo
+
+
+def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[PhantomMotion, dict[str, Any]]:
+    """Draw a plausible heart and its motion.
+
+    EF, peak mid-wall circumferential strain, endocardial radius (and in 3D base descent) are
+    drawn uniformly from their ranges; the wall thickness follows from incompressibility; draws
+    are rejected unless the wall thickness is in range, the endocardial radial stretch at ES is
+    at most 1.9 (|grad u| <= 0.9), the heart fits the field of view with a margin, and the
+    outer fall-off stays far from folding; the RV shortening is capped so that its |grad u|
+    stays <= 0.7. So the accepted parameters are a correlated subset of the box of ranges (e.g.
+    high EF goes with weak strain and a thick wall). In 3D the base descent is capped at 20 % of
+    the base-to-apex length (only binding for short stacks).
+
+    Returns:
+        The motion and a JSON-ready dict of parameters (EF, strain, ES frame, radii, ...).
+    """
+    T = config.n_frames
+    sx, sy, sz = config.spacing
+    nx, ny, nz = config.shape
+    es_fraction = config.es_fraction if config.es_fraction is not None else rng.uniform(*config.es_fraction_range)
+    es_fraction = float(es_fraction)
+    systole_frames = int(min(max(round(es_fraction * T), 1), T - 1))
+    frame_interval = float(rng.uniform(*config.frame_interval_ms_range))
+    fov_centre = np.array([(nx - 1) * sx / 2.0, (ny - 1) * sy / 2.0])
+    fov_hi = np.array([(nx - 1) * sx, (ny - 1) * sy])
+    margin = 6.0
+    falloff_mm = 35.0
+    rv_wall = 3.0
+
+    if config.dim == 3:
+        # Base plane a little below the first slice centre: slice 0 shows the atrium, and the
+        # material that descends into the stack during systole comes from inside it (above the
+        # base, unlabelled), so labels carried by the truth stay exact at the top of the stack.
+        z_base = sz * float(rng.uniform(0.4, 0.8))
+        z_apex = (nz - 1) * sz + sz * float(rng.uniform(-0.25, 0.5))
+        if config.long_axis_mm_range is not None:
+            # A real stack has margin below the apex; the LV does not stretch to fill it.
+            z_apex = min(z_apex, z_base + float(rng.uniform(*config.long_axis_mm_range)))
+        length = z_apex - z_base
+        z_taper = z_base + length * float(rng.uniform(0.15, 0.35))
+    else:
+        z_base = z_apex = z_taper = 0.0
+        length = 1.0
+
+    for _ in range(20000):
+        ef = float(rng.uniform(*config.ef_range))
+        strain = float(rng.uniform(*config.circumferential_strain_range))
+        endo = float(rng.uniform(*config.endo_radius_mm_range))
+        if config.dim == 3:
+            descent = min(float(rng.uniform(*config.base_descent_mm_range)), 0.2 * length)
+            lam_es = 1.0 - descent / length
+            shrink = 1.0 - (1.0 - ef) / lam_es  # cavity volume ratio = lam (1 - shrink)
+        else:
+            descent, lam_es, shrink = 0.0, 1.0, ef
+        if not 0.0 < shrink < 1.0:
+            continue
+        epi = _wall_from_strain(endo, shrink, lam_es, strain)
+        thick = epi - endo
+        lo, hi = config.wall_thickness_mm_range
+        if not (np.isfinite(epi) and lo <= thick <= hi):
+            continue
+        if 1.0 / (lam_es * math.sqrt(1.0 - shrink)) > _MAX_ENDO_STRETCH:
+            continue
+        # outer fall-off of the change in r^2 must stay monotone with a wide margin
+        d_max = abs(endo**2 * (1.0 / lam_es - 1.0 + shrink) - epi**2 * (1.0 / lam_es - 1.0))
+        q_scale = falloff_mm**2 + 2.0 * falloff_mm * epi
+        if d_max * _FALLOFF_MAX_SLOPE > 0.5 * q_scale:
+            continue
+        # RV crescent pointing to the image -i side, +-20 degrees
+        angle = math.pi + math.radians(float(rng.uniform(-20.0, 20.0)))
+        e = np.array([math.cos(angle), math.sin(angle)])
+        rv_width = float(rng.uniform(*config.rv_width_mm_range))
+        insertion = float(rng.uniform(55.0, 75.0))
+        cth = math.cos(math.radians(insertion))
+        d = ((epi + rv_width) ** 2 - epi**2) / (2.0 * (epi + rv_width - epi * cth))
+        rv_radius = epi + rv_width - d
+        # centre the heart's bounding box in the field of view, plus a small random offset
+        lo_b = np.minimum(-epi, d * e - rv_radius - rv_wall)
+        hi_b = np.maximum(epi, d * e + rv_radius + rv_wall)
+        centre = fov_centre - (lo_b + hi_b) / 2.0 + rng.uniform(-4.0, 4.0, size=2)
+        if np.any(centre + lo_b < margin) or np.any(centre + hi_b > fov_hi - margin):
+            continue
+        rv_short = float(rng.uniform(*config.rv_shortening_range))
+        # |grad u| of the RV stage <= 1.5 rv_short in the band, rv_short w 1.5 / W beyond
+        rv_short = min(
+            rv_short,
+            _RV_MAX_GRADIENT / _FALLOFF_MAX_SLOPE,
+            _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * rv_width),
+        )
+        break
+    else:  # pragma: no cover - only with absurd ranges
+        raise ConfigError("could not draw a plausible heart from the configured ranges; widen them")
+
+    if config.dim == 3:
+        twist_base = float(rng.uniform(*config.base_twist_deg_range))
+        twist_apex = float(rng.uniform(*config.apex_twist_deg_range))
+        apical_wall = thick * float(rng.uniform(0.6, 0.9))
+        z_apex_endo = z_apex - apical_wall
+        rv_length = float(rng.uniform(0.6, 0.85))
+    else:
+        twist_base = twist_apex = float(rng.choice([-1.0, 1.0]) * rng.uniform(*config.twist_deg_range))
+        z_apex_endo = 0.0
+        rv_length = 1.0
+    epi_weight = float(rng.uniform(0.5, 0.7))
+    t_angle = rng.uniform(0.0, 2.0 * math.pi, size=2)
+    t_mag = np.array([rng.uniform(*config.translation_mm_range), rng.uniform(0.0, 0.5)])
+    trans_sys = (float(t_mag[0] * math.cos(t_angle[0])), float(t_mag[0] * math.sin(t_angle[0])))
+    trans_osc = (float(t_mag[1] * math.cos(t_angle[1])), float(t_mag[1] * math.sin(t_angle[1])))
+
+    geometry = HeartGeometry(
+        dim=config.dim,
+        center_mm=(float(centre[0]), float(centre[1])),
+        endo_radius_mm=endo,
+        epi_radius_mm=float(epi),
+        rv_direction=(float(e[0]), float(e[1])),
+        rv_width_mm=rv_width,
+        rv_insertion_deg=insertion,
+        rv_wall_mm=rv_wall,
+        z_base_mm=z_base,
+        z_taper_mm=z_taper,
+        z_apex_endo_mm=z_apex_endo,
+        z_apex_mm=z_apex,
+        rv_length_fraction=rv_length,
+    )
+    motion = PhantomMotion(
+        geometry=geometry,
+        n_frames=T,
+        ed_frame=config.ed_frame,
+        systole_frames=systole_frames,
+        cavity_shrink=shrink,
+        base_descent_mm=descent,
+        twist_base_deg=twist_base,
+        twist_apex_deg=twist_apex,
+        epi_twist_weight=epi_weight,
+        rv_shortening=rv_short,
+        translation_sys_mm=trans_sys,
+        translation_osc_mm=trans_osc,
+        falloff_mm=falloff_mm,
+    )
+    # analytic ES quantities of the equatorial (2D: the) slice
+    r_en_es = endo * math.sqrt(1.0 - shrink)
+    r_ep_es = math.sqrt(r_en_es**2 + (epi**2 - endo**2) / lam_es)
+    params: dict[str, Any] = {
+        "ef": ef,
+        "peak_circumferential_strain": strain,
+        "peak_radial_strain": (r_ep_es - r_en_es) / (epi - endo) - 1.0,
+        "ed_frame": config.ed_frame,
+        "es_frame": motion.es_frame,
+        "systole_frames": systole_frames,
+        "es_fraction": es_fraction,
+        "n_frames": T,
+        "frame_interval_ms": frame_interval,
+        "heart_rate_bpm": 60000.0 / (T * frame_interval),
+        "lv_center_mm": list(geometry.center_mm),
+        "endo_radius_mm": endo,
+        "epi_radius_mm": float(epi),
+        "wall_thickness_mm": float(thick),
+        "cavity_area_shrink": shrink,
+        "endo_radius_es_mm": r_en_es,
+        "epi_radius_es_mm": r_ep_es,
+        "epi_twist_weight": epi_weight,
+        "rv_direction": list(geometry.rv_direction),
+        "rv_width_mm": rv_width,
+        "rv_insertion_deg": insertion,
+        "rv_shortening": rv_short,
+        "rv_free_wall_motion_mm": rv_short * rv_width**2 / (rv_width + 3.0),
+        "translation_sys_mm": list(trans_sys),
+        "translation_osc_mm": list(trans_osc),
+    }
+    if config.dim == 3:
+        params.update(
+            base_twist_deg=twist_base,
+            apex_twist_deg=twist_apex,
+            base_descent_mm=descent,
+            peak_longitudinal_strain=-descent / length,
+            lv_length_mm=length,
+            z_base_mm=z_base,
+            z_taper_mm=z_taper,
+            z_apex_mm=z_apex,
+            z_apex_endo_mm=z_apex_endo,
+            rv_length_fraction=rv_length,
+        )
+    else:
+        params["twist_deg"] = twist_base
+    return motion, params
+
+
+def draw_appearance(
+    config: PhantomConfig, geometry: HeartGeometry, rng: np.random.Generator
+) -> tuple[PhantomAppearance, dict[str, Any]]:
+    """Draw textures, tissue intensities and the tag grid phase."""
+
+    def waves(k: int, lam_lo: float, lam_hi: float, lam_z: float) -> tuple[np.ndarray, np.ndarray]:
+        lam = rng.uniform(lam_lo, lam_hi, size=k)
+        ang = rng.uniform(0.0, 2.0 * math.pi, size=k)
+        w = np.stack([np.cos(ang) / lam, np.sin(ang) / lam, np.zeros(k)], axis=1)
+        if config.dim == 3:
+            w[:, 2] = rng.uniform(-1.0, 1.0, size=k) / lam_z
+        return w, rng.uniform(0.0, 2.0 * math.pi, size=k)
+
+    bw, bp = waves(20, 12.0, 50.0, 40.0)
+    mw, mp = waves(12, 4.0, 9.0, 16.0)
+    app = PhantomAppearance(
+        geometry=geometry,
+        background_waves=bw,
+        background_phases=bp,
+        myo_waves=mw,
+        myo_phases=mp,
+        background_mean=float(rng.uniform(0.45, 0.55)),
+        myo_level=float(rng.uniform(0.25, 0.35)),
+        rv_blood=float(rng.uniform(0.85, 0.95)),
+        tagged=config.tagged,
+        tag_spacing_mm=config.tag_spacing_mm,
+        tag_angle_deg=config.tag_angle_deg,
+        tag_offset_mm=(float(rng.uniform(0, config.tag_spacing_mm)), float(rng.uniform(0, config.tag_spacing_mm))),
+        tag_depth=config.tag_depth,
+        tag_fade=config.tag_fade,
+    )
+    info = {
+        "background_mean": app.background_mean,
+        "myo_intensity": app.myo_level,
+        "lv_blood_intensity": app.lv_blood,
+        "rv_blood_intensity": app.rv_blood,
+        "tagged": app.tagged,
+    }
+    if app.tagged:
+        info.update(
+            tag_spacing_mm=app.tag_spacing_mm, tag_angle_deg=app.tag_angle_deg, tag_depth=app.tag_depth, tag_fade=app.tag_fade
+        )
+    return app, info

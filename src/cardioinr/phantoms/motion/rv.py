@@ -1,0 +1,140 @@
+"""Stage 3 of the phantom motion: the RV free wall.
+
+Along each ray from the LV centre through the RV crescent, the band between the (deformed) LV
+epicardium and the RV free wall shortens by a fraction of its width (the free wall moves toward
+the septum); zero on the LV, fading beyond the free wall. The inverse solves one monotone scalar
+equation per ray by Newton. See :mod:`cardioinr.phantoms` for the whole map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cardioinr.phantoms.anatomy import HeartGeometry
+from cardioinr.phantoms.profiles import falloff, falloff_slope
+
+__all__ = ["RVShortening"]
+
+
+@dataclass(frozen=True)
+class RVShortening:
+    """Stage 3, forward and inverse, at a contraction state ``p`` in [0, 1].
+
+    Attributes (as in :class:`cardioinr.phantoms.PhantomMotion`):
+        geometry: the reference anatomy.
+        rv_shortening: peak fractional shortening of the RV cavity along rays from the LV centre.
+        cavity_shrink: peak LV cavity area shrink (locates the deformed LV epicardium in 2D).
+        base_descent_mm: peak base descent ``b``, mm (locates it in 3D; 0 in 2D).
+        falloff_mm: distance over which the motion fades beyond the free wall, mm.
+    """
+
+    geometry: HeartGeometry
+    rv_shortening: float
+    cavity_shrink: float
+    base_descent_mm: float
+    falloff_mm: float
+
+    def band(self, u: np.ndarray, z: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the RV motion acts along rays from the LV centre.
+
+        Args:
+            u: ``(N, 2)`` unit in-plane directions from the LV centre. z: ``(N,)`` positions, mm.
+            p: contraction state.
+
+        Returns:
+            ``r_in`` (start of the band: just beyond the LV epicardium as deformed at ``p``),
+            ``length`` (RV width on the ray plus the free wall) and ``w_eff`` (the RV width on
+            the ray, smoothly taken to 0 at the insertion points and outside the RV), mm, ``(N,)``.
+        """
+        g = self.geometry
+        rep2 = g.epi_r2(z)
+        centre, radius = g.rv_circle(z, rep2, g.rv_scale(z))
+        dvec = centre - np.asarray(g.center_mm)[None, :]
+        b = dvec[:, 0] * u[:, 0] + dvec[:, 1] * u[:, 1]
+        disc = radius**2 - (dvec[:, 0] ** 2 + dvec[:, 1] ** 2 - b * b)
+        rho_out = b + np.sqrt(np.maximum(disc, 0.0))  # where the ray leaves the RV disc
+        w = np.where(disc > 0, np.maximum(rho_out - np.sqrt(rep2), 0.0), 0.0)
+        w_eff = w * w / (w + 3.0)  # C1 at w = 0 (no kink in the field at the insertion points)
+        if g.dim == 2:
+            # the deformed epicardium is exactly the circle r_ep(p)^2 = R_ep^2 - k R_en^2
+            r_ep2 = g.epi_radius_mm**2 - self.cavity_shrink * p * g.endo_radius_mm**2
+            r_in = np.full(z.shape, math.sqrt(r_ep2) + 0.5)
+        else:
+            # material now at z came from Z in [z - b p, z] (descent), whose deformed epicardial
+            # radius is at most R_ep(Z) / sqrt(lambda) <= R_ep(z - b p) / sqrt(lambda)
+            lam = 1.0 - self.base_descent_mm * p / g.long_axis_mm
+            r_ep = np.sqrt(g.epi_r2(z - self.base_descent_mm * p) / lam)
+            r_in = np.minimum(r_ep, g.epi_radius_mm) + 1.0
+        return r_in, w_eff + g.rv_wall_mm, w_eff
+
+    def profile(self, R: np.ndarray, r_in: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Radial weight of the RV motion and its derivative d/dR: rises 0 -> 1 across the band
+        ``[r_in, r_in + length]``, falls back to 0 over ``falloff_mm`` beyond it."""
+        s_in = (R - r_in) / length
+        s_out = (R - r_in - length) / self.falloff_mm
+        inside = s_in < 1.0
+        val = np.where(inside, 1.0 - falloff(s_in), falloff(s_out))
+        der = np.where(inside, -falloff_slope(s_in) / length, falloff_slope(s_out) / self.falloff_mm)
+        return val, der
+
+    def polar(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """In-plane offsets ``(N, 2)`` from the LV centre, their lengths ``(N,)`` mm and unit
+        directions ``(N, 2)`` (0 at the centre)."""
+        c = self.geometry.center_mm
+        d = x[:, :2] - np.asarray(c)[None, :]
+        R = np.hypot(d[:, 0], d[:, 1])
+        u = d / np.where(R > 0, R, 1.0)[:, None]
+        return d, R, u
+
+    def sector(self, x: np.ndarray) -> np.ndarray:
+        """Indices of points within the RV's angular sector about the LV centre (the crescent
+        lies within +-rv_insertion_deg of the RV direction; elsewhere ``w_eff = 0``)."""
+        g = self.geometry
+        dx = x[:, 0] - g.center_mm[0]
+        dy = x[:, 1] - g.center_mm[1]
+        along = dx * g.rv_direction[0] + dy * g.rv_direction[1]
+        cos_lim = math.cos(math.radians(min(g.rv_insertion_deg + 5.0, 180.0)))
+        return np.flatnonzero(along > cos_lim * np.hypot(dx, dy))
+
+    def forward(self, x: np.ndarray, p: float) -> np.ndarray:
+        """Stage 3 forward: along each ray from the LV centre, ``R -> R - a B(R)`` with
+        ``a = rv_shortening p w_eff``: the RV band shortens, the LV (inside ``r_in``) stays."""
+        out = x.copy()
+        if self.rv_shortening * p == 0.0:
+            return out
+        idx = self.sector(x)
+        xs = x[idx]
+        _, R, u = self.polar(xs)
+        r_in, length, w_eff = self.band(u, xs[:, 2], p)
+        val, _ = self.profile(R, r_in, length)
+        out[idx, :2] -= (self.rv_shortening * p * w_eff * val)[:, None] * u
+        return out
+
+    def inverse(self, x: np.ndarray, p: float, tol: float = 1e-11, max_iter: int = 50) -> np.ndarray:
+        """Stage 3 inverse: per ray, solve ``R - a B(R) = r`` by Newton (the left side is
+        increasing with slope >= 1 - 1.5 rv_shortening > 0, so the root is unique)."""
+        y = x.copy()
+        if self.rv_shortening * p == 0.0:
+            return y
+        idx = self.sector(x)
+        xs = x[idx]
+        _, r, u = self.polar(xs)
+        r_in, length, w_eff = self.band(u, xs[:, 2], p)
+        amp = self.rv_shortening * p * w_eff
+        act = (amp > 0) & (r > r_in - amp)
+        idx, a, rr, ri, ln, u = idx[act], amp[act], r[act], r_in[act], length[act], u[act]
+        R = rr.copy()
+        for _ in range(max_iter):
+            if idx.size == 0:
+                break
+            val, der = self.profile(R, ri, ln)
+            step = (R - a * val - rr) / (1.0 - a * der)
+            R = np.clip(R - step, rr, rr + a)
+            if np.max(np.abs(step)) < tol:
+                break
+        # move along the ray by the solved radius change (points elsewhere keep their bits)
+        y[idx, :2] += u * (R - rr)[:, None]
+        return y
