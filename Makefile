@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cardioinr-installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: install demo test bench bench-priors bench-peers bench-scale clean
+.PHONY: install demo test test-fast bench bench-priors bench-peers bench-scale clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests marked slow (end-to-end runs, kills, fuzzing, golden).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/fit_bench.py --out bench_out/fit
