@@ -1,0 +1,232 @@
+"""The report's sections, one function each, in page order (:data:`SECTIONS`, the element ids):
+``input`` (sequence summary), ``fit`` (settings, timings, loss curve), ``strain`` (global and
+segmental strain curves, peak table, agreement with ``strain.csv``), ``bullseye`` (AHA bull's
+eyes at peak strain and the segment map), ``cavity`` (LV area/volume curve, EF, rotation/twist),
+``motion`` (animated deformed grid and propagated contours), ``folding`` (negative Jacobian
+determinant), ``accuracy`` (Dice/HD95/EPE when ``metrics.json`` holds ``"evaluation"``).
+
+Each returns the section's HTML; a missing input makes the section say what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cardioinr.analysis.strain import AHA_NAMES, GLOBAL, StrainResult
+from cardioinr.core.errors import CardioInrError
+from cardioinr.outputs.contract import DISPLACEMENT, FIELD, METRICS, STRAIN
+from cardioinr.outputs.folder import FitFolder, first_line
+from cardioinr.outputs.report.animation import motion_gif
+from cardioinr.outputs.report.figures import (COLOURS, bullseye_figure, cavity_figure, folding_figure, loss_figure,
+                                              segment_map_figure, strain_figure)
+from cardioinr.outputs.report.html import Raw, esc, flatten, img, kv, note, num, section, table
+from cardioinr.outputs.tables import read_strain_csv
+
+__all__ = ["SECTIONS", "accuracy_section", "bullseye_section", "cavity_section", "fit_section", "folding_section",
+           "input_section", "motion_section", "strain_section"]
+SECTIONS = ("input", "fit", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
+
+
+def input_section(f: FitFolder) -> str:
+    ms = f.metrics.get("sequence", {}) if isinstance(f.metrics.get("sequence"), dict) else {}
+    sp = f.spacing
+    items = [
+        ("name", ms.get("name") or (f.seq.name if f.seq else f.path.name)),
+        ("grid (X, Y, Z)", " x ".join(str(s) for s in f.shape)),
+        ("frames", f.n_frames),
+        ("voxel size (mm)", " x ".join(f"{s:.3g}" for s in sp)),
+        ("frame interval (ms)", f"{f.frame_interval_ms:.4g}"),
+        ("reference frame", f.ref_frame),
+        ("cycle (ms)", f"{f.n_frames * f.frame_interval_ms:.0f}"),
+        ("motion", "2D+t (single slice)" if f.shape[2] == 1 else "3D+t (stack)"),
+        ("label map", ", ".join(f"{n} = {c}" for n, c in f.label_map.items())),
+        ("source", ms.get("source") or (f.seq.meta.get("source") if f.seq else None) or "unknown"),
+        ("image shown", "yes" if f.seq is not None else "no"),
+        ("field", f"{FIELD} (continuous)" if f.field is not None else "dense displacement only"),
+    ]
+    body = kv(items)
+    if f.ref_labels is not None:
+        rows = []
+        vox = float(np.prod(sp[:2])) if f.shape[2] == 1 else float(np.prod(sp)) / 1000.0
+        unit = "mm²" if f.shape[2] == 1 else "ml"
+        for name, code in f.label_map.items():
+            n = int(np.sum(f.ref_labels == code))
+            rows.append([name, code, n, n * vox])
+        body += "<h3>Reference labels</h3>" + table(["structure", "code", "voxels", f"size ({unit})"], rows)
+    return section("input", "Input", body)
+
+
+def fit_section(f: FitFolder) -> str:
+    m = f.metrics
+    if not m:
+        return section("fit", "Fit", note(f"{METRICS} not found: nothing to show about the fit"))
+    keys = [("fit time (s)", "fit_seconds"), ("total time (s)", "total_seconds"), ("steps", "steps"),
+            ("restarts", "restarts"), ("% negative det F (grid)", "percent_negative_jacobian"),
+            ("% negative det F (heart)", "percent_negative_jacobian_heart"),
+            ("min det F", "min_jacobian_determinant"), ("max |u| (mm)", "max_displacement_mm"),
+            ("cardioinr", "cardioinr_version")]
+    body = kv([(label, num(m[k]) if not isinstance(m[k], str) else m[k]) for label, k in keys if k in m])
+    parts = [body]
+    curve = m.get("loss_curve")
+    row = []
+    if isinstance(curve, list) and len(curve) > 1:
+        row.append("<div>" + img(loss_figure(curve, m.get("steps")), "loss curve", width=560) + "</div>")
+    fl = m.get("final_losses")
+    if isinstance(fl, Mapping) and fl:
+        row.append("<div><h3>Final losses</h3>" + table(["term", "value"], [[k, v] for k, v in fl.items()]) + "</div>")
+    if row:
+        parts.append('<div class="row">' + "".join(row) + "</div>")
+    cfg = m.get("config")
+    if isinstance(cfg, Mapping) and cfg:
+        flat = flatten(cfg)
+        half = (len(flat) + 2) // 3
+        cols = [flat[i:i + half] for i in range(0, len(flat), half)]
+        parts.append("<h3>Settings</h3>" + '<div class="row">' + "".join(
+            "<div>" + table(["setting", "value"], [[k, v if not isinstance(v, (list, tuple)) else ", ".join(map(str, v))] for k, v in c]) + "</div>"
+            for c in cols) + "</div>")
+    return section("fit", "Fit", "".join(parts))
+
+
+def _compare_csv(f: FitFolder, s: StrainResult) -> str:
+    path = f.path / STRAIN
+    if not path.is_file():
+        return f'<p class="muted">No {STRAIN} in the folder; values below are computed for this report.</p>'
+    try:
+        rows = read_strain_csv(path)
+    except CardioInrError as e:
+        return note(f"{STRAIN} unreadable ({first_line(e)})", bad=True)
+    ours = {(r["frame"], r["region"]): r for r in s.rows()}
+    worst = 0.0
+    missing = 0
+    for r in rows:
+        o = ours.get((r["frame"], r["region"]))
+        if o is None:
+            missing += 1
+            continue
+        for c in ("radial_pct", "circumferential_pct", "longitudinal_pct"):
+            a, b = r[c], o[c]
+            if np.isfinite(a) and np.isfinite(b):
+                worst = max(worst, abs(a - b))
+            elif np.isfinite(a) != np.isfinite(b):
+                worst = math.inf
+    if missing or len(rows) != len(ours) or worst > 0.05:
+        return note(f"{STRAIN} differs from this report's analysis (largest difference {worst:.3g} points, "
+                     f"{len(rows)} rows vs {len(ours)}); it was written by other settings or another version", bad=True)
+    return f'<p class="muted ok">{STRAIN} matches this analysis (within 0.05 percentage points).</p>'
+
+
+def strain_section(f: FitFolder, s: StrainResult | None, why: str | None) -> str:
+    if s is None:
+        return section("strain", "Strain", note(f"strain not computed: {why}"))
+    src = (f"exact gradients of the continuous field ({FIELD})" if s.source == "field"
+           else f"finite differences of {DISPLACEMENT}")
+    body = [f'<p class="muted">Lagrangian strain from {esc(src)}; engineering strain sqrt(1 + 2 e·E·e) − 1 '
+            f"averaged over {int(s.n_voxels[0])} myocardial voxels of the reference frame. Directions: long axis "
+            f"({', '.join(f'{v + 0.0:.3g}' for v in s.frame.long_axis)}) in array axes (base → apex, from {esc(s.frame.apex_from)}), "
+            f"septum from {esc(s.frame.septum_source)}.</p>", _compare_csv(f, s)]
+    body.append(img(strain_figure(s), "strain curves"))
+    rows = []
+    for r, n in zip(s.regions, s.n_voxels):
+        p = s.peaks(r)
+        name = "global" if r == GLOBAL else f"{int(r[3:])} {AHA_NAMES[int(r[3:])]}"
+        rows.append([name, int(n), p["radial_pct"], p["circumferential_pct"], p["longitudinal_pct"]])
+    body.append("<h3>Peak engineering strain (%) over the cycle</h3>"
+                + table(["region", "voxels", "radial (max)", "circumferential (min)", "longitudinal (min)"], rows))
+    return section("strain", "Strain over the cycle", "".join(body))
+
+
+def bullseye_section(f: FitFolder, s: StrainResult | None, k: int) -> str:
+    if s is None or len(s.regions) < 2:
+        return section("bullseye", "AHA segments", note("no segmental strain (needs a myocardium label)"))
+    t = s.peak_frame()
+    row = ('<div class="row"><div>' + img(bullseye_figure(s, t), "bull's eye") + "</div><div>"
+           + img(segment_map_figure(s, f, k), "segment map", width=300) + "</div></div>")
+    level = f" Single slice, numbered as the {esc(s.config.slice_level_2d)} level." if s.dim == 2 else ""
+    return section("bullseye", "AHA bull's eye at peak strain",
+                    f'<p class="muted">Segment means of engineering strain (%) at frame {t} '
+                    f"({s.times_ms[t]:.0f} ms, peak global circumferential shortening). Grey: no myocardium in "
+                    f"that segment.{level}</p>" + row)
+
+
+def cavity_section(s: StrainResult | None, why: str | None) -> str:
+    if s is None:
+        return section("cavity", "LV cavity and ejection fraction", note(f"not computed: {why}"))
+    ef, ed, es = s.ejection()
+    what = "area" if s.cavity_unit == "mm^2" else "volume"
+    unit = "mm²" if s.cavity_unit == "mm^2" else "ml"
+    cav = s.cavity_best
+    items: list[tuple[str, Any]] = [("EF (%)", Raw(f'<span class="big">{num(ef, 1)}</span>'))]
+    if cav is not None and ed >= 0:
+        items += [(f"ED {what} ({unit})", f"{cav[ed]:.4g} (frame {ed})"), (f"ES {what} ({unit})", f"{cav[es]:.4g} (frame {es})")]
+    if s.cavity is not None and s.cavity_jacobian is not None:
+        from cardioinr.analysis.strain import ejection_fraction
+
+        items.append(("EF from ∫det F (%)", num(ejection_fraction(s.cavity_jacobian)[0], 1)))
+    if s.twist_deg is not None:
+        items.append(("peak twist (°)", num(s.summary()["peak_twist_deg"], 2)))
+        if s.torsion_deg_per_cm is not None:
+            items.append(("peak torsion (°/cm)", num(s.summary()["peak_torsion_deg_per_cm"], 2)))
+    else:
+        items.append(("peak rotation (°)", num(s.summary()["peak_rotation_deg"][GLOBAL], 2)))
+    src = "propagated labels" if s.cavity is not None else "∫ det F over the reference cavity (no propagated labels)"
+    body = kv(items) + f'<p class="muted">EF = (max − min) / max of the LV cavity {what} from {esc(src)}.' \
+        + (" A single slice gives an area fraction, not a volumetric EF." if s.dim == 2 else "") + "</p>"
+    return section("cavity", "LV cavity, ejection fraction and rotation", body + img(cavity_figure(s), "cavity curve"))
+
+
+def motion_section(f: FitFolder, k: int) -> tuple[str, int]:
+    gif, n = motion_gif(f, k)
+    what = "image" if f.seq is not None else "no image (input cine not available)"
+    body = (f'<p class="muted">Reference grid (6 mm) carried by the motion and propagated label contours '
+            f'(<span style="color:{COLOURS["LV"]}">LV</span>, <span style="color:{COLOURS["MYO"]}">MYO</span>, '
+            f'<span style="color:{COLOURS["RV"]}">RV</span>) over the {what}'
+            + (f", slice {k} of {f.shape[2]}" if f.shape[2] > 1 else "") + f"; {n} frames, looping.</p>"
+            + img(gif, "motion animation", mime="image/gif", width=420))
+    return section("motion", "Motion", body), n
+
+
+def folding_section(f: FitFolder, k: int) -> str:
+    stats, fig = folding_figure(f, k)
+    pct = stats["percent_folded"]
+    cls = "ok" if pct == 0 else "warn"
+    items = [("% voxels x frames with det F <= 0", Raw(f'<span class="big {cls}">{num(pct, 4)}</span>')),
+             ("min det F", num(stats["min_det"], 3))]
+    heart = f.metrics.get("percent_negative_jacobian_heart")
+    if heart is not None:
+        items.append(("% folded near the heart (fit)", num(heart, 4)))
+    body = kv(items) + f'<p class="muted">det F from central differences of {DISPLACEMENT} on the grid; ' \
+        "negative values mean the motion folds (non-physical). Left: the smallest det F over all frames" \
+        + (f" (slice {k})" if f.shape[2] > 1 else "") + ", folded voxels in red.</p>" + img(fig, "folding map")
+    return section("folding", "Folding check", body)
+
+
+def accuracy_section(f: FitFolder) -> str:
+    ev = f.metrics.get("evaluation")
+    if not isinstance(ev, Mapping) or not ev:
+        return section("accuracy", "Accuracy", f'<p class="muted">No ground-truth evaluation in {METRICS} '
+                        '(run <code>cardioinr evaluate</code> or fit a phantom with its truth).</p>')
+    parts = []
+    labels = ev.get("labels")
+    if isinstance(labels, Mapping) and isinstance(labels.get("summary"), Mapping):
+        rows = [[name, d.get("n_frames"), d.get("dice_mean"), d.get("dice_min"), d.get("hd95_mean"), d.get("hd95_max")]
+                for name, d in labels["summary"].items() if isinstance(d, Mapping)]
+        parts.append("<h3>Propagated labels</h3>" + table(
+            ["structure", "frames", "Dice mean", "Dice min", "HD95 mean (mm)", "HD95 max (mm)"], rows))
+    epe = ev.get("epe")
+    if isinstance(epe, Mapping):
+        rows = [[region, d.get("mean"), d.get("median"), d.get("p95"), d.get("max")]
+                for region, d in epe.items() if isinstance(d, Mapping)]
+        parts.append("<h3>End-point error (mm)</h3>" + table(["region", "mean", "median", "p95", "max"], rows))
+    fold = ev.get("folding")
+    if isinstance(fold, Mapping):
+        rows = [[region, d.get("percent_folded"), d.get("min_det")] for region, d in fold.items() if isinstance(d, Mapping)]
+        parts.append("<h3>Folding</h3>" + table(["region", "% det F <= 0", "min det F"], rows))
+    other = [(k, v) for k, v in flatten({k: v for k, v in ev.items() if k not in ("labels", "epe", "folding")})
+             if not isinstance(v, (list, dict))]
+    if other:
+        parts.append("<h3>Other</h3>" + table(["quantity", "value"], [[k, v] for k, v in other]))
+    return section("accuracy", "Accuracy against ground truth", "".join(parts) or note("evaluation holds no tables"))
