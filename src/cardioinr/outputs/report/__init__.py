@@ -21,7 +21,7 @@ with the recomputation and a mismatch is flagged on the page.
 Modules: :mod:`~cardioinr.outputs.report.build` (:func:`build_report`: assemble the page, write it),
 :mod:`~cardioinr.outputs.report.sections` (each section's HTML), :mod:`~cardioinr.outputs.report.figures`
 (matplotlib figures), :mod:`~cardioinr.outputs.report.animation` (the motion GIF and its palette),
-:mod:`~cardioinr.outputs.report.html` (escaping, numbers, tables, notes, CSS).
+:mod:`~cardioinr.outputs.report.markup` (escaping, numbers, tables, notes, CSS).
 """
 
 from cardioinr.outputs.report.build import build_report

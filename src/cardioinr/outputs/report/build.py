@@ -15,7 +15,7 @@ from cardioinr.io import Sequence, write_text_atomic
 from cardioinr.outputs.contract import REPORT
 from cardioinr.outputs.folder import FitFolder, first_line, load_fit_folder
 from cardioinr.outputs.report.figures import display_slice
-from cardioinr.outputs.report.html import CSS, esc, note, num
+from cardioinr.outputs.report.markup import CSS, esc, note, num
 from cardioinr.outputs.report.sections import (SECTIONS, accuracy_section, bullseye_section, cavity_section,
                                                fit_section, folding_section, input_section, motion_section,
                                                strain_section)

@@ -23,7 +23,7 @@ from cardioinr.outputs.folder import FitFolder, first_line
 from cardioinr.outputs.report.animation import motion_gif
 from cardioinr.outputs.report.figures import (COLOURS, bullseye_figure, cavity_figure, folding_figure, loss_figure,
                                               segment_map_figure, strain_figure)
-from cardioinr.outputs.report.html import Raw, esc, flatten, img, kv, note, num, section, table
+from cardioinr.outputs.report.markup import Raw, esc, flatten, img, kv, note, num, section, table
 from cardioinr.outputs.tables import read_strain_csv
 
 __all__ = ["SECTIONS", "accuracy_section", "bullseye_section", "cavity_section", "fit_section", "folding_section",

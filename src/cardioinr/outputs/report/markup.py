@@ -3,7 +3,7 @@ inline images and the page's CSS. Nothing here reads a fit folder or draws a fig
 
 from __future__ import annotations
 
-import html  # the standard library's module (imports are absolute), not this one
+import html
 import math
 from collections.abc import Mapping
 from typing import Any
