@@ -15,23 +15,18 @@ from cardioinr.core.errors import ConfigError, InputError
 from cardioinr.fit.fields import FieldConfig, MotionField
 from cardioinr.io import LabelMap, make_affine
 from cardioinr.phantoms import PhantomConfig, make_phantom
-from cardioinr.analysis.strain import (
-    CSV_COLUMNS,
-    CYCLE_COLUMNS,
-    StrainConfig,
-    aha_segments,
-    analyse_displacement,
-    analyse_field,
-    cardiac_frame,
-    cavity_sizes,
+from cardioinr.analysis.aha import aha_segments, segment_of_angle
+from cardioinr.analysis.cardiac_frame import cardiac_frame
+from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
+from cardioinr.analysis.config import StrainConfig
+from cardioinr.analysis.kinematics import (
     deformation_gradient_dense,
     deformation_gradient_field,
-    ejection_fraction,
     engineering_strain,
     green_strain,
     normal_strain,
-    segment_of_angle,
 )
+from cardioinr.analysis.strain import CSV_COLUMNS, CYCLE_COLUMNS, analyse_displacement, analyse_field
 from cardioinr.outputs.tables import read_strain_csv, write_cycle_csv, write_strain_csv
 
 torch.set_num_threads(2)

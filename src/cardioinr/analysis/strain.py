@@ -11,10 +11,12 @@ Strain
 strain tensor. Two routes give ``du/dX``:
 
 * :func:`analyse_fit`: from the continuous field, *exactly* (forward-mode autodiff through
-  :meth:`cardioinr.fit.fields.MotionField.displacement_and_jacobian`), all frames at once;
+  :meth:`cardioinr.fit.fields.MotionField.displacement_and_jacobian`), all frames at once
+  (:func:`~cardioinr.analysis.kinematics.deformation_gradient_field`);
 * :func:`analyse_displacement`: from a dense ``(X, Y, Z, T, 3)`` array by central finite
   differences in mm (``np.gradient``; one-sided at the array border), so that any method's
-  output (a peer's registration, the phantom's truth) is analysed identically.
+  output (a peer's registration, the phantom's truth) is analysed identically
+  (:func:`~cardioinr.analysis.kinematics.deformation_gradient_dense`).
 
 For a unit direction ``e`` in the reference configuration two numbers are reported:
 
@@ -27,39 +29,12 @@ For a unit direction ``e`` in the reference configuration two numbers are report
 Both are first computed per voxel and then averaged over a region (so ``radial_pct`` is the mean
 of per-voxel engineering strains, not ``sqrt(1 + 2 mean E_rr) - 1``).
 
-Local cardiac directions (:class:`CardiacFrame`)
------------------------------------------------
-* *long axis* ``l``: the array k axis (short-axis stacks, the default) or a line fitted through
-  the per-slice LV centres (``StrainConfig(long_axis="fit")``); oriented base -> apex. In 3D the
-  base is the end of the stack with the larger LV cross-section (``apex_direction="auto"``),
-  else, and for a single slice, the scanner geometry decides (the apex points to the patient's
-  left, anterior and inferior, ``(-1, 1, -1)`` in RAS world coordinates); ``"+k"``/``"-k"`` force it.
-* *centre*: per slice, the centroid of the LV cavity and myocardium together (``centre="lv+myo"``,
-  robust at apical slices without a cavity) or of the cavity only (``"lv"``); on the fitted line
-  in ``long_axis="fit"`` mode.
-* *radial* ``r``: from the centre to the point, perpendicular to ``l``; *circumferential*
-  ``c = l x r``; *longitudinal* ``l``. In 2D ``l`` is normal to the slice and only ``r`` and ``c``
-  are used (the field's 2 x 2 gradient).
-
-Angles and AHA segments
+Directions and segments
 -----------------------
-The angle ``theta`` of a point about the LV centre is measured counter-clockwise *as seen from
-the apex* (right-handed about the base -> apex axis in physical space; the affine's handedness is
-taken into account), which is how the AHA bull's eye is drawn (anterior up, septum left,
-segments numbered counter-clockwise). The septum direction is the direction from the LV centre to
-the RV centroid of the slice (or of the whole stack for slices without RV, or, with no RV label at
-all, ``septum_direction_deg``: an angle in the array (i, j) plane measured from +i toward +j).
-Relative to it, the six segments of a basal or mid slice are 60 degrees wide and centred at
--90 (anterior), -30 (anteroseptal), +30 (inferoseptal), +90 (inferior), +150 (inferolateral) and
--150 degrees (anterolateral); the four apical segments are 90 degrees wide and centred at -90
-(anterior), 0 (septal), +90 (inferior) and 180 (lateral).
-
-Levels: in a 3D stack, the myocardium's extent along the long axis (voxel edges included) is cut
-into thirds: basal (segments 1-6), mid (7-12) and apical (13-16); with
-``StrainConfig(apex_segment=True)`` myocardium beyond the apical end of the LV cavity is the
-apex (17) and the thirds cover the cavity's extent. A single slice is one level, ``mid``
-(segments 7-12) by default because 2D cines are usually mid-ventricular
-(``StrainConfig(slice_level_2d="basal" | "apical")`` otherwise).
+The radial ``r``, circumferential ``c`` and longitudinal ``l`` directions and the angles come
+from :class:`~cardioinr.analysis.cardiac_frame.CardiacFrame` (:mod:`cardioinr.analysis.cardiac_frame`),
+the AHA segments and levels from :mod:`cardioinr.analysis.aha`, the cavity curve and EF from
+:mod:`cardioinr.analysis.cavity`; all are set by :class:`~cardioinr.analysis.config.StrainConfig`.
 
 Cavity, EF, rotation and twist
 ------------------------------
@@ -81,38 +56,42 @@ rows for ``strain.csv`` of the output contract (columns :data:`CSV_COLUMNS`, wri
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from cardioinr.core.errors import ConfigError, InputError
-from cardioinr.io import ACDC, LabelMap, Sequence, spacing_from_affine
+from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name
+from cardioinr.analysis.cardiac_frame import CardiacFrame, _check_ref_labels, _voxel_points, cardiac_frame
+from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
+from cardioinr.analysis.config import StrainConfig
+from cardioinr.analysis.kinematics import (
+    _FieldLike,
+    deformation_gradient_dense,
+    deformation_gradient_field,
+    det_f,
+    engineering_strain,
+    green_strain,
+    normal_strain,
+)
+from cardioinr.analysis.metrics import json_ready
+from cardioinr.core.errors import InputError
+from cardioinr.io import ACDC, LabelMap, Sequence
 
+# AHA_NAMES, GLOBAL, StrainConfig and ejection_fraction are re-exported: cardioinr.outputs imports
+# them from here.
 __all__ = [
     "AHA_NAMES",
     "CSV_COLUMNS",
     "CYCLE_COLUMNS",
-    "CardiacFrame",
+    "GLOBAL",
     "StrainConfig",
     "StrainResult",
-    "aha_segments",
     "analyse_displacement",
     "analyse_field",
     "analyse_fit",
     "analyse_fit_result",
-    "cardiac_frame",
-    "cavity_sizes",
-    "deformation_gradient_dense",
-    "deformation_gradient_field",
     "ejection_fraction",
-    "engineering_strain",
-    "green_strain",
-    "normal_strain",
-    "region_name",
-    "segment_of_angle",
 ]
 
 #: Columns of ``strain.csv``, in order. ``E_*`` are mean Green-Lagrange normal strains
@@ -126,560 +105,7 @@ CYCLE_COLUMNS = ("frame", "time_ms", "lv_cavity", "lv_cavity_jacobian", "cavity_
                  "rotation_basal_deg", "rotation_mid_deg", "rotation_apical_deg", "twist_deg",
                  "torsion_deg_per_cm")
 
-AHA_NAMES: dict[int, str] = {
-    1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
-    5: "basal inferolateral", 6: "basal anterolateral",
-    7: "mid anterior", 8: "mid anteroseptal", 9: "mid inferoseptal", 10: "mid inferior",
-    11: "mid inferolateral", 12: "mid anterolateral",
-    13: "apical anterior", 14: "apical septal", 15: "apical inferior", 16: "apical lateral",
-    17: "apex",
-}
-
-GLOBAL = "global"
-_LEVEL_FIRST = {"basal": 1, "mid": 7, "apical": 13}
 _COMPONENTS = ("radial", "circumferential", "longitudinal")
-# Physical base -> apex direction of a typical heart in RAS world coordinates (left, anterior, inferior).
-_APEX_RAS = np.array([-1.0, 1.0, -1.0]) / math.sqrt(3.0)
-
-
-def region_name(segment: int) -> str:
-    """CSV region name of an AHA segment: ``aha01`` .. ``aha17`` (``global`` is the whole myocardium)."""
-    return f"aha{int(segment):02d}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StrainConfig:
-    """How local directions and AHA segments are defined (see the module docstring).
-
-    Attributes:
-        long_axis: ``"k"`` (array k axis; short-axis stacks) or ``"fit"`` (line through the
-            per-slice LV centres; 3D only, falls back to ``"k"`` with fewer than 2 slices).
-        apex_direction: ``"auto"``, ``"+k"`` or ``"-k"``: which way along k the apex lies.
-        centre: ``"lv+myo"`` or ``"lv"``: what the per-slice centre is the centroid of.
-        septum_from_rv: take the septum direction from the RV label when present.
-        septum_direction_deg: septum direction without an RV label: angle in the array (i, j)
-            plane from +i toward +j, degrees (180 = toward -i).
-        slice_level_2d: AHA level of a single slice: ``"basal"``, ``"mid"`` or ``"apical"``.
-        apex_segment: in 3D, label myocardium beyond the LV cavity's apical end as segment 17.
-        chunk: points per forward-mode evaluation of a field (memory bound).
-    """
-
-    long_axis: str = "k"
-    apex_direction: str = "auto"
-    centre: str = "lv+myo"
-    septum_from_rv: bool = True
-    septum_direction_deg: float = 180.0
-    slice_level_2d: str = "mid"
-    apex_segment: bool = False
-    chunk: int = 8192
-
-    def __post_init__(self) -> None:
-        checks = {"long_axis": ("k", "fit"), "apex_direction": ("auto", "+k", "-k"), "centre": ("lv+myo", "lv"),
-                  "slice_level_2d": ("basal", "mid", "apical")}
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"strain {name} {getattr(self, name)!r}: choose from {', '.join(allowed)}")
-        if not math.isfinite(float(self.septum_direction_deg)):
-            raise ConfigError("strain septum_direction_deg must be a finite angle")
-        if int(self.chunk) < 1:
-            raise ConfigError("strain chunk must be positive")
-
-
-# ---------------------------------------------------------------------------------------------
-# Tensor maths (pure, any leading shape)
-# ---------------------------------------------------------------------------------------------
-
-
-def green_strain(F: np.ndarray) -> np.ndarray:
-    """Green-Lagrange strain ``E = (F^T F - I) / 2``.
-
-    Args:
-        F: deformation gradients ``(..., D, D)`` (``F[..., i, j] = dx_i / dX_j``).
-
-    Returns:
-        ``(..., D, D)`` symmetric, dimensionless; zero for any rigid motion.
-    """
-    F = np.asarray(F, dtype=np.float64)
-    if F.ndim < 2 or F.shape[-1] != F.shape[-2]:
-        raise InputError(f"deformation gradients must be (..., D, D), got shape {F.shape}")
-    C = np.einsum("...ki,...kj->...ij", F, F)
-    return 0.5 * (C - np.eye(F.shape[-1]))
-
-
-def normal_strain(E: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Green normal strain along unit directions, ``e^T E e``.
-
-    Args:
-        E: ``(..., D, D)`` strain tensors.
-        e: ``(..., D)`` unit directions (reference configuration), broadcast against ``E``.
-
-    Returns:
-        ``(...)`` dimensionless.
-    """
-    E = np.asarray(E, dtype=np.float64)
-    e = np.asarray(e, dtype=np.float64)
-    return np.einsum("...i,...ij,...j->...", e, E, e)
-
-
-def engineering_strain(E_ee: np.ndarray) -> np.ndarray:
-    """Engineering (Lagrangian) strain ``sqrt(1 + 2 E_ee) - 1`` from a Green normal strain.
-
-    This is the relative change of length ``|F e| - 1`` of a fibre along ``e``: a fibre
-    shortened by 20 % has ``E_ee = -0.18`` and engineering strain ``-0.20``. Round-off below -1/2
-    is clipped (a fibre cannot have negative length).
-    """
-    return np.sqrt(np.maximum(1.0 + 2.0 * np.asarray(E_ee, dtype=np.float64), 0.0)) - 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Deformation gradients: from a continuous field (exact) or a dense array (finite differences)
-# ---------------------------------------------------------------------------------------------
-
-
-class _FieldLike(Protocol):
-    dim: int
-
-    def displacement_and_jacobian(self, x_mm: Any, t: Any = None) -> tuple[Any, Any]: ...
-
-
-def deformation_gradient_field(field_: _FieldLike, points_mm: np.ndarray, chunk: int = 8192
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    """Displacement and exact deformation gradient of a continuous field at reference points.
-
-    Args:
-        field_: a :class:`~cardioinr.fit.fields.MotionField` (or anything with ``dim`` and
-            ``displacement_and_jacobian(x_mm (N, D)) -> (u (N, T, D), du/dx (N, T, D, D))``).
-        points_mm: ``(N, 3)`` (or ``(N, D)``) reference points, array-aligned mm.
-        chunk: points per evaluation.
-
-    Returns:
-        ``u`` ``(N, T, D)`` mm and ``F = I + du/dX`` ``(N, T, D, D)``, float64, every frame.
-    """
-    import torch
-
-    d = int(field_.dim)
-    pts = np.asarray(points_mm, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] < d:
-        raise InputError(f"points must be (N, {d}) or (N, 3) mm, got shape {pts.shape}")
-    ref = getattr(field_, "centre", None)
-    device = ref.device if isinstance(ref, torch.Tensor) else torch.device("cpu")
-    us, Fs = [], []
-    with torch.no_grad():
-        for i in range(0, max(len(pts), 1), chunk):
-            x = torch.as_tensor(pts[i:i + chunk, :d], dtype=torch.float32, device=device)
-            if x.shape[0] == 0:
-                break
-            u, g = field_.displacement_and_jacobian(x)
-            us.append(u.detach().double().cpu().numpy())
-            Fs.append(g.detach().double().cpu().numpy())
-    if not us:
-        t = int(getattr(field_, "n_frames", 0))
-        return np.zeros((0, t, d)), np.zeros((0, t, d, d))
-    u = np.concatenate(us)
-    F = np.concatenate(Fs) + np.eye(d)
-    return u, F
-
-
-def _masked_derivative(comp: np.ndarray, inside: np.ndarray, h: float, axis: int) -> np.ndarray:
-    """Derivative of ``comp`` along ``axis`` (step ``h`` mm) using, where possible, only
-    neighbours inside ``inside``: central if both neighbours are inside, one-sided if one is,
-    plain central (``np.gradient``) if neither is. Same shape as ``comp``."""
-    g = np.gradient(comp, h, axis=axis)
-    n = comp.shape[axis]
-    if n < 2:
-        return g
-    lo = [slice(None)] * comp.ndim
-    hi = [slice(None)] * comp.ndim
-    lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-    lo, hi = tuple(lo), tuple(hi)
-    step = (comp[hi] - comp[lo]) / h  # forward difference of the lower voxel = backward of the upper
-    fwd = np.zeros(comp.shape)
-    bwd = np.zeros(comp.shape)
-    fwd_ok = np.zeros(comp.shape, bool)
-    bwd_ok = np.zeros(comp.shape, bool)
-    fwd[lo], fwd_ok[lo] = step, inside[hi]
-    bwd[hi], bwd_ok[hi] = step, inside[lo]
-    return np.where(fwd_ok & bwd_ok, 0.5 * (fwd + bwd), np.where(fwd_ok, fwd, np.where(bwd_ok, bwd, g)))
-
-
-def deformation_gradient_dense(displacement: np.ndarray, spacing: np.ndarray, mask: np.ndarray,
-                               inside_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Displacement and finite-difference deformation gradient at the voxels of ``mask``.
-
-    Derivatives are differences in mm, computed one frame at a time (memory ``O(X Y Z)``). With
-    ``inside_only`` (default) they use only voxels of ``mask`` where possible: central inside,
-    one-sided at the tissue boundary, so that the different motion of the blood pool or the
-    background does not leak into the tissue's gradient (the true gradient jumps there); plain
-    central differences (``np.gradient``, one-sided at the array border) otherwise. A single
-    slice (``Z == 1``) is 2D: the in-plane components and derivatives only.
-
-    Args:
-        displacement: ``(X, Y, Z, T, 3)`` mm along the array axes.
-        spacing: ``(3,)`` voxel size, mm.
-        mask: ``(X, Y, Z)`` bool; points are taken in ``np.argwhere(mask)`` order.
-        inside_only: mask-aware differences (see above).
-
-    Returns:
-        ``u`` ``(N, T, D)`` and ``F`` ``(N, T, D, D)`` float64 with ``F[..., i, j] = dx_i / dX_j``.
-    """
-    disp = np.asarray(displacement)
-    if disp.ndim != 5 or disp.shape[-1] != 3:
-        raise InputError(f"displacement must be (X, Y, Z, T, 3), got shape {disp.shape}")
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != disp.shape[:3]:
-        raise InputError(f"mask has shape {mask.shape}, displacement grid is {disp.shape[:3]}")
-    sp = np.asarray(spacing, dtype=np.float64).reshape(3)
-    d = 2 if disp.shape[2] == 1 else 3
-    if any(n < 2 for n in disp.shape[:d]):
-        raise InputError(f"finite differences need at least 2 voxels along each axis, got {disp.shape[:3]}")
-    n_t = disp.shape[3]
-    n = int(mask.sum())
-    u = np.empty((n, n_t, d))
-    F = np.empty((n, n_t, d, d))
-    m2 = mask[:, :, 0] if d == 2 else mask
-    for t in range(n_t):
-        for c in range(d):
-            comp = disp[:, :, 0, t, c] if d == 2 else disp[:, :, :, t, c]
-            comp = comp.astype(np.float64)
-            u[:, t, c] = comp[m2]
-            for a in range(d):
-                g = _masked_derivative(comp, m2, sp[a], a) if inside_only else np.gradient(comp, sp[a], axis=a)
-                F[:, t, c, a] = g[m2] + (1.0 if a == c else 0.0)
-    return u, F
-
-
-# ---------------------------------------------------------------------------------------------
-# Local cardiac frame
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CardiacFrame:
-    """Long axis, LV centres and septum direction of the reference anatomy (array-aligned mm).
-
-    Attributes:
-        dim: 2 (single slice) or 3.
-        spacing: ``(3,)`` voxel size, mm.
-        long_axis: ``(3,)`` unit vector, base -> apex.
-        basis: ``(2, 3)`` in-plane unit vectors ``a, b`` with ``a x b = long_axis``.
-        handedness: ``+1``, or ``-1`` when the affine mirrors (array space is left-handed in the
-            world); multiplies angles so that they are counter-clockwise seen from the apex.
-        slice_centres: ``(Z, 3)`` per-slice LV centre, mm (NaN rows where a slice has no LV).
-        line_point: ``(3,)`` a point of the centre line (mean of the slice centres).
-        use_line: radial directions from the fitted line rather than per-slice centres.
-        septum_theta: ``(Z,)`` septum angle per slice, radians, in the ``theta`` convention.
-        septum_source: ``"rv"`` or ``"fixed"``.
-        apex_from: how the base -> apex orientation was decided (``"cavity"``, ``"geometry"``,
-            ``"config"``, ``"default"``).
-    """
-
-    dim: int
-    spacing: np.ndarray
-    long_axis: np.ndarray
-    basis: np.ndarray
-    handedness: float
-    slice_centres: np.ndarray
-    line_point: np.ndarray
-    use_line: bool
-    septum_theta: np.ndarray
-    septum_source: str
-    apex_from: str
-
-    def centre_of(self, points_mm: np.ndarray) -> np.ndarray:
-        """LV centre ``(N, 3)`` for reference points ``(N, 3)`` mm (their slice's or the line's)."""
-        p = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-        if self.use_line:
-            s = (p - self.line_point) @ self.long_axis
-            return self.line_point + s[:, None] * self.long_axis
-        k = self.slice_of(p)
-        c = self.slice_centres[k].copy()
-        bad = ~np.isfinite(c[:, 0])
-        if bad.any():
-            s = (p[bad] - self.line_point) @ self.long_axis
-            c[bad] = self.line_point + s[:, None] * self.long_axis
-        return c
-
-    def slice_of(self, points_mm: np.ndarray) -> np.ndarray:
-        """Array slice index ``(N,)`` of points ``(N, 3)`` mm (nearest slice, clipped)."""
-        p = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-        z = self.slice_centres.shape[0]
-        return np.clip(np.rint(p[:, 2] / self.spacing[2]).astype(int), 0, z - 1)
-
-    def in_plane(self, v: np.ndarray) -> np.ndarray:
-        """Component of vectors ``(N, 3)`` perpendicular to the long axis."""
-        v = np.asarray(v, dtype=np.float64)
-        return v - (v @ self.long_axis)[..., None] * self.long_axis
-
-    def angle_of(self, v: np.ndarray) -> np.ndarray:
-        """Angle ``(N,)`` radians of vectors ``(N, 3)`` about the long axis, counter-clockwise
-        seen from the apex, zero along ``basis[0]`` (times ``handedness``)."""
-        v = np.asarray(v, dtype=np.float64)
-        return self.handedness * np.arctan2(v @ self.basis[1], v @ self.basis[0])
-
-    def theta(self, points_mm: np.ndarray) -> np.ndarray:
-        """Angle ``(N,)`` radians of reference points about their LV centre (see :meth:`angle_of`)."""
-        p = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-        return self.angle_of(self.in_plane(p - self.centre_of(p)))
-
-    def axial_position(self, points_mm: np.ndarray) -> np.ndarray:
-        """Position ``(N,)`` mm along the long axis (base -> apex increasing)."""
-        p = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-        return (p - self.line_point) @ self.long_axis
-
-    def directions(self, points_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unit radial, circumferential and longitudinal directions ``(N, 3)`` each, at reference
-        points ``(N, 3)`` mm. Circumferential is ``long x radial``."""
-        p = np.asarray(points_mm, dtype=np.float64).reshape(-1, 3)
-        r = self.in_plane(p - self.centre_of(p))
-        norm = np.linalg.norm(r, axis=1, keepdims=True)
-        # a point on the centre line has no radial direction; any in-plane one will do
-        r = np.where(norm > 1e-9, r / np.maximum(norm, 1e-12), self.basis[0])
-        c = np.cross(self.long_axis, r)
-        l_ = np.broadcast_to(self.long_axis, r.shape).copy()
-        return r, c, l_
-
-
-def _voxel_points(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` mm centres of the voxels of ``mask``, ``np.argwhere`` order."""
-    return np.argwhere(mask).astype(np.float64) * np.asarray(spacing, dtype=np.float64)
-
-
-def _wrap(a: np.ndarray) -> np.ndarray:
-    """Angles wrapped to ``[-pi, pi)``."""
-    return (np.asarray(a) + np.pi) % (2.0 * np.pi) - np.pi
-
-
-def _check_ref_labels(ref_labels: np.ndarray) -> np.ndarray:
-    lab = np.asarray(ref_labels)
-    if lab.ndim == 2:
-        lab = lab[:, :, None]
-    if lab.ndim != 3:
-        raise InputError(f"reference labels must be (X, Y, Z), got shape {lab.shape}")
-    return lab
-
-
-def cardiac_frame(
-    ref_labels: np.ndarray,
-    spacing: np.ndarray,
-    label_map: LabelMap = ACDC,
-    affine: np.ndarray | None = None,
-    config: StrainConfig | None = None,
-) -> CardiacFrame:
-    """Local cardiac frame of the reference anatomy (see the module docstring).
-
-    Args:
-        ref_labels: ``(X, Y, Z)`` labels of the reference frame (a myocardium label required).
-        spacing: ``(3,)`` voxel size, mm.
-        label_map: codes of LV, MYO, RV.
-        affine: ``(4, 4)`` voxel-to-world matrix; used for the handedness of angles and, where the
-            anatomy cannot tell, the base -> apex orientation. ``None``: right-handed, apex at +k.
-        config: see :class:`StrainConfig`.
-
-    Raises:
-        InputError: no myocardium in the reference labels.
-    """
-    cfg = config or StrainConfig()
-    lab = _check_ref_labels(ref_labels)
-    sp = np.asarray(spacing, dtype=np.float64).reshape(3)
-    if label_map.myo is None or not np.any(lab == label_map.myo):
-        raise InputError("strain needs a myocardium label in the reference frame (none found)")
-    dim = 2 if lab.shape[2] == 1 else 3
-    myo = lab == label_map.myo
-    lv = lab == label_map.lv if label_map.lv is not None else np.zeros_like(myo)
-    body = (myo | lv) if cfg.centre == "lv+myo" else lv
-    n_z = lab.shape[2]
-
-    centres = np.full((n_z, 3), np.nan)
-    area = np.zeros(n_z)
-    for k in range(n_z):
-        m = body[:, :, k] if body[:, :, k].any() else myo[:, :, k]
-        if m.any():
-            ij = np.argwhere(m).astype(np.float64)
-            centres[k] = [ij[:, 0].mean() * sp[0], ij[:, 1].mean() * sp[1], k * sp[2]]
-        cav = lv[:, :, k] if lv.any() else (myo | lv)[:, :, k]
-        area[k] = cav.sum()
-    valid = np.isfinite(centres[:, 0])
-    if not valid.any():  # cannot happen (a myocardium exists), kept for safety
-        raise InputError("strain: no slice holds a myocardium")
-
-    # Long axis (unoriented first), then orientation base -> apex.
-    axis = np.array([0.0, 0.0, 1.0])
-    use_line = False
-    if dim == 3 and cfg.long_axis == "fit" and valid.sum() >= 2:
-        pts = centres[valid]
-        w = np.maximum(area[valid], 1.0)
-        mean = (pts * w[:, None]).sum(0) / w.sum()
-        _, _, vt = np.linalg.svd((pts - mean) * np.sqrt(w)[:, None])
-        axis = vt[0] / np.linalg.norm(vt[0])
-        use_line = True
-    if axis[2] < 0:
-        axis = -axis  # start from the +k sense
-    apex_from = "default"
-    if cfg.apex_direction in ("+k", "-k"):
-        if cfg.apex_direction == "-k":
-            axis = -axis
-        apex_from = "config"
-    else:
-        decided = False
-        if dim == 3 and valid.sum() >= 2:
-            s = centres[valid] @ axis
-            a = area[valid]
-            if np.ptp(a) > 0 and np.ptp(s) > 0:
-                corr = np.corrcoef(s, a)[0, 1]
-                if abs(corr) > 1e-6:
-                    if corr > 0:  # cavity grows toward +axis: that end is the base
-                        axis = -axis
-                    decided, apex_from = True, "cavity"
-        if not decided and affine is not None:
-            A = np.asarray(affine, dtype=np.float64)
-            rot = A[:3, :3] / spacing_from_affine(A)
-            proj = float((rot @ axis) @ _APEX_RAS)
-            if abs(proj) > 0.3:
-                if proj < 0:
-                    axis = -axis
-                apex_from = "geometry"
-    handed = 1.0
-    if affine is not None:
-        handed = 1.0 if np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3]) >= 0 else -1.0
-
-    a = np.array([1.0, 0.0, 0.0]) - axis[0] * axis
-    if np.linalg.norm(a) < 1e-6:
-        a = np.array([0.0, 1.0, 0.0]) - axis[1] * axis
-    a = a / np.linalg.norm(a)
-    b = np.cross(axis, a)
-    line_point = centres[valid].mean(0)
-
-    frame = CardiacFrame(dim=dim, spacing=sp, long_axis=axis, basis=np.stack([a, b]), handedness=handed,
-                         slice_centres=centres, line_point=line_point, use_line=use_line,
-                         septum_theta=np.zeros(n_z), septum_source="fixed", apex_from=apex_from)
-
-    # Septum direction per slice.
-    alpha = math.radians(float(cfg.septum_direction_deg))
-    fixed = float(frame.angle_of(frame.in_plane(np.array([[math.cos(alpha), math.sin(alpha), 0.0]])))[0])
-    theta_s = np.full(n_z, np.nan)
-    weights = np.zeros(n_z)
-    source = "fixed"
-    if cfg.septum_from_rv and label_map.rv is not None:
-        rv = lab == label_map.rv
-        for k in range(n_z):
-            if rv[:, :, k].any() and valid[k]:
-                q = _voxel_points(rv[:, :, k:k + 1], sp)
-                q[:, 2] = k * sp[2]
-                v = frame.in_plane(q.mean(0, keepdims=True) - frame.centre_of(q.mean(0, keepdims=True)))
-                if np.linalg.norm(v) > 1e-6:
-                    theta_s[k] = frame.angle_of(v)[0]
-                    weights[k] = rv[:, :, k].sum()
-        if np.isfinite(theta_s).any():
-            source = "rv"
-            ok = np.isfinite(theta_s)
-            mean = math.atan2(float((np.sin(theta_s[ok]) * weights[ok]).sum()),
-                              float((np.cos(theta_s[ok]) * weights[ok]).sum()))
-            theta_s[~ok] = mean
-    if source == "fixed":
-        theta_s[:] = fixed
-    return CardiacFrame(dim=dim, spacing=sp, long_axis=axis, basis=np.stack([a, b]), handedness=handed,
-                        slice_centres=centres, line_point=line_point, use_line=use_line,
-                        septum_theta=theta_s, septum_source=source, apex_from=apex_from)
-
-
-def segment_of_angle(rel_theta: np.ndarray, level: str) -> np.ndarray:
-    """AHA segment numbers ``(N,)`` from angles relative to the septum (radians, ``theta``
-    convention) at one level (``"basal"``, ``"mid"``: 6 segments; ``"apical"``: 4)."""
-    deg = np.degrees(_wrap(np.asarray(rel_theta, dtype=np.float64)))
-    if level == "apical":
-        k4 = np.floor((deg + 45.0) / 90.0).astype(int) % 4  # 0 septal, 1 inferior, 2 lateral, 3 anterior
-        return 13 + (k4 + 1) % 4
-    k6 = np.floor((deg + 60.0) / 60.0).astype(int) % 6  # 0 anteroseptal ... 5 anterior
-    return _LEVEL_FIRST[level] + (k6 + 1) % 6
-
-
-def aha_segments(
-    ref_labels: np.ndarray,
-    frame: CardiacFrame,
-    label_map: LabelMap = ACDC,
-    config: StrainConfig | None = None,
-) -> np.ndarray:
-    """AHA segment of every myocardial voxel of the reference frame.
-
-    Args:
-        ref_labels: ``(X, Y, Z)`` reference labels.
-        frame: from :func:`cardiac_frame` on the same labels.
-        label_map: codes of LV, MYO, RV.
-        config: see :class:`StrainConfig` (2D level, apex segment).
-
-    Returns:
-        ``(X, Y, Z)`` int16: 1..16 (17 with ``apex_segment``) on the myocardium, 0 elsewhere.
-    """
-    cfg = config or StrainConfig()
-    lab = _check_ref_labels(ref_labels)
-    myo = lab == label_map.myo
-    out = np.zeros(lab.shape, dtype=np.int16)
-    if not myo.any():
-        return out
-    pts = _voxel_points(myo, frame.spacing)
-    rel = frame.theta(pts) - frame.septum_theta[frame.slice_of(pts)]
-    if frame.dim == 2:
-        seg = segment_of_angle(rel, cfg.slice_level_2d)
-    else:
-        s = frame.axial_position(pts)
-        half = 0.5 * float(np.abs(frame.long_axis) @ frame.spacing)
-        lo, hi = s.min() - half, s.max() + half
-        apex = np.zeros(len(pts), bool)
-        if cfg.apex_segment and label_map.lv is not None and np.any(lab == label_map.lv):
-            s_cav = frame.axial_position(_voxel_points(lab == label_map.lv, frame.spacing)).max() + half
-            apex = s > s_cav
-            hi = min(hi, s_cav)
-        frac = np.clip((s - lo) / max(hi - lo, 1e-9), 0.0, 1.0 - 1e-9)
-        level = np.minimum((3.0 * frac).astype(int), 2)
-        seg = np.zeros(len(pts), dtype=int)
-        for i, name in enumerate(("basal", "mid", "apical")):
-            sel = level == i
-            seg[sel] = segment_of_angle(rel[sel], name)
-        seg[apex] = 17
-    out[myo] = seg
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Cavity size and EF
-# ---------------------------------------------------------------------------------------------
-
-
-def cavity_sizes(labels: np.ndarray, spacing: np.ndarray, lv_code: int) -> tuple[np.ndarray, str]:
-    """LV cavity size per frame from label maps.
-
-    Args:
-        labels: ``(X, Y, Z, T)`` labels of every frame.
-        spacing: ``(3,)`` mm.
-        lv_code: the LV cavity code.
-
-    Returns:
-        ``(T,)`` sizes and their unit: area in ``"mm^2"`` for a single slice (``Z == 1``),
-        volume in ``"ml"`` otherwise.
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 4:
-        raise InputError(f"labels must be (X, Y, Z, T), got shape {lab.shape}")
-    sp = np.asarray(spacing, dtype=np.float64).reshape(3)
-    counts = (lab == lv_code).reshape(-1, lab.shape[3]).sum(0).astype(np.float64)
-    if lab.shape[2] == 1:
-        return counts * sp[0] * sp[1], "mm^2"
-    return counts * float(np.prod(sp)) / 1000.0, "ml"
-
-
-def ejection_fraction(sizes: np.ndarray) -> tuple[float, int, int]:
-    """EF (%) = ``(max - min) / max`` of cavity sizes ``(T,)``, with the ED (largest) and ES
-    (smallest) frames. NaN and ``-1`` frames when the cavity is empty."""
-    v = np.asarray(sizes, dtype=np.float64)
-    if v.size == 0 or not np.isfinite(v).any() or np.nanmax(v) <= 0:
-        return float("nan"), -1, -1
-    ed, es = int(np.nanargmax(v)), int(np.nanargmin(v))
-    return float(100.0 * (v[ed] - v[es]) / v[ed]), ed, es
 
 
 # ---------------------------------------------------------------------------------------------
@@ -709,7 +135,7 @@ class StrainResult:
             seen from the apex.
         twist_deg, torsion_deg_per_cm: ``(T,)`` (3D with basal and apical levels) or None.
         segments: ``(X, Y, Z)`` int16 AHA segment map of the reference myocardium.
-        frame: the :class:`CardiacFrame` used.
+        frame: the :class:`~cardioinr.analysis.cardiac_frame.CardiacFrame` used.
         spacing: ``(3,)`` mm.
         label_map: codes used.
     """
@@ -850,7 +276,7 @@ class StrainResult:
                 "slice_level_2d": self.config.slice_level_2d if self.dim == 2 else None,
             },
         }
-        return _json_ready(out)
+        return json_ready(out)
 
 
 def _abs_peak(v: np.ndarray) -> float:
@@ -859,18 +285,6 @@ def _abs_peak(v: np.ndarray) -> float:
     if not np.isfinite(v).any():
         return float("nan")
     return float(v[int(np.nanargmax(np.abs(v)))])
-
-
-def _json_ready(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -952,7 +366,7 @@ def _analyse(
     unit = "mm^2" if d == 2 else "ml"
     cav_j = None
     if cav_voxel_count > 0:
-        det = np.linalg.det(F[n_myo:n_myo + cav_voxel_count])  # (Nc, T)
+        det = det_f(F[n_myo:n_myo + cav_voxel_count])  # (Nc, T)
         cav_j = det.sum(0) * voxel
     cav = None
     if labels is not None and label_map.lv is not None:

@@ -29,9 +29,9 @@ from cardioinr.fit.fields import FieldConfig, MotionField
 from cardioinr.io import Sequence, atomic_path
 from cardioinr.fit.losses import (
     SIMILARITIES,
+    det_f_from_grad_u as jacobian_determinant,
     folding_loss,
     gradient_smoothness_loss,
-    jacobian_determinant,
     label_overlap_loss,
     lncc_loss,
     mse_loss,

@@ -44,16 +44,19 @@ def mse_loss(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
     return (fixed - moving).pow(2).mean()
 
 
-def deformation_gradient(jac_u: torch.Tensor) -> torch.Tensor:
-    """F = I + du/dx, ``(..., D, D)``."""
+def f_from_grad_u(jac_u: torch.Tensor) -> torch.Tensor:
+    """F = I + du/dx from a batch of displacement Jacobians, ``(..., D, D)``."""
     d = jac_u.shape[-1]
     return jac_u + torch.eye(d, dtype=jac_u.dtype, device=jac_u.device)
 
 
-def jacobian_determinant(jac_u: torch.Tensor) -> torch.Tensor:
-    """det(I + du/dx), ``(..., D, D)`` -> ``(...)``; closed forms for D = 2, 3 (faster and
-    better conditioned for autograd than a generic LU)."""
-    f = deformation_gradient(jac_u)
+def det_f_from_grad_u(jac_u: torch.Tensor) -> torch.Tensor:
+    """det(I + du/dx) from a batch of displacement Jacobians, ``(..., D, D)`` -> ``(...)``;
+    closed forms for D = 2, 3 (faster and better conditioned for autograd than a generic LU).
+
+    The differentiable counterpart, in torch, of :mod:`cardioinr.analysis.kinematics` (which owns
+    ``F`` and ``det F`` of fields and grids in NumPy); it stays here as part of the objective."""
+    f = f_from_grad_u(jac_u)
     if f.shape[-1] == 2:
         return f[..., 0, 0] * f[..., 1, 1] - f[..., 0, 1] * f[..., 1, 0]
     return (

@@ -1,0 +1,291 @@
+"""Kinematics of a motion: the deformation gradient ``F = I + du/dX``, its determinant and Green strain.
+
+This module is the one owner of ``F`` and ``det F`` in NumPy (the fit's differentiable
+``det F`` of a batch of Jacobians, in torch, is :func:`cardioinr.fit.losses.det_f_from_grad_u`).
+Everything is Lagrangian on the reference frame: material points ``X`` in array-aligned
+millimetres, displacement ``u(X, t)`` in mm along the array axes (see :mod:`cardioinr.io`), and
+``F[..., i, j] = dx_i / dX_j``.
+
+Two routes give ``du/dX``:
+
+* :func:`deformation_gradient_field`: from a continuous field, *exactly* (forward-mode autodiff
+  through :meth:`cardioinr.fit.fields.MotionField.displacement_and_jacobian`), at any points;
+* finite differences in mm of a displacement on its grid, all computed by
+  :func:`displacement_gradient_grid`: plain central differences (``np.gradient``; one-sided at
+  the array border) or, inside a mask, mask-aware ones (central inside, one-sided at the tissue
+  boundary). :func:`deformation_gradient_dense` returns ``F`` at the voxels of a mask (strain),
+  :func:`jacobian_determinant_grid` ``det F`` on the whole grid (folding).
+
+Determinants: :func:`det_f` (LAPACK LU, any ``D``) serves ``F`` at points and the 3D grid. For a
+single slice :func:`jacobian_determinant_grid` uses the closed form ``F00 F11 - F01 F10``
+instead; the two 2 x 2 determinants can differ in the last bit, and both are kept so that every
+number stays what it was (the folding statistics use the closed form, the strain's
+cavity-from-``det F`` the LU one).
+
+Strain: ``E = (F^T F - I) / 2`` (:func:`green_strain`), its normal component ``e^T E e`` along a
+unit direction (:func:`normal_strain`) and the engineering strain ``sqrt(1 + 2 E_ee) - 1``
+(:func:`engineering_strain`).
+
+A single slice (``Z == 1``) is 2D throughout: the in-plane components and derivatives only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import numpy as np
+
+from cardioinr.core.errors import InputError
+
+__all__ = [
+    "deformation_gradient_dense",
+    "deformation_gradient_field",
+    "det_f",
+    "displacement_gradient_grid",
+    "engineering_strain",
+    "green_strain",
+    "jacobian_determinant_grid",
+    "normal_strain",
+]
+
+
+def _as_spacing(spacing: Iterable[float] | np.ndarray, ndim: int = 3) -> np.ndarray:
+    """The first ``ndim`` entries of a voxel size (mm) as float64, checked finite and positive."""
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if sp.size < ndim or not np.all(np.isfinite(sp[:ndim])) or np.any(sp[:ndim] <= 0):
+        raise InputError(f"spacing must hold {ndim} positive numbers (mm), got {np.asarray(spacing).tolist()}")
+    return sp[:ndim]
+
+
+# ---------------------------------------------------------------------------------------------
+# Green strain (pure, any leading shape)
+# ---------------------------------------------------------------------------------------------
+
+
+def green_strain(F: np.ndarray) -> np.ndarray:
+    """Green-Lagrange strain ``E = (F^T F - I) / 2``.
+
+    Args:
+        F: deformation gradients ``(..., D, D)`` (``F[..., i, j] = dx_i / dX_j``).
+
+    Returns:
+        ``(..., D, D)`` symmetric, dimensionless; zero for any rigid motion.
+    """
+    F = np.asarray(F, dtype=np.float64)
+    if F.ndim < 2 or F.shape[-1] != F.shape[-2]:
+        raise InputError(f"deformation gradients must be (..., D, D), got shape {F.shape}")
+    C = np.einsum("...ki,...kj->...ij", F, F)
+    return 0.5 * (C - np.eye(F.shape[-1]))
+
+
+def normal_strain(E: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Green normal strain along unit directions, ``e^T E e``.
+
+    Args:
+        E: ``(..., D, D)`` strain tensors.
+        e: ``(..., D)`` unit directions (reference configuration), broadcast against ``E``.
+
+    Returns:
+        ``(...)`` dimensionless.
+    """
+    E = np.asarray(E, dtype=np.float64)
+    e = np.asarray(e, dtype=np.float64)
+    return np.einsum("...i,...ij,...j->...", e, E, e)
+
+
+def engineering_strain(E_ee: np.ndarray) -> np.ndarray:
+    """Engineering (Lagrangian) strain ``sqrt(1 + 2 E_ee) - 1`` from a Green normal strain.
+
+    This is the relative change of length ``|F e| - 1`` of a fibre along ``e``: a fibre
+    shortened by 20 % has ``E_ee = -0.18`` and engineering strain ``-0.20``. Round-off below -1/2
+    is clipped (a fibre cannot have negative length).
+    """
+    return np.sqrt(np.maximum(1.0 + 2.0 * np.asarray(E_ee, dtype=np.float64), 0.0)) - 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Deformation gradients: from a continuous field (exact) or a grid (finite differences)
+# ---------------------------------------------------------------------------------------------
+
+
+class _FieldLike(Protocol):
+    dim: int
+
+    def displacement_and_jacobian(self, x_mm: Any, t: Any = None) -> tuple[Any, Any]: ...
+
+
+def deformation_gradient_field(field_: _FieldLike, points_mm: np.ndarray, chunk: int = 8192
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement and exact deformation gradient of a continuous field at reference points.
+
+    Args:
+        field_: a :class:`~cardioinr.fit.fields.MotionField` (or anything with ``dim`` and
+            ``displacement_and_jacobian(x_mm (N, D)) -> (u (N, T, D), du/dx (N, T, D, D))``).
+        points_mm: ``(N, 3)`` (or ``(N, D)``) reference points, array-aligned mm.
+        chunk: points per evaluation.
+
+    Returns:
+        ``u`` ``(N, T, D)`` mm and ``F = I + du/dX`` ``(N, T, D, D)``, float64, every frame.
+    """
+    import torch
+
+    d = int(field_.dim)
+    pts = np.asarray(points_mm, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] < d:
+        raise InputError(f"points must be (N, {d}) or (N, 3) mm, got shape {pts.shape}")
+    ref = getattr(field_, "centre", None)
+    device = ref.device if isinstance(ref, torch.Tensor) else torch.device("cpu")
+    us, Fs = [], []
+    with torch.no_grad():
+        for i in range(0, max(len(pts), 1), chunk):
+            x = torch.as_tensor(pts[i:i + chunk, :d], dtype=torch.float32, device=device)
+            if x.shape[0] == 0:
+                break
+            u, g = field_.displacement_and_jacobian(x)
+            us.append(u.detach().double().cpu().numpy())
+            Fs.append(g.detach().double().cpu().numpy())
+    if not us:
+        t = int(getattr(field_, "n_frames", 0))
+        return np.zeros((0, t, d)), np.zeros((0, t, d, d))
+    u = np.concatenate(us)
+    F = np.concatenate(Fs) + np.eye(d)
+    return u, F
+
+
+def _masked_derivative(comp: np.ndarray, inside: np.ndarray, h: float, axis: int) -> np.ndarray:
+    """Derivative of ``comp`` along ``axis`` (step ``h`` mm) using, where possible, only
+    neighbours inside ``inside``: central if both neighbours are inside, one-sided if one is,
+    plain central (``np.gradient``) if neither is. Same shape as ``comp``."""
+    g = np.gradient(comp, h, axis=axis)
+    n = comp.shape[axis]
+    if n < 2:
+        return g
+    lo = [slice(None)] * comp.ndim
+    hi = [slice(None)] * comp.ndim
+    lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
+    lo, hi = tuple(lo), tuple(hi)
+    step = (comp[hi] - comp[lo]) / h  # forward difference of the lower voxel = backward of the upper
+    fwd = np.zeros(comp.shape)
+    bwd = np.zeros(comp.shape)
+    fwd_ok = np.zeros(comp.shape, bool)
+    bwd_ok = np.zeros(comp.shape, bool)
+    fwd[lo], fwd_ok[lo] = step, inside[hi]
+    bwd[hi], bwd_ok[hi] = step, inside[lo]
+    return np.where(fwd_ok & bwd_ok, 0.5 * (fwd + bwd), np.where(fwd_ok, fwd, np.where(bwd_ok, bwd, g)))
+
+
+def displacement_gradient_grid(disp: np.ndarray, spacing: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+    """Displacement gradient ``du/dX`` of one frame on its grid, by finite differences in mm.
+
+    The one implementation of grid differences: :func:`deformation_gradient_dense` and
+    :func:`jacobian_determinant_grid` add the identity to it. The inputs are not validated here
+    (each caller does, with its own message).
+
+    Args:
+        disp: ``(X, Y, Z, 3)`` displacement of one frame, mm along the array axes. A single slice
+            (``Z == 1``) is 2D: the in-plane components and derivatives only.
+        spacing: ``(3,)`` voxel size, mm.
+        inside: ``None``: plain central differences (``np.gradient``, one-sided at the array
+            border). ``(X, Y, Z)`` bool: mask-aware differences, using only neighbours inside
+            the mask where possible (central inside, one-sided at the mask's boundary).
+
+    Returns:
+        ``J`` ``(X, Y, 2, 2)`` for a single slice, else ``(X, Y, Z, 3, 3)``, float64,
+        ``J[..., c, a] = du_c / dX_a`` (dimensionless; the identity is not added).
+    """
+    sp = np.asarray(spacing, dtype=np.float64).reshape(3)
+    d = 2 if disp.shape[2] == 1 else 3
+    grid = tuple(disp.shape[:2]) if d == 2 else tuple(disp.shape[:3])
+    m = None if inside is None else (inside[:, :, 0] if d == 2 else inside)
+    J = np.empty(grid + (d, d))
+    for c in range(d):
+        comp = disp[:, :, 0, c] if d == 2 else disp[:, :, :, c]
+        comp = comp.astype(np.float64)
+        for a in range(d):
+            J[..., c, a] = _masked_derivative(comp, m, sp[a], a) if m is not None else np.gradient(comp, sp[a], axis=a)
+    return J
+
+
+def deformation_gradient_dense(displacement: np.ndarray, spacing: np.ndarray, mask: np.ndarray,
+                               inside_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement and finite-difference deformation gradient at the voxels of ``mask``.
+
+    Derivatives are differences in mm, computed one frame at a time (memory ``O(X Y Z)``). With
+    ``inside_only`` (default) they use only voxels of ``mask`` where possible: central inside,
+    one-sided at the tissue boundary, so that the different motion of the blood pool or the
+    background does not leak into the tissue's gradient (the true gradient jumps there); plain
+    central differences (``np.gradient``, one-sided at the array border) otherwise (both from
+    :func:`displacement_gradient_grid`). A single slice (``Z == 1``) is 2D: the in-plane
+    components and derivatives only.
+
+    Args:
+        displacement: ``(X, Y, Z, T, 3)`` mm along the array axes.
+        spacing: ``(3,)`` voxel size, mm.
+        mask: ``(X, Y, Z)`` bool; points are taken in ``np.argwhere(mask)`` order.
+        inside_only: mask-aware differences (see above).
+
+    Returns:
+        ``u`` ``(N, T, D)`` and ``F`` ``(N, T, D, D)`` float64 with ``F[..., i, j] = dx_i / dX_j``.
+    """
+    disp = np.asarray(displacement)
+    if disp.ndim != 5 or disp.shape[-1] != 3:
+        raise InputError(f"displacement must be (X, Y, Z, T, 3), got shape {disp.shape}")
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != disp.shape[:3]:
+        raise InputError(f"mask has shape {mask.shape}, displacement grid is {disp.shape[:3]}")
+    sp = np.asarray(spacing, dtype=np.float64).reshape(3)
+    d = 2 if disp.shape[2] == 1 else 3
+    if any(n < 2 for n in disp.shape[:d]):
+        raise InputError(f"finite differences need at least 2 voxels along each axis, got {disp.shape[:3]}")
+    n_t = disp.shape[3]
+    n = int(mask.sum())
+    u = np.empty((n, n_t, d))
+    F = np.empty((n, n_t, d, d))
+    m2 = mask[:, :, 0] if d == 2 else mask
+    for t in range(n_t):
+        frame = disp[:, :, :, t, :]
+        u[:, t] = frame[:, :, 0, :d][m2] if d == 2 else frame[..., :d][m2]
+        J = displacement_gradient_grid(frame, sp, mask if inside_only else None)
+        F[:, t] = J[m2] + np.eye(d)
+    return u, F
+
+
+def jacobian_determinant_grid(disp: np.ndarray, spacing: Iterable[float] | np.ndarray) -> np.ndarray:
+    """Determinant of the deformation gradient ``det(I + du/dX)`` on the grid.
+
+    Derivatives are central finite differences in mm (``np.gradient`` with the spacing; one-sided
+    at the array border; :func:`displacement_gradient_grid`). A single slice (``Z == 1``) is 2D:
+    the in-plane 2 x 2 determinant in closed form, the k component of ``u`` ignored. ``det <= 0``
+    marks folding; ``det < 1`` compression.
+
+    Args:
+        disp: ``(X, Y, Z, 3)`` displacement of one frame, mm along the array axes.
+        spacing: ``(3,)`` voxel size, mm.
+
+    Returns:
+        ``(X, Y, Z)`` float64 determinant (dimensionless).
+    """
+    disp = np.asarray(disp, dtype=np.float64)
+    if disp.ndim != 4 or disp.shape[-1] != 3:
+        raise InputError(f"displacement must be (X, Y, Z, 3), got shape {disp.shape}")
+    sp = _as_spacing(spacing)
+    shape = disp.shape[:3]
+    dims = 2 if shape[2] == 1 else 3
+    if any(n < 2 for n in shape[:dims]):
+        raise InputError(f"Jacobian needs at least 2 voxels along each spatial axis, got {shape}")
+    J = displacement_gradient_grid(disp, sp)
+    if dims == 2:
+        # F[..., c, a] = d u_c / d X_a + delta
+        a, b = 1.0 + J[..., 0, 0], J[..., 0, 1]
+        c, d = J[..., 1, 0], 1.0 + J[..., 1, 1]
+        return (a * d - b * c)[:, :, None]
+    return det_f(J + np.eye(3))
+
+
+def det_f(F: np.ndarray) -> np.ndarray:
+    """``det F`` of deformation gradients ``(..., D, D)`` -> ``(...)``, by LAPACK's LU (any ``D``).
+
+    Dimensionless: the local volume (3D) or area (2D) ratio; ``<= 0`` marks folding.
+    """
+    return np.linalg.det(F)
