@@ -40,7 +40,6 @@ from cardioinr.analysis.metrics import (
     heart_mask,
     json_ready,
     label_scores,
-    phantom_truth_paths,
 )
 from cardioinr.analysis.strain import (
     CSV_COLUMNS,
@@ -87,7 +86,6 @@ __all__ = [
     "json_ready",
     "label_scores",
     "normal_strain",
-    "phantom_truth_paths",
     "region_name",
     "segment_of_angle",
 ]

@@ -22,7 +22,6 @@ either mask is empty. :func:`json_ready` turns them into ``None`` for JSON.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -188,38 +187,13 @@ def _surface_distances(src: np.ndarray, dst: np.ndarray, sp: np.ndarray) -> np.n
     return ndimage.distance_transform_edt(~dst, sampling=sp)[src].astype(np.float32)
 
 
-def _fma32(x: np.float32, y: np.float32, z: np.float32) -> np.float32:
-    """``x * y + z`` rounded once to float32, as a fused multiply-add does.
+def _quantile32(d: np.ndarray, q: float) -> float:
+    """Quantile ``q`` (0..1) of float32 distances, linearly interpolated, computed by
+    ``torch.quantile`` in float32 as MONAI's HD95 did (its float32 interpolation rounds
+    differently from NumPy's float64 one in the last bits)."""
+    import torch
 
-    The float64 product of two float32 numbers is exact; the float64 sum is made round-to-odd
-    (its error, from TwoSum, nudges an even result one step toward the exact value) so that the
-    final rounding to float32 is not a double rounding."""
-    p = float(x) * float(y)
-    zz = float(z)
-    s = p + zz
-    bp = s - zz
-    err = (p - bp) + (zz - (s - bp))
-    if err != 0.0 and not int(np.float64(s).view(np.int64)) & 1:
-        s = math.nextafter(s, math.inf if err > 0 else -math.inf)
-    return np.float32(s)
-
-
-def _quantile32(d: np.ndarray, q: float) -> np.float32:
-    """Quantile ``q`` (0..1) of float32 values, linearly interpolated in float32 exactly as
-    ``torch.quantile`` computes it on a CPU with fused multiply-add (AVX2 and later kernels),
-    which is what MONAI's HD95 used: rank ``q * (n - 1)`` in float32, then
-    ``lerp(below, above, w)``. (torch's baseline kernel, on CPUs without FMA, rounds the product
-    separately and can differ by one float32 step; this result does not depend on the CPU.)"""
-    s = np.sort(d.astype(np.float32))
-    rank = np.float32(q) * np.float32(s.size - 1)
-    lo = int(rank)
-    hi = int(np.ceil(rank))
-    w = np.float32(rank - np.float32(lo))
-    below, above = s[lo], s[hi]
-    diff = np.float32(above - below)
-    if abs(w) < 0.5:
-        return _fma32(w, diff, below)
-    return _fma32(-np.float32(np.float32(1.0) - w), diff, above)
+    return float(torch.quantile(torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)), q))
 
 
 def _percentile_hd(a: np.ndarray, b: np.ndarray, sp: np.ndarray, percentile: float) -> float:
@@ -230,7 +204,7 @@ def _percentile_hd(a: np.ndarray, b: np.ndarray, sp: np.ndarray, percentile: flo
     for bit (compared on about 3500 random 2D and 3D mask pairs with anisotropic spacing): the
     same surfaces (scipy's binary erosion), the same exact Euclidean distances (MONAI queries a
     KD-tree over the surface voxels, here a distance transform gives the same nearest distance),
-    cast to float32, and torch's float32 quantile (:func:`_quantile32`); the larger direction.
+    cast to float32, and the same float32 ``torch.quantile``; the larger direction.
     MONAI was dropped for this one call: it was the package's only use of it and cost seconds
     per import."""
     ea, eb = _surface(a), _surface(b)
