@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cardioinr.fit.fields import FieldConfig  # noqa: E402
-from cardioinr.fit.fitter import FitConfig, Fitter  # noqa: E402
+from cardioinr.fit import FitConfig, Fitter  # noqa: E402
 from cardioinr.analysis.metrics import dice, label_scores  # noqa: E402
 from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
 from cardioinr.fit.warp import propagate_labels  # noqa: E402

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cardioinr.fit.fitter import FitConfig, Fitter  # noqa: E402
+from cardioinr.fit import FitConfig, Fitter  # noqa: E402
 from cardioinr.analysis.metrics import evaluate_arrays  # noqa: E402
 from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
 

@@ -75,7 +75,7 @@ def available(method: str) -> bool:
 def normalised_frames(seq) -> np.ndarray:
     """The cine scaled as cardioinr's fit sees it (robust percentiles to about [0, 1]);
     every method gets the same input. ``(X, Y, Z, T)`` float32."""
-    from cardioinr.fit.fitter import normalise_intensity
+    from cardioinr.fit import normalise_intensity
 
     return normalise_intensity(seq.image)
 
@@ -500,7 +500,7 @@ def cardioinr_sequence(seq, prior_path: str | None = None, steps: int | None = N
     carried by the fit itself."""
     from dataclasses import replace
 
-    from cardioinr.fit.fitter import FitConfig, Fitter
+    from cardioinr.fit import FitConfig, Fitter
 
     base = FitConfig(seed=seed)
     if prior_path is None:

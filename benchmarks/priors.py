@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cardioinr.fit.fitter import FitConfig, Fitter  # noqa: E402
+from cardioinr.fit import FitConfig, Fitter  # noqa: E402
 from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
 from cardioinr.priors import KINDS, PriorConfig, load_prior, save_prior, train_prior  # noqa: E402
 from cardioinr.fit.warp import propagate_labels  # noqa: E402

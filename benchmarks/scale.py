@@ -156,7 +156,7 @@ def _probe_worker(rank: int, device: str, threads: int, dim: int, steps: int, fi
                   barrier, queue) -> None:
     import torch
 
-    from cardioinr.fit.fitter import FitConfig, Fitter
+    from cardioinr.fit import FitConfig, Fitter
     from cardioinr.phantoms import make_phantom
     from cardioinr.outputs import save_fit
 

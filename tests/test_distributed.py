@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 
 from cardioinr.app.distributed import shutdown
 from cardioinr.fit.fields import FieldConfig
-from cardioinr.fit.fitter import FitConfig
+from cardioinr.fit import FitConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
 from cardioinr.priors import DistContext, PriorConfig, load_prior, train_prior
 

@@ -10,7 +10,7 @@ import torch
 
 from cardioinr.core.errors import ConfigError
 from cardioinr.fit.fields import FieldConfig
-from cardioinr.fit.fitter import FitConfig, Fitter, frame_of_reference
+from cardioinr.fit import FitConfig, Fitter, frame_of_reference
 from cardioinr.io import Sequence, make_affine
 
 SPACING = 1.5

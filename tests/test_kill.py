@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 import torch
 
-from cardioinr.fit.fitter import load_field
+from cardioinr.fit import load_field
 from cardioinr.io import read_nifti, save_nifti
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
 from cardioinr.priors import load_prior

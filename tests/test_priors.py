@@ -10,7 +10,7 @@ import torch
 
 from cardioinr.core.errors import CheckpointError, ConfigError
 from cardioinr.fit.fields import FieldConfig
-from cardioinr.fit.fitter import FitConfig, Fitter, evaluate_loss
+from cardioinr.fit import FitConfig, Fitter, evaluate_loss
 from cardioinr.phantoms import PhantomConfig, make_phantom
 from cardioinr.priors import (KINDS, PriorConfig, check_through_plane, load_prior, random_prior, save_prior, train_prior,
                               trimmed_mean)
@@ -264,8 +264,8 @@ def test_auto_through_plane_start_keeps_only_the_descent_the_images_show() -> No
 
 
 def test_auto_through_plane_start_is_free_in_2d(trained, held_out, monkeypatch) -> None:
-    import cardioinr.priors as priors_mod
+    import cardioinr.priors.prior as prior_mod
 
-    monkeypatch.setattr(priors_mod, "evaluate_losses", lambda *a, **k: pytest.fail("2D start evaluated losses"))
+    monkeypatch.setattr(prior_mod, "evaluate_losses", lambda *a, **k: pytest.fail("2D start evaluated losses"))
     f, s = trained["consensus"].start(held_out)
     assert s == 1.0 and f.dim == 2

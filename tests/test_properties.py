@@ -224,7 +224,7 @@ def tiny_seq() -> Sequence:
 
 
 def _fit(seq: Sequence, seed: int):
-    from cardioinr.fit.fitter import FitConfig, Fitter
+    from cardioinr.fit import FitConfig, Fitter
 
     return Fitter(FitConfig(steps=6, seed=seed)).fit(seq.with_ref_frame(0))
 

@@ -40,7 +40,6 @@ __all__ = [
     "label_scores",
     "endpoint_error",
     "epe_by_region",
-    "jacobian_determinant_grid",
     "folding_stats",
     "heart_mask",
     "find_reference_frame",
@@ -49,10 +48,6 @@ __all__ = [
 ]
 
 _NAN = float("nan")
-
-#: The old name of :func:`cardioinr.analysis.kinematics.jacobian_determinant_grid`, kept while
-#: :mod:`cardioinr.outputs.report` imports it from here.
-jacobian_determinant = jacobian_determinant_grid
 
 
 # ---------------------------------------------------------------------------------------------

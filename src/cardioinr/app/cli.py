@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from cardioinr.app.cohort import cohort_command
+from cardioinr.core.console import collapse_whitespace, pin_threads
 from cardioinr.core.errors import CardioInrError, ConfigError
 from cardioinr.outputs.contract import DISPLACEMENT, LABELS, REPORT
 
@@ -81,11 +82,11 @@ def fit(
     """Fit a motion field to one cine and write the output contract into OUT."""
     from dataclasses import replace as dc_replace
 
-    from cardioinr.fit.fitter import FitConfig, Fitter, explicit_settings
+    from cardioinr.fit import FitConfig, Fitter, explicit_settings
     from cardioinr.io import LabelMap, load_label_volume, load_sequence
     from cardioinr.outputs import save_fit
 
-    _threads(threads)
+    pin_threads(threads)
     _refuse_non_folder(out)
     loaded_prior = None
     if prior is not None:
@@ -149,17 +150,10 @@ def demo(
     """Phantoms fitted from scratch and from a prior, plus the Sunnybrook cases when present."""
     from cardioinr.app.demo import print_rows, run_demo
 
-    _threads(threads)
+    pin_threads(threads)
     rows = run_demo(out, quick=quick, log=typer.echo)
     print_rows(rows)
     typer.echo(f"outputs and reports in {out}/ (open fit_*/{REPORT} in a browser)")
-
-
-def _threads(n: Optional[int]) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def load_cohort(data: Path, label_map: Optional[str] = None, dim: Optional[int] = None) -> list:
@@ -203,7 +197,7 @@ def train_prior_cmd(
     from cardioinr.app.distributed import init_from_env, is_rank0, shutdown
     from cardioinr.priors import PriorConfig, save_prior, train_prior
 
-    _threads(threads)
+    pin_threads(threads)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; --out names the checkpoint file to write (e.g. {out / 'prior.ckpt'})")
     base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)
@@ -349,7 +343,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _interrupted(sig.signum)
         if debug:
             raise
-        typer.echo(f"cardioinr: error: {_one_line(str(e))}", err=True)
+        typer.echo(f"cardioinr: error: {collapse_whitespace(str(e))}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
         return _interrupted(sig.signum)
@@ -370,7 +364,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(e, OSError) and e.strerror and not debug:
             # The machine, not the input: a full disk or a read-only folder deserves one line too.
             where = f"{e.filename}: " if e.filename else ""
-            typer.echo(f"cardioinr: error: {_one_line(where + e.strerror)}", err=True)
+            typer.echo(f"cardioinr: error: {collapse_whitespace(where + e.strerror)}", err=True)
             return 1
         raise
     if sig.signum is not None:
@@ -395,11 +389,7 @@ def _usage_line(e: Exception) -> str:
     ctx = getattr(e, "ctx", None)
     sub = ctx.info_name if ctx is not None and getattr(ctx, "parent", None) is not None else None
     hint = f"see 'cardioinr {sub} --help'" if sub else "see 'cardioinr --help'"
-    return f"{_one_line(msg)} ({hint})"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return f"{collapse_whitespace(msg)} ({hint})"
 
 
 app.command("cohort")(cohort_command)

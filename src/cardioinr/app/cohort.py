@@ -40,6 +40,7 @@ from typing import Any, Optional
 
 import typer
 
+from cardioinr.core.console import one_line, pin_threads, progress_bar
 from cardioinr.core.errors import CardioInrError, ConfigError, InputError
 from cardioinr.outputs.contract import (MARKER, REPORT, expected_files, is_complete, mark_complete, read_marker, read_metrics,
                                         require_files)
@@ -117,19 +118,6 @@ class CohortSummary:
 # ---------------------------------------------------------------------------------------------
 # Small helpers (also used by the benchmark and the tests)
 # ---------------------------------------------------------------------------------------------
-
-
-def one_line(e: BaseException) -> str:
-    """A one-line description of an error: the message of a :class:`CardioInrError` as is,
-    otherwise ``Type: first line``. Ray wraps task errors; their cause is used."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, BaseException):
-        e = cause
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    text = lines[0] if lines else ""
-    if not isinstance(e, CardioInrError):
-        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    return text[:300]
 
 
 def subject_dirname(name: str) -> str:
@@ -215,16 +203,6 @@ def _cached_prior(path: str, device: str):
     return _PRIOR_CACHE[key]
 
 
-def _pin_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable once per process, before any parallel work
-        pass
-
-
 def _evaluation(entry, seq_full, result) -> dict | None:
     """Scores against whatever truth the dataset holds: labels of frames other than the
     reference (held out from the fit) and, for phantoms, the true displacement."""
@@ -273,7 +251,7 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
     t0 = time.perf_counter()
     out = Path(folder)
     try:
-        _pin_threads(threads)
+        pin_threads(max(1, int(threads)), interop=True)
         # A refit invalidates the folder first: a crash below must not leave it "complete".
         (out / MARKER).unlink(missing_ok=True)
         cfg = FitConfig.from_dict(fit_config)
@@ -333,7 +311,7 @@ def resolve_fit_config(fit_overrides: Mapping | None, prior_path: str | None, de
     Explicit ``fit_overrides`` win; with a prior the kind's adaptation defaults come next
     (:meth:`Prior.fit_config`) and the field architecture is the prior's.
     """
-    from cardioinr.fit.fitter import FitConfig
+    from cardioinr.fit import FitConfig
 
     overrides = dict(fit_overrides or {})
     overrides.pop("device", None)
@@ -400,20 +378,6 @@ def _slots(ray, workers: int | None, cpus_per_task: float, gpus_per_task: float)
     if workers:
         slots = min(slots, workers)
     return max(1, slots)
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                 transient=True)
-    task = p.add_task("cohort", total=total)
-    p.start()
-    return p, task
 
 
 def write_summary(rows: list[dict], out_dir: Path) -> tuple[Path, Path | None]:
@@ -544,7 +508,7 @@ def run_cohort(
         else:
             todo.append(e)
 
-    bar = _progress(len(entries), progress)
+    bar = progress_bar(len(entries), "cohort", progress, eta_label=True, stderr=True)
     say = log or ((lambda s: bar[0].console.print(s, markup=False, highlight=False)) if bar else (lambda s: None))
     counts = {"ok": 0, "failed": 0, "skipped": len(rows)}
 
@@ -638,7 +602,7 @@ def cohort_command(
 
     Exits with code 1 when any subject failed (each is listed with its error in
     OUT/cohort_summary.csv)."""
-    from cardioinr.fit.fitter import explicit_settings
+    from cardioinr.fit import explicit_settings
 
     overrides = explicit_settings(config) if config else {}
     if steps is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cardioinr.core.errors import CardioInrError, InputError
-from cardioinr.fit.fitter import load_field
+from cardioinr.fit import load_field
 from cardioinr.io import ACDC, LabelMap, Sequence, load_sequence, spacing_from_affine
 from cardioinr.outputs.contract import (DISPLACEMENT, FIELD, LABELS, METRICS, read_displacement, read_labels_4d,
                                         read_metrics)

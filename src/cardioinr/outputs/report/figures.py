@@ -270,17 +270,17 @@ def cavity_figure(s: StrainResult) -> str:
 
 def folding_figure(f: FitFolder, k: int) -> tuple[dict, str]:
     """Folding statistics of the dense field and a figure: min det(F) over frames (slice ``k``)
-    and % folded per frame. ``det F`` is :func:`cardioinr.analysis.metrics.jacobian_determinant` (central
+    and % folded per frame. ``det F`` is :func:`cardioinr.analysis.kinematics.jacobian_determinant_grid` (central
     differences), one frame at a time."""
     from matplotlib.colors import ListedColormap
 
-    from cardioinr.analysis.metrics import jacobian_determinant
+    from cardioinr.analysis.kinematics import jacobian_determinant_grid
 
     per_pct, per_min = [], []
     folded = total = 0
     min_det = None
     for t in range(f.n_frames):
-        det = jacobian_determinant(f.displacement[:, :, :, t, :], f.spacing)
+        det = jacobian_determinant_grid(f.displacement[:, :, :, t, :], f.spacing)
         n_bad = int(np.count_nonzero(det <= 0))
         folded, total = folded + n_bad, total + det.size
         per_pct.append(100.0 * n_bad / det.size)

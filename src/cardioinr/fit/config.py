@@ -1,0 +1,98 @@
+"""Settings of one per-sequence fit (:class:`FitConfig`) and the settings a file changes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from cardioinr.core.config import check_setting_types, config_from_file
+from cardioinr.core.errors import ConfigError
+from cardioinr.fit.fields import FieldConfig
+from cardioinr.fit.losses import SIMILARITIES
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of one per-sequence fit.
+
+    Weights multiply dimensionless terms (intensities normalised to [0, 1], gradients in
+    mm/mm, temporal acceleration in mm per (cycle / 20)^2, whatever the frame count).
+    """
+
+    field: FieldConfig = field(default_factory=FieldConfig)
+    steps: int = 800
+    lr: float = 3e-4
+    lr_final: float = 0.1  # cosine decay to lr * lr_final
+    points: int = 4096
+    reg_points: int = 1024
+    similarity: str = "ncc"
+    patch: int = 5  # local NCC patch width, voxels
+    edge_fraction: float = 0.4
+    heart_fraction: float = 0.3
+    w_smooth: float = 0.02
+    w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
+    w_incompress: float = 0.05
+    w_temporal: float = 0.01
+    w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
+    latent_steps: int = 0  # modulated fields: steps that move only the latent code first (<= steps / 3)
+    latent_lr: float = 1e-2
+    encoding_lr_scale: float = 30.0  # rate multiplier of trainable encodings (hash-grid tables)
+    blur_px: tuple[float, ...] = (2.0, 1.0, 0.0)
+    blur_until: tuple[float, ...] = (0.3, 0.6, 1.0)  # fraction of the steps each level lasts to
+    patience: int = 150
+    min_delta: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITIES:
+            raise ConfigError(f"unknown similarity {self.similarity!r} (choose from {', '.join(SIMILARITIES)})")
+        if self.steps < 0 or self.points < 16 or self.reg_points < 0:
+            raise ConfigError("steps must be >= 0 and points >= 16")
+        if not self.lr > 0:
+            raise ConfigError("learning rate must be positive")
+        if len(self.blur_px) != len(self.blur_until):
+            raise ConfigError("blur_px and blur_until must have the same length")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitConfig":
+        """Build from a plain dict (e.g. parsed TOML/JSON); unknown keys and values of the
+        wrong type are a :class:`ConfigError`."""
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown fit setting(s): {', '.join(sorted(unknown))}")
+        if isinstance(d.get("field"), dict):
+            fknown = {f.name for f in fields(FieldConfig)}
+            bad = set(d["field"]) - fknown
+            if bad:
+                raise ConfigError(f"unknown field setting(s): {', '.join(sorted(bad))}")
+            check_setting_types(FieldConfig, d["field"], "field setting")
+            d["field"] = FieldConfig(**d["field"])
+        elif "field" in d and not isinstance(d["field"], FieldConfig):
+            raise ConfigError(f"fit setting 'field' must be a table of field settings, got {d['field']!r}")
+        check_setting_types(cls, {k: v for k, v in d.items() if k != "field"}, "fit setting")
+        for k in ("blur_px", "blur_until"):
+            if k in d:
+                d[k] = tuple(float(v) for v in d[k])
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "FitConfig":
+        """Load from a TOML or JSON file (a ``[fit]`` table in TOML is accepted too)."""
+        return config_from_file(cls, path, "fit")
+
+
+def explicit_settings(path: str | Path) -> dict:
+    """The settings of a fit config file that differ from the defaults, so that a prior's
+    adaptation defaults still apply to everything the file leaves alone."""
+    given, default = FitConfig.from_file(path), FitConfig()
+    return {f.name: getattr(given, f.name) for f in fields(FitConfig)
+            if getattr(given, f.name) != getattr(default, f.name)}
+
+
+__all__ = ["FitConfig", "explicit_settings"]

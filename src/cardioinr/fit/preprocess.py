@@ -1,0 +1,102 @@
+"""Preparing a cine for a fit (pure helpers): intensity normalisation, the heart mask, the
+heart-centred normalised frame of reference and its handedness, the coarse-to-fine blur, and
+where the fit samples its points."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cardioinr.fit.config import FitConfig
+from cardioinr.io import Sequence
+
+
+def normalise_intensity(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
+    """Robustly scale intensities to about [0, 1] using percentiles over the whole cine."""
+    lo, hi = np.percentile(image, [low, high])
+    if hi <= lo:
+        lo, hi = float(image.min()), float(image.max())
+    return np.clip((image - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
+
+
+def heart_mask(seq: Sequence) -> np.ndarray | None:
+    """Boolean ``(X, Y, Z)`` mask of the labelled heart at the reference frame, or None."""
+    lab = seq.ref_labels
+    if lab is None:
+        return None
+    m = lab > 0
+    return m if m.any() else None
+
+
+def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
+    """Centre (mm, ``(D,)``) and scale (mm) of the normalised coordinates.
+
+    With reference labels the frame is centred on the left ventricle (cavity and myocardium)
+    and scaled by its size, so a learned prior transfers across patients, resolutions and
+    fields of view. Only the LV counts where it is labelled: every cardiac dataset labels it,
+    the RV only some (Sunnybrook has no RV), and a frame that moved with the label set would
+    place a prior's motion pattern differently on the same heart. Without LV labels it is the
+    whole labelled heart; without labels, the image centre and half the in-plane extent.
+    """
+    d = seq.ndim_space
+    sp = seq.spacing
+    mask = heart_mask(seq)
+    if mask is not None:
+        lv = np.isin(seq.ref_labels, [seq.label_map.lv, seq.label_map.myo])
+        mask = lv if lv.any() else mask
+        idx = np.argwhere(mask).astype(np.float64)
+        centre = idx.mean(0) * sp
+        # equivalent diameter of the largest labelled cross-section
+        area = max(mask[:, :, k].sum() for k in range(mask.shape[2])) * sp[0] * sp[1]
+        scale = 2.0 * math.sqrt(area / math.pi)
+    else:
+        centre = (np.array(seq.shape) - 1) / 2.0 * sp
+        scale = 0.5 * max(seq.shape[0] * sp[0], seq.shape[1] * sp[1])
+    return centre[:d], float(max(scale, 4 * sp[:2].max()))
+
+
+def frame_reflection(seq: Sequence) -> np.ndarray:
+    """Axes mirrored in the normalised frame, ``(D,)`` of +-1.
+
+    Voxel axes are left-handed in world space on many scans (the determinant of the affine's
+    3 x 3 block is negative, as on all three Sunnybrook stacks). Mirrored, the LV twist,
+    which a prior learns with one sense of rotation, would turn the other way. Mirroring the
+    first axis of the normalised frame on such scans gives every heart the same handedness.
+    The base-to-apex direction is not touched: stacks are taken to run from base to apex
+    along k, as the phantoms do.
+    """
+    r = np.ones(seq.ndim_space)
+    if np.linalg.det(np.asarray(seq.affine, dtype=np.float64)[:3, :3]) < 0:
+        r[0] = -1.0
+    return r
+
+
+def blur_inplane(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``image`` ``(X, Y, Z, T)`` blurred in-plane by a Gaussian of ``sigma_px`` voxels (as is for 0)."""
+    if sigma_px <= 0:
+        return image
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(image, sigma=(sigma_px, sigma_px, 0, 0), mode="nearest")
+
+
+def sampling_weights(ref: np.ndarray, mask: np.ndarray | None, cfg: FitConfig) -> np.ndarray:
+    """Per-voxel probabilities ``(X*Y*Z,)``: uniform + image edges + heart."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    sm = gaussian_filter(ref, sigma=(1, 1, 0), mode="nearest")
+    gx, gy = np.gradient(sm, axis=(0, 1))
+    edge = np.hypot(gx, gy).ravel()
+    parts = [(1.0 - cfg.edge_fraction, np.ones_like(edge))]
+    if edge.sum() > 0:
+        parts.append((cfg.edge_fraction, edge))
+    if mask is not None and cfg.heart_fraction > 0:
+        grown = binary_dilation(mask, iterations=3, structure=np.ones((3, 3, 1), bool)) if mask.ndim == 3 else mask
+        parts.append((cfg.heart_fraction, grown.ravel().astype(np.float64)))
+    w = sum(frac * p / p.sum() for frac, p in parts)
+    return (w / w.sum()).astype(np.float64)
+
+
+__all__ = ["blur_inplane", "frame_of_reference", "frame_reflection", "heart_mask", "normalise_intensity",
+           "sampling_weights"]
