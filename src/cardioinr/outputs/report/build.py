@@ -58,7 +58,7 @@ def build_report(
             ``metrics.json["sequence"]["source"]`` if that file still exists.
         strain: a strain analysis already computed for this fit (skips recomputation).
         strain_config: directions and segment settings for the recomputation.
-        path: where to write (default ``out_dir / "report.html"``).
+        path: where to write (default: the contract's report file in ``out_dir``).
 
     Returns:
         The path of the written report (written atomically).
