@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cardioinr.io.datasets import DatasetEntry, index_dataset, load_entry, shared_data_dir
 from cardioinr.core.errors import InputError
-from cardioinr.io import ACDC, SUNNYBROOK, LabelMap, Sequence, make_affine, save_nifti, save_npz
+from cardioinr.geometry import make_affine
+from cardioinr.io.datasets import DatasetEntry, index_dataset, load_entry, shared_data_dir
+from cardioinr.io.nifti import save_nifti
+from cardioinr.io.npz import save_npz
+from cardioinr.io.sequence import ACDC, SUNNYBROOK, LabelMap, Sequence
 
 AFF = make_affine((1.5, 1.5, 8.0), origin=(-10.0, 5.0, 2.0))
 

@@ -31,7 +31,9 @@ from hypothesis import strategies as st
 from builders import dicom_series
 
 from cardioinr.core.errors import InputError
-from cardioinr.io import Sequence, load_label_volume, load_sequence
+from cardioinr.io.load import load_sequence
+from cardioinr.io.nifti import load_label_volume
+from cardioinr.io.sequence import Sequence
 
 # Examples per test; CARDIOINR_FUZZ_SCALE multiplies them for a longer hunt (e.g. 20 offline).
 _SCALE = float(os.environ.get("CARDIOINR_FUZZ_SCALE", "1"))

@@ -14,24 +14,13 @@ import pytest
 
 from builders import rotation
 from cardioinr.core.errors import InputError
-from cardioinr.io import (
-    ACDC,
-    SUNNYBROOK,
-    LabelMap,
-    Sequence,
-    atomic_path,
-    attach_labels,
-    dicom_affine,
-    load_label_file,
-    load_label_volume,
-    load_npz,
-    load_sequence,
-    make_affine,
-    save_nifti,
-    save_npz,
-    spacing_from_affine,
-    write_json_atomic,
-)
+from cardioinr.core.files import atomic_path, write_json_atomic
+from cardioinr.geometry import make_affine, spacing_from_affine
+from cardioinr.io.dicom import dicom_affine
+from cardioinr.io.load import load_sequence
+from cardioinr.io.nifti import attach_labels, load_label_file, load_label_volume, save_nifti
+from cardioinr.io.npz import load_npz, save_npz
+from cardioinr.io.sequence import ACDC, SUNNYBROOK, LabelMap, Sequence
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -511,6 +500,37 @@ def test_label_problems(tmp_path):
         load_label_volume(tmp_path / "frac.nii.gz")
     with pytest.raises(InputError, match="out of range"):
         attach_labels(seq, {9: tmp_path / "codes.nii.gz"})
+
+
+def test_label_provenance_is_explicit(tmp_path):
+    """A label file leaves its path and SHA-256 on the sequence only when passed with its source,
+    and the record goes as soon as those labels are replaced."""
+    import hashlib
+
+    from cardioinr.io.nifti import label_source
+
+    seq = load_sequence(save_nifti(tmp_path / "c.nii.gz", cine(), oblique_affine()))
+    lab = np.zeros((12, 10, 3), np.uint8)
+    lab[3:6, 3:6, 1] = 3
+    seg = save_nifti(tmp_path / "seg.nii.gz", lab, np.eye(4))
+    sha = hashlib.sha256(seg.read_bytes()).hexdigest()
+    with_file = attach_labels(seq, {-5: seg})  # frame -5 is frame 0
+    assert with_file.label_provenance() == {0: {"path": str(seg), "sha256": sha}}
+    assert with_file.with_ref_frame(2).label_provenance() == with_file.label_provenance()  # kept by replace
+    assert with_file.with_labels(0, lab.copy()).label_provenance() == with_file.label_provenance()  # same codes
+    assert with_file.with_labels(0, lab // 3 * 2).label_provenance() == {}  # other codes: the file no longer applies
+    arr = load_label_volume(seg, seq.shape)
+    assert seq.with_labels(0, arr).label_provenance() == {}  # an array alone carries nothing
+    assert seq.with_labels(0, arr, source=label_source(seg)).label_provenance() == with_file.label_provenance()
+    bad = lab.copy()
+    bad[0, 0, 0] = 7
+    with pytest.raises(InputError) as e:  # a label file names itself first
+        seq.with_labels(0, bad, source=label_source(seg))
+    assert one_line(e).startswith(f"{seg}: label map (frame 0 of {tmp_path / 'c.nii.gz'}) has codes [7]")
+    with pytest.raises(InputError) as e:
+        seq.with_labels(0, bad)
+    assert one_line(e).startswith(f"{tmp_path / 'c.nii.gz'}: label map for frame 0 has codes [7]")
+    assert label_source(tmp_path / "gone.nii.gz") is None
 
 
 def test_label_file_for_every_frame(tmp_path):

@@ -25,20 +25,18 @@ from hypothesis import strategies as st
 
 from cardioinr import __version__
 from cardioinr.core.errors import InputError
-from cardioinr.io import (
-    LabelMap,
-    Sequence,
-    check_frame_index,
-    dicom_affine,
-    load_sequence,
+from cardioinr.geometry import (
     mm_to_voxel,
-    save_nifti,
     spacing_from_affine,
     validate_affine,
     voxel_to_mm,
     voxel_to_world,
     world_to_voxel,
 )
+from cardioinr.io.dicom import dicom_affine
+from cardioinr.io.load import load_sequence
+from cardioinr.io.nifti import save_nifti
+from cardioinr.io.sequence import LabelMap, Sequence, check_frame_index
 from cardioinr.phantoms import PhantomConfig, make_phantom
 
 PROPS = settings(max_examples=200, deadline=None, database=None)

@@ -83,7 +83,7 @@ def fit(
     from dataclasses import replace as dc_replace
 
     from cardioinr.fit import FitConfig, Fitter, explicit_settings
-    from cardioinr.io import LabelMap, load_label_volume, load_sequence
+    from cardioinr.io import LabelMap, attach_labels, load_sequence
     from cardioinr.outputs import save_fit
 
     pin_threads(threads)
@@ -109,7 +109,7 @@ def fit(
     cfg = dc_replace(cfg, **changes)
     seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
     if seg is not None:
-        seq = seq.with_labels(seq.ref_frame, load_label_volume(seg, seq.shape))
+        seq = attach_labels(seq, {seq.ref_frame: seg})
     if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
         raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
                           f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")

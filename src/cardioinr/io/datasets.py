@@ -35,21 +35,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cardioinr.core.errors import InputError
-from cardioinr.io import (
-    ACDC,
-    SUNNYBROOK,
-    LabelMap,
-    Sequence,
-    _natural_key,
-    attach_label_arrays,
-    check_frame_index,
-    load_label_file,
-    load_label_volume,
-    load_sequence,
-)
+from cardioinr.io._common import IMAGE_SUFFIXES, file_stem, first_line, natural_key
+from cardioinr.io.load import load_sequence
+from cardioinr.io.nifti import label_source, load_label_file, load_label_volume, strict_nifti_header
+from cardioinr.io.sequence import ACDC, SUNNYBROOK, LabelMap, LabelSource, Sequence, attach_label_arrays, check_frame_index
 
 MANIFEST_FORMAT = "cardioinr-phantoms"
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npz")
 
 
 @dataclass
@@ -138,7 +129,7 @@ def index_dataset(path: str | os.PathLike, *, label_map: LabelMap | str | None =
     if path.is_file():
         if path.name.lower().endswith(".json"):
             entries = _index_manifest(path)
-        elif path.name.lower().endswith(_IMAGE_SUFFIXES):
+        elif path.name.lower().endswith(IMAGE_SUFFIXES):
             entries = [DatasetEntry(name=_stem(path), image=path, layout="plain", meta={"source": str(path)})]
         else:
             raise InputError(f"{path}: not a dataset (expected a folder, a manifest.json or a cine file)")
@@ -158,15 +149,12 @@ def index_dataset(path: str | os.PathLike, *, label_map: LabelMap | str | None =
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"{path}: several sequences share the name(s) {', '.join(dupes[:5])}")
-    return sorted(entries, key=lambda e: _natural_key(e.name))
+    return sorted(entries, key=lambda e: natural_key(e.name))
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for ext in _IMAGE_SUFFIXES:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    """A case name: the file name less an image suffix (other names, folders included, stay whole)."""
+    return file_stem(path, other="name")
 
 
 def _frame_value(value: object, what: str, where: Path) -> int | None:
@@ -185,7 +173,7 @@ def _index_manifest(manifest: Path) -> list[DatasetEntry]:
     try:
         doc = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{manifest}: unreadable manifest ({str(e).splitlines()[0][:160]})") from None
+        raise InputError(f"{manifest}: unreadable manifest ({first_line(e, 160)})") from None
     if not isinstance(doc, dict):
         raise InputError(f"{manifest}: a manifest must be a JSON object with a 'cases' list")
     fmt = doc.get("format")
@@ -273,7 +261,7 @@ def _index_sunnybrook(folder: Path) -> list[DatasetEntry]:
             try:
                 info = json.loads(info_path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise InputError(f"{info_path}: unreadable ({str(e).splitlines()[0][:160]})") from None
+                raise InputError(f"{info_path}: unreadable ({first_line(e, 160)})") from None
             if not isinstance(info, dict):
                 raise InputError(f"{info_path}: expected a JSON object")
         frames: dict[str, int | None] = {}
@@ -380,13 +368,11 @@ def _nifti_is_cine(f: Path) -> bool:
     raise InputError."""
     import nibabel as nib
 
-    from cardioinr.io import _strict_nifti_header
-
     try:
-        with _strict_nifti_header():  # a damaged header is refused, and nibabel prints nothing
+        with strict_nifti_header():  # a damaged header is refused, and nibabel prints nothing
             shape = nib.load(str(f)).shape
     except Exception as e:
-        raise InputError(f"{f}: not a readable NIfTI file ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+        raise InputError(f"{f}: not a readable NIfTI file ({first_line(e, 160)})") from None
     return len(shape) == 4 or (len(shape) == 5 and shape[3] == 1)
 
 
@@ -400,7 +386,7 @@ def _index_plain(folder: Path) -> list[DatasetEntry]:
         raise InputError(f"{folder}: folder is empty")
     entries: list[DatasetEntry] = []
     frames_3d: list[Path] = []
-    for f in sorted(children, key=lambda p: _natural_key(p.name)):
+    for f in sorted(children, key=lambda p: natural_key(p.name)):
         if f.is_file() and f.name.lower().endswith(".npz"):
             entries.append(DatasetEntry(name=_stem(f), image=f, meta={"source": str(f)}))
         elif f.is_file() and f.name.lower().endswith((".nii", ".nii.gz")):
@@ -444,11 +430,18 @@ def load_entry(entry: DatasetEntry, *, label_map: LabelMap | str | None = None) 
     ed = check_frame_index(entry.ed_frame, seq.n_frames, entry.name) if entry.ed_frame is not None else None
     es = check_frame_index(entry.es_frame, seq.n_frames, entry.name) if entry.es_frame is not None else None
     arrays = {}
+    sources: dict[int, LabelSource] = {}  # per-frame label files are recorded as the fit's inputs
     if entry.label_series is not None:
         arrays.update(load_label_file(entry.label_series, seq.shape, seq.n_frames, ref))
     for t, p in entry.labels.items():
-        arrays[check_frame_index(t, seq.n_frames, entry.name)] = load_label_volume(p, seq.shape)
-    seq = attach_label_arrays(seq, arrays) if arrays else seq
+        t = check_frame_index(t, seq.n_frames, entry.name)
+        arrays[t] = load_label_volume(p, seq.shape)
+        src = label_source(p)
+        if src is not None:
+            sources[t] = src
+        else:  # two keys may name one frame (0 and -T): the last file read decides
+            sources.pop(t, None)
+    seq = attach_label_arrays(seq, arrays, sources) if arrays else seq
     meta = {**seq.meta, **entry.meta, "layout": entry.layout, "ed_frame": ed, "es_frame": es,
             "truth_displacement": str(entry.truth_displacement) if entry.truth_displacement else None}
     return replace(seq, ref_frame=ref, name=entry.name, meta=meta)
