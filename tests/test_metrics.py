@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, SUNNYBROOK, LabelMap
-from cardioinr.analysis.kinematics import jacobian_determinant_grid
+from cardioinr.geometry.kinematics import jacobian_determinant_grid
 from cardioinr.analysis.metrics import (
     dice,
     dice_per_label,

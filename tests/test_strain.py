@@ -19,7 +19,7 @@ from cardioinr.analysis.aha import aha_segments, segment_of_angle
 from cardioinr.analysis.cardiac_frame import cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
-from cardioinr.analysis.kinematics import (
+from cardioinr.geometry.kinematics import (
     deformation_gradient_dense,
     deformation_gradient_field,
     engineering_strain,

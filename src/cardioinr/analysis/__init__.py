@@ -2,7 +2,7 @@
 
 Modules, each building on the ones before it:
 
-* :mod:`~cardioinr.analysis.kinematics`: deformation gradient ``F``, ``det F`` and Green strain,
+* :mod:`~cardioinr.geometry.kinematics`: deformation gradient ``F``, ``det F`` and Green strain,
   from a continuous field (autodiff) or a displacement grid (finite differences);
 * :mod:`~cardioinr.analysis.config`: :class:`StrainConfig`;
 * :mod:`~cardioinr.analysis.cardiac_frame`: LV long axis, centres, septum and angles;
@@ -18,7 +18,7 @@ from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name,
 from cardioinr.analysis.cardiac_frame import CardiacFrame, cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
-from cardioinr.analysis.kinematics import (
+from cardioinr.geometry.kinematics import (
     deformation_gradient_dense,
     deformation_gradient_field,
     det_f,

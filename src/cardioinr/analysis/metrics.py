@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from cardioinr.analysis.kinematics import _as_spacing, jacobian_determinant_grid
+from cardioinr.geometry.kinematics import (HEART_MARGIN_MM, as_spacing, check_displacement, folding_stats, frame_list,
+                                           mask_over_frames, within_margin)
 from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, LabelMap
 
@@ -162,7 +163,7 @@ def hd95(pred: np.ndarray, truth: np.ndarray, code: int | bool, spacing: Iterabl
     _check_same_shape(pred, truth, "predicted labels", "true labels")
     if pred.ndim not in (2, 3):
         raise InputError(f"hd95 expects a 2D or 3D label array, got shape {pred.shape}")
-    sp = _as_spacing(spacing, pred.ndim)
+    sp = as_spacing(spacing, pred.ndim)
     a, b, sp = _squeeze_2d(_mask(pred, code), _mask(truth, code), sp)
     if not a.any() or not b.any():
         return _NAN
@@ -261,10 +262,10 @@ def label_scores(
     pred_labels = np.asarray(pred_labels)
     if pred_labels.ndim != 4:
         raise InputError(f"predicted labels must be (X, Y, Z, T), got shape {pred_labels.shape}")
-    sp = _as_spacing(spacing)
+    sp = as_spacing(spacing)
     n_frames = pred_labels.shape[3]
     truth = _frames_of(truth_labels, n_frames, pred_labels.shape[:3])
-    wanted = sorted(truth) if frames is None else _frame_list(frames, n_frames)
+    wanted = sorted(truth) if frames is None else frame_list(frames, n_frames)
     per_frame: dict[int, dict[str, dict[str, float]]] = {}
     for t in wanted:
         if t not in truth:
@@ -301,36 +302,6 @@ def label_scores(
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_disp(disp: np.ndarray, what: str) -> np.ndarray:
-    disp = np.asarray(disp)
-    if disp.ndim != 5 or disp.shape[-1] != 3:
-        raise InputError(f"{what} must be (X, Y, Z, T, 3), got shape {disp.shape}")
-    return disp
-
-
-def _frame_list(frames: Iterable[int] | None, n_frames: int) -> list[int]:
-    if frames is None:
-        return list(range(n_frames))
-    out = []
-    for t in frames:
-        if not -n_frames <= int(t) < n_frames:
-            raise InputError(f"frame {t} is out of range for {n_frames} frames")
-        out.append(int(t) % n_frames)
-    return out
-
-
-def _mask_4d(mask: np.ndarray | None, shape4: tuple[int, ...], frames: list[int]) -> np.ndarray | None:
-    """A region mask ``(X, Y, Z)`` (same region every frame) or ``(X, Y, Z, T)`` as ``(X, Y, Z, len(frames))``."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask).astype(bool)
-    if mask.shape == tuple(shape4[:3]):
-        return np.broadcast_to(mask[..., None], tuple(shape4[:3]) + (len(frames),))
-    if mask.shape == tuple(shape4):
-        return mask[..., frames]
-    raise InputError(f"mask has shape {mask.shape}, expected {tuple(shape4[:3])} or {tuple(shape4)}")
-
-
 def _stats(values: np.ndarray) -> dict[str, float | int]:
     if values.size == 0:
         return {"n": 0, "mean": _NAN, "median": _NAN, "p95": _NAN, "max": _NAN}
@@ -361,11 +332,11 @@ def endpoint_error(
         ``{"n", "mean", "median", "p95", "max", "per_frame_mean": [one per included frame],
         "frames": [included frame indices]}``, mm. Statistics are ``NaN`` for an empty region.
     """
-    pred_disp = _check_disp(pred_disp, "predicted displacement")
-    true_disp = _check_disp(true_disp, "true displacement")
+    pred_disp = check_displacement(pred_disp, "predicted displacement")
+    true_disp = check_displacement(true_disp, "true displacement")
     _check_same_shape(pred_disp, true_disp, "predicted displacement", "true displacement")
-    fr = _frame_list(frames, pred_disp.shape[3])
-    m = _mask_4d(mask, pred_disp.shape[:4], fr)
+    fr = frame_list(frames, pred_disp.shape[3])
+    m = mask_over_frames(mask, pred_disp.shape[:4], fr)
     per_frame, values = [], []
     for n, t in enumerate(fr):
         diff = pred_disp[:, :, :, t, :].astype(np.float64) - true_disp[:, :, :, t, :].astype(np.float64)
@@ -404,7 +375,7 @@ def epe_by_region(
         ``{"all": stats, "heart": stats (any labelled structure), "LV": .., "MYO": .., "RV": ..}``
         with :func:`endpoint_error`'s stats; structures absent from ``ref_labels`` are left out.
     """
-    pred_disp = _check_disp(pred_disp, "predicted displacement")
+    pred_disp = check_displacement(pred_disp, "predicted displacement")
     ref_labels = np.asarray(ref_labels)
     if ref_labels.ndim == 2 and pred_disp.shape[2] == 1:
         ref_labels = ref_labels[:, :, None]
@@ -422,70 +393,17 @@ def epe_by_region(
     return out
 
 
-def folding_stats(
-    disp: np.ndarray,
-    spacing: Iterable[float] | np.ndarray,
-    mask: np.ndarray | None = None,
-    frames: Iterable[int] | None = None,
-) -> dict[str, Any]:
-    """How much of a displacement sequence folds (``det(I + du/dX) <= 0``).
-
-    Args:
-        disp: ``(X, Y, Z, T, 3)`` mm.
-        spacing: ``(3,)`` mm.
-        mask: region ``(X, Y, Z)`` (same every frame, e.g. a dilated heart mask) or
-            ``(X, Y, Z, T)``; default the whole grid.
-        frames: frames to include (default all).
-
-    Returns:
-        ``{"n_voxels": voxels x frames counted, "percent_folded": % with det <= 0 over all
-        included frames, "min_det", "per_frame_percent": [...], "per_frame_min_det": [...],
-        "frames": [...]}``. ``min_det`` is ``NaN`` for an empty region.
-    """
-    disp = _check_disp(disp, "displacement")
-    fr = _frame_list(frames, disp.shape[3])
-    m = _mask_4d(mask, disp.shape[:4], fr)
-    folded = total = 0
-    per_pct, per_min = [], []
-    for n, t in enumerate(fr):
-        det = jacobian_determinant_grid(disp[:, :, :, t, :], spacing)
-        det = det[m[..., n]] if m is not None else det.reshape(-1)
-        k = int(np.count_nonzero(det <= 0))
-        folded += k
-        total += det.size
-        per_pct.append(100.0 * k / det.size if det.size else _NAN)
-        per_min.append(float(det.min()) if det.size else _NAN)
-    finite_min = [v for v in per_min if math.isfinite(v)]
-    return {
-        "n_voxels": int(total),
-        "percent_folded": 100.0 * folded / total if total else _NAN,
-        "min_det": float(min(finite_min)) if finite_min else _NAN,
-        "per_frame_percent": per_pct,
-        "per_frame_min_det": per_min,
-        "frames": fr,
-    }
-
-
-def heart_mask(ref_labels: np.ndarray, label_map: LabelMap, spacing: Iterable[float] | np.ndarray, margin_mm: float = 5.0) -> np.ndarray:
+def heart_mask(ref_labels: np.ndarray, label_map: LabelMap, spacing: Iterable[float] | np.ndarray, margin_mm: float = HEART_MARGIN_MM) -> np.ndarray:
     """Voxels within ``margin_mm`` (physical distance) of any labelled structure; ``(X, Y, Z)`` bool.
 
-    A single slice is dilated in-plane only."""
-    ref_labels = np.asarray(ref_labels)
-    sp = _as_spacing(spacing)
-    heart = np.isin(ref_labels, list(label_map.codes()))
-    if not heart.any() or margin_mm <= 0:
-        return heart
-    if heart.shape[2] == 1:
-        dist = ndimage.distance_transform_edt(~heart[:, :, 0], sampling=sp[:2])[:, :, None]
-    else:
-        dist = ndimage.distance_transform_edt(~heart, sampling=sp)
-    return dist <= margin_mm
+    A single slice is dilated in-plane only. The same region is what a fit's metrics call the heart."""
+    return within_margin(np.isin(np.asarray(ref_labels), list(label_map.codes())), spacing, margin_mm)
 
 
 def find_reference_frame(disp: np.ndarray) -> int | None:
     """The first frame where the displacement is exactly zero everywhere (the contract's reference
     frame), or ``None``. ``disp``: ``(X, Y, Z, T, 3)``."""
-    disp = _check_disp(disp, "displacement")
+    disp = check_displacement(disp, "displacement")
     for t in range(disp.shape[3]):
         if not np.any(disp[:, :, :, t, :]):
             return t
@@ -507,7 +425,7 @@ def evaluate_arrays(
     spacing: Iterable[float] | np.ndarray,
     label_map: LabelMap = ACDC,
     ref_frame: int | None = None,
-    heart_margin_mm: float = 5.0,
+    heart_margin_mm: float = HEART_MARGIN_MM,
     with_hd95: bool = True,
 ) -> dict[str, Any]:
     """Score a fitted motion (and propagated labels) against whatever ground truth is given.
@@ -535,15 +453,15 @@ def evaluate_arrays(
              "epe": epe_by_region or {"all": ..} (if truth_disp),
              "labels": label_scores (if pred_labels and truth_labels)}
     """
-    pred_disp = _check_disp(pred_disp, "predicted displacement")
-    sp = _as_spacing(spacing)
+    pred_disp = check_displacement(pred_disp, "predicted displacement")
+    sp = as_spacing(spacing)
     shape3, n_frames = tuple(pred_disp.shape[:3]), pred_disp.shape[3]
     if pred_labels is not None:
         pred_labels = np.asarray(pred_labels)
         if pred_labels.shape != shape3 + (n_frames,):
             raise InputError(f"predicted labels have shape {pred_labels.shape}, displacement grid is {shape3 + (n_frames,)}")
     if truth_disp is not None:
-        truth_disp = _check_disp(truth_disp, "true displacement")
+        truth_disp = check_displacement(truth_disp, "true displacement")
         _check_same_shape(pred_disp, truth_disp, "predicted displacement", "true displacement")
     truth_frames = _frames_of(truth_labels, n_frames, shape3) if truth_labels is not None else None
     if ref_frame is None:

@@ -12,11 +12,11 @@ strain tensor. Two routes give ``du/dX``:
 
 * :func:`analyse_fit`: from the continuous field, *exactly* (forward-mode autodiff through
   :meth:`cardioinr.fit.fields.MotionField.displacement_and_jacobian`), all frames at once
-  (:func:`~cardioinr.analysis.kinematics.deformation_gradient_field`);
+  (:func:`~cardioinr.geometry.kinematics.deformation_gradient_field`);
 * :func:`analyse_displacement`: from a dense ``(X, Y, Z, T, 3)`` array by central finite
   differences in mm (``np.gradient``; one-sided at the array border), so that any method's
   output (a peer's registration, the phantom's truth) is analysed identically
-  (:func:`~cardioinr.analysis.kinematics.deformation_gradient_dense`).
+  (:func:`~cardioinr.geometry.kinematics.deformation_gradient_dense`).
 
 For a unit direction ``e`` in the reference configuration two numbers are reported:
 
@@ -65,8 +65,8 @@ from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name
 from cardioinr.analysis.cardiac_frame import CardiacFrame, _check_ref_labels, _voxel_points, cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
-from cardioinr.analysis.kinematics import (
-    _FieldLike,
+from cardioinr.geometry.kinematics import (
+    FieldLike,
     deformation_gradient_dense,
     deformation_gradient_field,
     det_f,
@@ -446,7 +446,7 @@ def analyse_displacement(
 
 
 def analyse_field(
-    field_: _FieldLike,
+    field_: FieldLike,
     spacing: np.ndarray,
     ref_labels: np.ndarray,
     *,
@@ -484,7 +484,7 @@ def analyse_field(
 
 
 def analyse_fit(
-    field_: _FieldLike | None,
+    field_: FieldLike | None,
     seq: Sequence,
     displacement: np.ndarray | None = None,
     labels: np.ndarray | None = None,

@@ -28,8 +28,9 @@ from cardioinr.fit.config import FitConfig
 from cardioinr.fit.device import resolve_device
 from cardioinr.fit.fields import MotionField
 from cardioinr.fit.objective import Objective
-from cardioinr.fit.preprocess import frame_of_reference, frame_reflection, heart_mask
+from cardioinr.fit.preprocess import frame_of_reference, frame_reflection
 from cardioinr.fit.warp import propagate_labels
+from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats, within_margin
 from cardioinr.io import Sequence
 
 
@@ -241,15 +242,8 @@ def _check_compatible(field_: MotionField, seq: Sequence) -> None:
 
 def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray,
                  labels: np.ndarray | None, fit_seconds: float, total_seconds: float) -> dict:
-    from cardioinr.analysis.metrics import folding_stats
-
     steps = [h for h in history if "loss" in h]
     last = steps[-1] if steps else {}
-    mask = heart_mask(seq)
-    if mask is not None:
-        from scipy.ndimage import binary_dilation
-
-        mask = binary_dilation(mask, iterations=3, structure=np.ones((3, 3, 1), bool))
     fold_all = folding_stats(disp, seq.spacing)
     out = {
         "fit_seconds": round(fit_seconds, 3),
@@ -261,8 +255,10 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
         "min_jacobian_determinant": fold_all["min_det"],
         "max_displacement_mm": float(np.abs(disp).max()),
     }
-    if mask is not None:
-        fold_heart = folding_stats(disp, seq.spacing, mask=mask)
+    heart = None if seq.ref_labels is None else np.isin(seq.ref_labels, list(seq.label_map.codes()))
+    if heart is not None and heart.any():
+        # The heart region of `cardioinr evaluate` too, so the two report the same figure.
+        fold_heart = folding_stats(disp, seq.spacing, mask=within_margin(heart, seq.spacing, HEART_MARGIN_MM))
         out["percent_negative_jacobian_heart"] = fold_heart["percent_folded"]
     return out
 

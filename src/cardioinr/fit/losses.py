@@ -54,7 +54,7 @@ def det_f_from_grad_u(jac_u: torch.Tensor) -> torch.Tensor:
     """det(I + du/dx) from a batch of displacement Jacobians, ``(..., D, D)`` -> ``(...)``;
     closed forms for D = 2, 3 (faster and better conditioned for autograd than a generic LU).
 
-    The differentiable counterpart, in torch, of :mod:`cardioinr.analysis.kinematics` (which owns
+    The differentiable counterpart, in torch, of :mod:`cardioinr.geometry.kinematics` (which owns
     ``F`` and ``det F`` of fields and grids in NumPy); it stays here as part of the objective."""
     f = f_from_grad_u(jac_u)
     if f.shape[-1] == 2:

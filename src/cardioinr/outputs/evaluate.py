@@ -13,6 +13,7 @@ import numpy as np
 from cardioinr.analysis.metrics import evaluate_arrays, json_ready
 from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, LabelMap, load_label_volume, spacing_from_affine
+from cardioinr.geometry.kinematics import HEART_MARGIN_MM
 from cardioinr.outputs.contract import DISPLACEMENT, LABELS, read_displacement, read_labels_4d, read_ref_frame
 
 __all__ = ["evaluate_folder"]
@@ -25,7 +26,7 @@ def evaluate_folder(
     frame_labels: Mapping[int, str | os.PathLike] | None = None,
     label_map: LabelMap = ACDC,
     ref_frame: int | None = None,
-    heart_margin_mm: float = 5.0,
+    heart_margin_mm: float = HEART_MARGIN_MM,
 ) -> dict[str, Any]:
     """Score a ``cardioinr fit`` output folder against ground truth.
 

@@ -270,11 +270,11 @@ def cavity_figure(s: StrainResult) -> str:
 
 def folding_figure(f: FitFolder, k: int) -> tuple[dict, str]:
     """Folding statistics of the dense field and a figure: min det(F) over frames (slice ``k``)
-    and % folded per frame. ``det F`` is :func:`cardioinr.analysis.kinematics.jacobian_determinant_grid` (central
+    and % folded per frame. ``det F`` is :func:`cardioinr.geometry.kinematics.jacobian_determinant_grid` (central
     differences), one frame at a time."""
     from matplotlib.colors import ListedColormap
 
-    from cardioinr.analysis.kinematics import jacobian_determinant_grid
+    from cardioinr.geometry.kinematics import jacobian_determinant_grid
 
     per_pct, per_min = [], []
     folded = total = 0

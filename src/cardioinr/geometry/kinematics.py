@@ -26,31 +26,49 @@ Strain: ``E = (F^T F - I) / 2`` (:func:`green_strain`), its normal component ``e
 unit direction (:func:`normal_strain`) and the engineering strain ``sqrt(1 + 2 E_ee) - 1``
 (:func:`engineering_strain`).
 
+Folding: :func:`folding_stats` counts where ``det F <= 0`` over a displacement sequence (the fit
+reports it, ``evaluate`` scores it), in a region grown around the labels by
+:func:`within_margin` (the heart region both use).
+
 A single slice (``Z == 1``) is 2D throughout: the in-plane components and derivatives only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
 
+from scipy import ndimage
+
 from cardioinr.core.errors import InputError
 
+_NAN = float("nan")
+#: Margin (mm) around the labelled structures of the "heart" region where folding is reported.
+HEART_MARGIN_MM = 5.0
+
 __all__ = [
+    "HEART_MARGIN_MM",
+    "as_spacing",
+    "check_displacement",
     "deformation_gradient_dense",
     "deformation_gradient_field",
     "det_f",
     "displacement_gradient_grid",
     "engineering_strain",
+    "folding_stats",
+    "frame_list",
     "green_strain",
+    "mask_over_frames",
     "jacobian_determinant_grid",
     "normal_strain",
+    "within_margin",
 ]
 
 
-def _as_spacing(spacing: Iterable[float] | np.ndarray, ndim: int = 3) -> np.ndarray:
+def as_spacing(spacing: Iterable[float] | np.ndarray, ndim: int = 3) -> np.ndarray:
     """The first ``ndim`` entries of a voxel size (mm) as float64, checked finite and positive."""
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if sp.size < ndim or not np.all(np.isfinite(sp[:ndim])) or np.any(sp[:ndim] <= 0):
@@ -109,13 +127,13 @@ def engineering_strain(E_ee: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-class _FieldLike(Protocol):
+class FieldLike(Protocol):
     dim: int
 
     def displacement_and_jacobian(self, x_mm: Any, t: Any = None) -> tuple[Any, Any]: ...
 
 
-def deformation_gradient_field(field_: _FieldLike, points_mm: np.ndarray, chunk: int = 8192
+def deformation_gradient_field(field_: FieldLike, points_mm: np.ndarray, chunk: int = 8192
                                ) -> tuple[np.ndarray, np.ndarray]:
     """Displacement and exact deformation gradient of a continuous field at reference points.
 
@@ -269,7 +287,7 @@ def jacobian_determinant_grid(disp: np.ndarray, spacing: Iterable[float] | np.nd
     disp = np.asarray(disp, dtype=np.float64)
     if disp.ndim != 4 or disp.shape[-1] != 3:
         raise InputError(f"displacement must be (X, Y, Z, 3), got shape {disp.shape}")
-    sp = _as_spacing(spacing)
+    sp = as_spacing(spacing)
     shape = disp.shape[:3]
     dims = 2 if shape[2] == 1 else 3
     if any(n < 2 for n in shape[:dims]):
@@ -289,3 +307,102 @@ def det_f(F: np.ndarray) -> np.ndarray:
     Dimensionless: the local volume (3D) or area (2D) ratio; ``<= 0`` marks folding.
     """
     return np.linalg.det(F)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folding of a displacement sequence, and regions around labels
+# ---------------------------------------------------------------------------------------------
+
+
+def check_displacement(disp: np.ndarray, what: str) -> np.ndarray:
+    """``disp`` as an array, refused unless it is ``(X, Y, Z, T, 3)`` (``what`` names it in the error)."""
+    disp = np.asarray(disp)
+    if disp.ndim != 5 or disp.shape[-1] != 3:
+        raise InputError(f"{what} must be (X, Y, Z, T, 3), got shape {disp.shape}")
+    return disp
+
+
+def frame_list(frames: Iterable[int] | None, n_frames: int) -> list[int]:
+    """Frames as indices in ``[0, n_frames)`` (negative count from the end); ``None``: all frames."""
+    if frames is None:
+        return list(range(n_frames))
+    out = []
+    for t in frames:
+        if not -n_frames <= int(t) < n_frames:
+            raise InputError(f"frame {t} is out of range for {n_frames} frames")
+        out.append(int(t) % n_frames)
+    return out
+
+
+def mask_over_frames(mask: np.ndarray | None, shape4: tuple[int, ...], frames: list[int]) -> np.ndarray | None:
+    """A region mask ``(X, Y, Z)`` (same region every frame) or ``(X, Y, Z, T)`` as ``(X, Y, Z, len(frames))``."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape == tuple(shape4[:3]):
+        return np.broadcast_to(mask[..., None], tuple(shape4[:3]) + (len(frames),))
+    if mask.shape == tuple(shape4):
+        return mask[..., frames]
+    raise InputError(f"mask has shape {mask.shape}, expected {tuple(shape4[:3])} or {tuple(shape4)}")
+
+
+def folding_stats(
+    disp: np.ndarray,
+    spacing: Iterable[float] | np.ndarray,
+    mask: np.ndarray | None = None,
+    frames: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """How much of a displacement sequence folds (``det(I + du/dX) <= 0``).
+
+    Args:
+        disp: ``(X, Y, Z, T, 3)`` mm.
+        spacing: ``(3,)`` mm.
+        mask: region ``(X, Y, Z)`` (same every frame, e.g. a dilated heart mask) or
+            ``(X, Y, Z, T)``; default the whole grid.
+        frames: frames to include (default all).
+
+    Returns:
+        ``{"n_voxels": voxels x frames counted, "percent_folded": % with det <= 0 over all
+        included frames, "min_det", "per_frame_percent": [...], "per_frame_min_det": [...],
+        "frames": [...]}``. ``min_det`` is ``NaN`` for an empty region.
+    """
+    disp = check_displacement(disp, "displacement")
+    fr = frame_list(frames, disp.shape[3])
+    m = mask_over_frames(mask, disp.shape[:4], fr)
+    folded = total = 0
+    per_pct, per_min = [], []
+    for n, t in enumerate(fr):
+        det = jacobian_determinant_grid(disp[:, :, :, t, :], spacing)
+        det = det[m[..., n]] if m is not None else det.reshape(-1)
+        k = int(np.count_nonzero(det <= 0))
+        folded += k
+        total += det.size
+        per_pct.append(100.0 * k / det.size if det.size else _NAN)
+        per_min.append(float(det.min()) if det.size else _NAN)
+    finite_min = [v for v in per_min if math.isfinite(v)]
+    return {
+        "n_voxels": int(total),
+        "percent_folded": 100.0 * folded / total if total else _NAN,
+        "min_det": float(min(finite_min)) if finite_min else _NAN,
+        "per_frame_percent": per_pct,
+        "per_frame_min_det": per_min,
+        "frames": fr,
+    }
+
+
+def within_margin(mask: np.ndarray, spacing: Iterable[float] | np.ndarray, margin_mm: float) -> np.ndarray:
+    """Voxels within ``margin_mm`` (physical distance) of a region; ``(X, Y, Z)`` bool.
+
+    The region is grown by the Euclidean distance in mm (the voxel size honoured), so the margin
+    is round whatever the voxels' shape; a single slice (``Z == 1``) is grown in-plane only."""
+    heart = np.asarray(mask, dtype=bool)
+    sp = as_spacing(spacing)
+    if not heart.any() or margin_mm <= 0:
+        return heart
+    if heart.shape[2] == 1:
+        dist = ndimage.distance_transform_edt(~heart[:, :, 0], sampling=sp[:2])[:, :, None]
+    else:
+        dist = ndimage.distance_transform_edt(~heart, sampling=sp)
+    return dist <= margin_mm
+
+
