@@ -387,7 +387,7 @@ def summarise(rows: list[dict]) -> tuple[list[dict], str]:
 
 
 def _write_json(path: Path, obj) -> None:
-    from cardioinr.analysis.metrics import json_ready
+    from cardioinr.core.serialise import json_ready
 
     path.write_text(json.dumps(json_ready(obj), indent=1, allow_nan=False))
 

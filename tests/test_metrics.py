@@ -23,9 +23,9 @@ from cardioinr.analysis.metrics import (
     folding_stats,
     hd95,
     heart_mask,
-    json_ready,
     label_scores,
 )
+from cardioinr.core.serialise import json_ready
 from cardioinr.outputs import evaluate_folder
 
 torch.set_num_threads(1)

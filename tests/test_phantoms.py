@@ -8,7 +8,6 @@ finite-difference Jacobians on the voxel grid, spectra of the tag pattern, noise
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 
 import nibabel as nib

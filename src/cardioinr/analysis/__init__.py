@@ -18,16 +18,6 @@ from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name,
 from cardioinr.analysis.cardiac_frame import CardiacFrame, cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
-from cardioinr.geometry.kinematics import (
-    deformation_gradient_dense,
-    deformation_gradient_field,
-    det_f,
-    displacement_gradient_grid,
-    engineering_strain,
-    green_strain,
-    jacobian_determinant_grid,
-    normal_strain,
-)
 from cardioinr.analysis.metrics import (
     dice,
     dice_per_label,
@@ -38,7 +28,6 @@ from cardioinr.analysis.metrics import (
     folding_stats,
     hd95,
     heart_mask,
-    json_ready,
     label_scores,
 )
 from cardioinr.analysis.strain import (
@@ -49,6 +38,16 @@ from cardioinr.analysis.strain import (
     analyse_field,
     analyse_fit,
     analyse_fit_result,
+)
+from cardioinr.geometry.kinematics import (
+    deformation_gradient_dense,
+    deformation_gradient_field,
+    det_f,
+    displacement_gradient_grid,
+    engineering_strain,
+    green_strain,
+    jacobian_determinant_grid,
+    normal_strain,
 )
 
 __all__ = [
@@ -83,7 +82,6 @@ __all__ = [
     "hd95",
     "heart_mask",
     "jacobian_determinant_grid",
-    "json_ready",
     "label_scores",
     "normal_strain",
     "region_name",

@@ -38,6 +38,7 @@ import numpy as np
 
 from cardioinr.analysis.config import StrainConfig
 from cardioinr.core.errors import InputError
+from cardioinr.geometry import spatial_dim
 from cardioinr.io import ACDC, LabelMap, spacing_from_affine
 
 __all__ = ["CardiacFrame", "cardiac_frame"]
@@ -171,7 +172,7 @@ def cardiac_frame(
     sp = np.asarray(spacing, dtype=np.float64).reshape(3)
     if label_map.myo is None or not np.any(lab == label_map.myo):
         raise InputError("strain needs a myocardium label in the reference frame (none found)")
-    dim = 2 if lab.shape[2] == 1 else 3
+    dim = spatial_dim(lab.shape)
     myo = lab == label_map.myo
     lv = lab == label_map.lv if label_map.lv is not None else np.zeros_like(myo)
     body = (myo | lv) if cfg.centre == "lv+myo" else lv

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from cardioinr.core.errors import InputError
+from cardioinr.geometry import spatial_dim
 
 __all__ = ["cavity_sizes", "ejection_fraction"]
 
@@ -33,7 +34,7 @@ def cavity_sizes(labels: np.ndarray, spacing: np.ndarray, lv_code: int) -> tuple
         raise InputError(f"labels must be (X, Y, Z, T), got shape {lab.shape}")
     sp = np.asarray(spacing, dtype=np.float64).reshape(3)
     counts = (lab == lv_code).reshape(-1, lab.shape[3]).sum(0).astype(np.float64)
-    if lab.shape[2] == 1:
+    if spatial_dim(lab.shape) == 2:
         return counts * sp[0] * sp[1], "mm^2"
     return counts * float(np.prod(sp)) / 1000.0, "ml"
 

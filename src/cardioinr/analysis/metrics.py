@@ -16,22 +16,29 @@ A single slice (``Z == 1``) is treated as a 2D image throughout: surface distanc
 in-plane and the Jacobian is the 2 x 2 in-plane one.
 
 Undefined values are ``NaN`` (never an exception): the Dice of two empty masks, the HD95 when
-either mask is empty. :func:`json_ready` turns them into ``None`` for JSON.
+either mask is empty. :func:`cardioinr.core.serialise.json_ready` turns them into ``None`` for JSON.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from cardioinr.geometry.kinematics import (HEART_MARGIN_MM, as_spacing, check_displacement, folding_stats, frame_list,
-                                           mask_over_frames, within_margin)
 from cardioinr.core.errors import InputError
+from cardioinr.core.serialise import json_ready
+from cardioinr.geometry import spatial_dim
+from cardioinr.geometry.kinematics import (
+    HEART_MARGIN_MM,
+    as_spacing,
+    check_displacement,
+    folding_stats,
+    frame_list,
+    mask_over_frames,
+    within_margin,
+)
 from cardioinr.io import ACDC, LabelMap
 
 __all__ = [
@@ -45,7 +52,6 @@ __all__ = [
     "heart_mask",
     "find_reference_frame",
     "evaluate_arrays",
-    "json_ready",
 ]
 
 _NAN = float("nan")
@@ -66,29 +72,6 @@ def _mask(labels: np.ndarray, code: int | bool) -> np.ndarray:
 def _check_same_shape(a: np.ndarray, b: np.ndarray, what_a: str, what_b: str) -> None:
     if a.shape != b.shape:
         raise InputError(f"{what_a} has shape {tuple(a.shape)} but {what_b} has shape {tuple(b.shape)}")
-
-
-def json_ready(obj: Any) -> Any:
-    """Turn a result into plain JSON types: NaN/inf -> ``None``, NumPy -> Python, keys -> str.
-
-    ``json.dumps(json_ready(x), allow_nan=False)`` always succeeds for the dicts this module builds.
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +106,7 @@ def dice_per_label(pred: np.ndarray, truth: np.ndarray, label_map: LabelMap = AC
 
 def _squeeze_2d(a: np.ndarray, b: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop a singleton k axis (a single slice is a 2D image)."""
-    if a.ndim == 3 and a.shape[2] == 1:
+    if a.ndim == 3 and spatial_dim(a.shape) == 2:
         return a[:, :, 0], b[:, :, 0], sp[:2]
     return a, b, sp[: a.ndim]
 
@@ -218,7 +201,7 @@ def _frames_of(truth: np.ndarray | Mapping[int, np.ndarray], n_frames: int, shap
             if not -n_frames <= t < n_frames:
                 raise InputError(f"true labels given for frame {t}, but the prediction has {n_frames} frames")
             lab = np.asarray(lab)
-            if lab.ndim == 2 and shape3[2] == 1:
+            if lab.ndim == 2 and spatial_dim(shape3) == 2:
                 lab = lab[:, :, None]
             if lab.shape != tuple(shape3):
                 raise InputError(f"true labels of frame {t} have shape {lab.shape}, predicted frames have {tuple(shape3)}")
@@ -377,7 +360,7 @@ def epe_by_region(
     """
     pred_disp = check_displacement(pred_disp, "predicted displacement")
     ref_labels = np.asarray(ref_labels)
-    if ref_labels.ndim == 2 and pred_disp.shape[2] == 1:
+    if ref_labels.ndim == 2 and spatial_dim(pred_disp.shape) == 2:
         ref_labels = ref_labels[:, :, None]
     if ref_labels.shape != pred_disp.shape[:3]:
         raise InputError(f"reference labels have shape {ref_labels.shape}, displacement grid is {pred_disp.shape[:3]}")
@@ -477,7 +460,7 @@ def evaluate_arrays(
             ref_labels = pred_labels[..., ref_frame]
     if ref_labels is not None:
         ref_labels = np.asarray(ref_labels)
-        if ref_labels.ndim == 2 and shape3[2] == 1:
+        if ref_labels.ndim == 2 and spatial_dim(shape3) == 2:
             ref_labels = ref_labels[:, :, None]
         if ref_labels.shape != shape3:
             raise InputError(f"reference labels have shape {ref_labels.shape}, displacement grid is {shape3}")

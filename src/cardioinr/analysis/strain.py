@@ -65,6 +65,9 @@ from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name
 from cardioinr.analysis.cardiac_frame import CardiacFrame, _check_ref_labels, _voxel_points, cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
+from cardioinr.core.errors import InputError
+from cardioinr.core.serialise import json_ready
+from cardioinr.geometry import spatial_dim
 from cardioinr.geometry.kinematics import (
     FieldLike,
     deformation_gradient_dense,
@@ -74,8 +77,6 @@ from cardioinr.geometry.kinematics import (
     green_strain,
     normal_strain,
 )
-from cardioinr.analysis.metrics import json_ready
-from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, LabelMap, Sequence
 
 # AHA_NAMES, GLOBAL, StrainConfig and ejection_fraction are re-exported: cardioinr.outputs imports
@@ -393,7 +394,7 @@ def _labels_4d(labels: np.ndarray | None, shape3: tuple[int, ...], n_t: int) -> 
     if labels is None:
         return None
     lab = np.asarray(labels)
-    if lab.ndim == 3 and shape3[2] == 1 and lab.shape == (shape3[0], shape3[1], n_t):
+    if lab.ndim == 3 and spatial_dim(shape3) == 2 and lab.shape == (shape3[0], shape3[1], n_t):
         lab = lab[:, :, None, :]
     if lab.shape != tuple(shape3) + (n_t,):
         raise InputError(f"propagated labels have shape {lab.shape}, expected {tuple(shape3) + (n_t,)}")

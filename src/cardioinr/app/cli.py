@@ -158,8 +158,8 @@ def demo(
 
 def load_cohort(data: Path, label_map: Optional[str] = None, dim: Optional[int] = None) -> list:
     """All sequences of a dataset folder or manifest, reference frame at ED."""
-    from cardioinr.io.datasets import index_dataset, load_entry
     from cardioinr.core.errors import InputError
+    from cardioinr.io.datasets import index_dataset, load_entry
 
     entries = index_dataset(data, label_map=label_map)
     if not entries:

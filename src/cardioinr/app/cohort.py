@@ -42,8 +42,16 @@ import typer
 
 from cardioinr.core.console import one_line, pin_threads, progress_bar
 from cardioinr.core.errors import CardioInrError, ConfigError, InputError
-from cardioinr.outputs.contract import (MARKER, REPORT, expected_files, is_complete, mark_complete, read_marker, read_metrics,
-                                        require_files)
+from cardioinr.outputs.contract import (
+    MARKER,
+    REPORT,
+    expected_files,
+    is_complete,
+    mark_complete,
+    read_marker,
+    read_metrics,
+    require_files,
+)
 
 SUMMARY_CSV = "cohort_summary.csv"
 SUMMARY_PARQUET = "cohort_summary.parquet"
@@ -208,8 +216,8 @@ def _evaluation(entry, seq_full, result) -> dict | None:
     reference (held out from the fit) and, for phantoms, the true displacement."""
     import numpy as np
 
-    from cardioinr.io import read_nifti
     from cardioinr.analysis.metrics import evaluate_arrays
+    from cardioinr.io import read_nifti
 
     ref = seq_full.ref_frame
     truth_labels = {t: lab for t, lab in seq_full.labels.items() if t != ref}

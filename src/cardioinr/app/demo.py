@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cardioinr.io.datasets import index_dataset, load_entry, shared_data_dir
-from cardioinr.fit.fitter import FitConfig, Fitter
 from cardioinr.analysis.metrics import dice, evaluate_arrays
+from cardioinr.fit.fitter import FitConfig, Fitter
+from cardioinr.io.datasets import index_dataset, load_entry, shared_data_dir
+from cardioinr.outputs import save_fit
 from cardioinr.phantoms import PhantomConfig, case_seed, make_phantom, write_cases
 from cardioinr.priors import PriorConfig, save_prior, train_prior
-from cardioinr.outputs import save_fit
 
 
 def _reference_only(seq):

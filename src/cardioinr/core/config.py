@@ -18,6 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import ConfigError
 
 
@@ -68,7 +69,7 @@ def read_config_table(path: str | Path, table: str) -> dict:
         text = path.read_text()
         d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot parse config ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: cannot parse config ({first_line(e, None)})") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: a config file must hold a table of settings")
     return d.get(table, d)

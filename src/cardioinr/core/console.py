@@ -62,9 +62,9 @@ def _first_line_of(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def first_line(e: BaseException, limit: int = 160) -> str:
+def first_line(e: BaseException, limit: int | None = 200) -> str:
     """The first line of an error's message (its type name when the message is blank), at most
-    ``limit`` characters: for quoting a library's error inside one of ours."""
+    ``limit`` characters (None: all of it): for quoting a library's error inside one of ours."""
     return (_first_line_of(str(e)) or type(e).__name__)[:limit]
 
 

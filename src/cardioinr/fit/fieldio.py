@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
 from cardioinr.fit.fields import FieldConfig, MotionField
 from cardioinr.io import atomic_path
@@ -34,7 +35,7 @@ def load_field(path: str | Path, device: str = "cpu") -> MotionField:
     except InputError:
         raise
     except Exception as e:  # corrupt or foreign file
-        raise InputError(f"{path}: not a readable cardioinr field file ({str(e).splitlines()[0][:160]})") from None
+        raise InputError(f"{path}: not a readable cardioinr field file ({first_line(e, 160)})") from None
     return f
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cardioinr.geometry.grid import spatial_dim
+
 
 def to_sampling_layout(volume: torch.Tensor) -> torch.Tensor:
     """``(C, X, Y, Z)`` -> the ``(1, C, Z, Y, X)`` layout that :func:`torch.nn.functional.grid_sample` wants."""
@@ -77,7 +79,7 @@ def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int 
     field = u.permute(3, 0, 1, 2)  # (3, X, Y, Z) channels for sampling
     pts = grid.reshape(-1, 3)
     v = -u.reshape(-1, 3)
-    dims = 2 if shape[2] == 1 else 3
+    dims = spatial_dim(shape)
     for _ in range(iterations):
         v = -sample(field, (pts + v)[:, :dims], spacing)
     return v.reshape(*shape, 3)
@@ -107,7 +109,7 @@ def structure_distances(labels: np.ndarray, codes: list[int], spacing: np.ndarra
     from scipy.ndimage import distance_transform_edt, gaussian_filter
 
     sp = np.asarray(spacing, dtype=np.float64)
-    two_d = labels.shape[2] == 1
+    two_d = spatial_dim(labels.shape) == 2
     fine = sp <= 2.0 * sp.min()
     sigma = [1.0 if (smooth and f and n > 1) else 0.0 for f, n in zip(fine, labels.shape)]
     half = 0.5 * sp.min()
@@ -147,7 +149,7 @@ def warp_labels(scores: torch.Tensor, codes: list[int], inverse: torch.Tensor, s
     """
     shape = tuple(scores.shape[1:])
     pts = (_grid_mm(shape, spacing, inverse) + inverse).reshape(-1, 3)
-    dims = 2 if shape[2] == 1 else 3
+    dims = spatial_dim(shape)
     val = sample(scores.to(inverse.dtype), pts[:, :dims], spacing, padding_mode="border")  # (N, K)
     lut = torch.tensor(codes, dtype=torch.uint8, device=scores.device)
     return lut[val.argmax(dim=1)].reshape(shape)

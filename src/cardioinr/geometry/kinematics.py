@@ -40,10 +40,10 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
-
 from scipy import ndimage
 
 from cardioinr.core.errors import InputError
+from cardioinr.geometry.grid import spatial_dim
 
 _NAN = float("nan")
 #: Margin (mm) around the labelled structures of the "heart" region where folding is reported.
@@ -213,7 +213,7 @@ def displacement_gradient_grid(disp: np.ndarray, spacing: np.ndarray, inside: np
         ``J[..., c, a] = du_c / dX_a`` (dimensionless; the identity is not added).
     """
     sp = np.asarray(spacing, dtype=np.float64).reshape(3)
-    d = 2 if disp.shape[2] == 1 else 3
+    d = spatial_dim(disp.shape)
     grid = tuple(disp.shape[:2]) if d == 2 else tuple(disp.shape[:3])
     m = None if inside is None else (inside[:, :, 0] if d == 2 else inside)
     J = np.empty(grid + (d, d))
@@ -253,7 +253,7 @@ def deformation_gradient_dense(displacement: np.ndarray, spacing: np.ndarray, ma
     if mask.shape != disp.shape[:3]:
         raise InputError(f"mask has shape {mask.shape}, displacement grid is {disp.shape[:3]}")
     sp = np.asarray(spacing, dtype=np.float64).reshape(3)
-    d = 2 if disp.shape[2] == 1 else 3
+    d = spatial_dim(disp.shape)
     if any(n < 2 for n in disp.shape[:d]):
         raise InputError(f"finite differences need at least 2 voxels along each axis, got {disp.shape[:3]}")
     n_t = disp.shape[3]
@@ -289,7 +289,7 @@ def jacobian_determinant_grid(disp: np.ndarray, spacing: Iterable[float] | np.nd
         raise InputError(f"displacement must be (X, Y, Z, 3), got shape {disp.shape}")
     sp = as_spacing(spacing)
     shape = disp.shape[:3]
-    dims = 2 if shape[2] == 1 else 3
+    dims = spatial_dim(shape)
     if any(n < 2 for n in shape[:dims]):
         raise InputError(f"Jacobian needs at least 2 voxels along each spatial axis, got {shape}")
     J = displacement_gradient_grid(disp, sp)
@@ -399,7 +399,7 @@ def within_margin(mask: np.ndarray, spacing: Iterable[float] | np.ndarray, margi
     sp = as_spacing(spacing)
     if not heart.any() or margin_mm <= 0:
         return heart
-    if heart.shape[2] == 1:
+    if spatial_dim(heart.shape) == 2:
         dist = ndimage.distance_transform_edt(~heart[:, :, 0], sampling=sp[:2])[:, :, None]
     else:
         dist = ndimage.distance_transform_edt(~heart, sampling=sp)

@@ -50,12 +50,6 @@ def require_file(path: Path, what: str) -> None:
         raise InputError(f"{path}: {what} is a folder, expected a file")
 
 
-def first_line(e: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its type name when empty), at most ``limit`` characters."""
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:limit]
-
-
 def shown(text: str) -> str:
     """A value read from a file, fit for a one-line message (control characters escaped)."""
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

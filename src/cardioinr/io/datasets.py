@@ -34,11 +34,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
-from cardioinr.io._common import IMAGE_SUFFIXES, file_stem, first_line, natural_key
+from cardioinr.io._common import IMAGE_SUFFIXES, file_stem, natural_key
 from cardioinr.io.load import load_sequence
 from cardioinr.io.nifti import label_source, load_label_file, load_label_volume, strict_nifti_header
-from cardioinr.io.sequence import ACDC, SUNNYBROOK, LabelMap, LabelSource, Sequence, attach_label_arrays, check_frame_index
+from cardioinr.io.sequence import (
+    ACDC,
+    SUNNYBROOK,
+    LabelMap,
+    LabelSource,
+    Sequence,
+    attach_label_arrays,
+    check_frame_index,
+)
 
 MANIFEST_FORMAT = "cardioinr-phantoms"
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
 from cardioinr.core.files import check_memory, files_sha256
-from cardioinr.io._common import first_line, is_nifti_name, natural_key, no_warnings, shown
+from cardioinr.io._common import is_nifti_name, natural_key, no_warnings, shown
 from cardioinr.io.sequence import ACDC, LabelMap, Sequence
 
 __all__ = ["dicom_affine", "load_dicom_folder"]

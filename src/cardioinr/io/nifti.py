@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
 from cardioinr.core.files import atomic_path, check_memory, file_sha256
 from cardioinr.geometry.grid import spatial_dim
-from cardioinr.io._common import file_stem, first_line, no_warnings, require_file
+from cardioinr.io._common import file_stem, no_warnings, require_file
 from cardioinr.io.sequence import ACDC, LabelMap, LabelSource, Sequence, attach_label_arrays, check_frame_index
 
 __all__ = [

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
 from cardioinr.core.files import atomic_path, check_memory, file_sha256
-from cardioinr.io._common import file_stem, first_line, require_file
+from cardioinr.io._common import file_stem, require_file
 from cardioinr.io.sequence import ACDC, LabelMap, Sequence
 
 __all__ = ["load_npz", "save_npz"]

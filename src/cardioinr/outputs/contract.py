@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cardioinr.core.errors import ConfigError, InputError
+from cardioinr.geometry import spatial_dim
 from cardioinr.io import Sequence, file_sha256, read_nifti, save_nifti, write_json_atomic
 
 DISPLACEMENT = "displacement.nii.gz"
@@ -243,7 +244,7 @@ def read_labels_4d(path: str | os.PathLike, shape4: tuple[int, ...], what: str) 
     """
     path = Path(path)
     data, _, _ = read_nifti(path, what)
-    if data.ndim == 3 and shape4[2] == 1 and data.shape == (shape4[0], shape4[1], shape4[3]):
+    if data.ndim == 3 and spatial_dim(shape4) == 2 and data.shape == (shape4[0], shape4[1], shape4[3]):
         data = data[:, :, None, :]  # (X, Y, T) for a single slice
     if data.shape != tuple(shape4):
         raise InputError(f"{path}: {what} have shape {data.shape}, the displacement grid is {tuple(shape4)}")

@@ -10,19 +10,21 @@ from typing import Any
 
 import numpy as np
 
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import CardioInrError, InputError
 from cardioinr.fit import load_field
 from cardioinr.io import ACDC, LabelMap, Sequence, load_sequence, spacing_from_affine
-from cardioinr.outputs.contract import (DISPLACEMENT, FIELD, LABELS, METRICS, read_displacement, read_labels_4d,
-                                        read_metrics)
+from cardioinr.outputs.contract import (
+    DISPLACEMENT,
+    FIELD,
+    LABELS,
+    METRICS,
+    read_displacement,
+    read_labels_4d,
+    read_metrics,
+)
 
-__all__ = ["FitFolder", "first_line", "load_fit_folder"]
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an error's message (at most 200 characters), or its type's name."""
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
+__all__ = ["FitFolder", "load_fit_folder"]
 
 
 @dataclass

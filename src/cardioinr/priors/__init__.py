@@ -35,8 +35,14 @@ from cardioinr.priors.config import ADAPT_DEFAULTS, ADAPT_STEPS_3D, KINDS, Prior
 from cardioinr.priors.consensus import trimmed_mean
 from cardioinr.priors.encoder import CodeEncoder, encoder_input
 from cardioinr.priors.parallel import DistContext
-from cardioinr.priors.prior import (THROUGH_PLANE_AUTO, THROUGH_PLANE_GRID, Prior, check_through_plane, fit_from_prior,
-                                    random_prior)
+from cardioinr.priors.prior import (
+                                    THROUGH_PLANE_AUTO,
+                                    THROUGH_PLANE_GRID,
+                                    Prior,
+                                    check_through_plane,
+                                    fit_from_prior,
+                                    random_prior,
+)
 from cardioinr.priors.training import train_prior
 
 __all__ = ["ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "FORMAT", "KINDS", "THROUGH_PLANE_AUTO", "THROUGH_PLANE_GRID", "VERSION",

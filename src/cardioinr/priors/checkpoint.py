@@ -111,8 +111,8 @@ def _load_problem(e: BaseException) -> str:
     if "PytorchStreamReader" in text:
         return "damaged torch archive: " + text.split(":", 1)[-1].split(".")[0].strip()
     if isinstance(e, (EOFError, struct.error)):
-        return f"ends too early or is not a torch file: {first_line(e)}"
-    return first_line(e)
+        return f"ends too early or is not a torch file: {first_line(e, 160)}"
+    return first_line(e, 160)
 
 
 def summarise_data(seqs: Seq[Sequence]) -> dict:

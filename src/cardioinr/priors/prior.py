@@ -18,7 +18,6 @@ from cardioinr.io import Sequence
 from cardioinr.priors.config import ADAPT_DEFAULTS, adapt_steps
 from cardioinr.priors.encoder import CodeEncoder, encoder_input
 
-
 THROUGH_PLANE_AUTO = "auto"
 THROUGH_PLANE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 

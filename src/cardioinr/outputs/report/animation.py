@@ -10,8 +10,15 @@ import io as _stdio
 import numpy as np
 
 from cardioinr.outputs.folder import FitFolder
-from cardioinr.outputs.report.figures import (COLOURS, GRID_COLOUR, background_image, draw_contours, extent_mm,
-                                              heart_crop, new_figure)
+from cardioinr.outputs.report.figures import (
+    COLOURS,
+    GRID_COLOUR,
+    background_image,
+    draw_contours,
+    extent_mm,
+    heart_crop,
+    new_figure,
+)
 
 __all__ = ["motion_gif"]
 

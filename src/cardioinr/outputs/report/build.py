@@ -10,15 +10,25 @@ from pathlib import Path
 import numpy as np
 
 from cardioinr.analysis.strain import StrainConfig, StrainResult, analyse_displacement, analyse_field
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import CardioInrError
+from cardioinr.geometry import spatial_dim
 from cardioinr.io import Sequence, write_text_atomic
 from cardioinr.outputs.contract import REPORT
-from cardioinr.outputs.folder import FitFolder, first_line, load_fit_folder
+from cardioinr.outputs.folder import FitFolder, load_fit_folder
 from cardioinr.outputs.report.figures import display_slice
 from cardioinr.outputs.report.markup import CSS, esc, note, num
-from cardioinr.outputs.report.sections import (SECTIONS, accuracy_section, bullseye_section, cavity_section,
-                                               fit_section, folding_section, input_section, motion_section,
-                                               strain_section)
+from cardioinr.outputs.report.sections import (
+    SECTIONS,
+    accuracy_section,
+    bullseye_section,
+    cavity_section,
+    fit_section,
+    folding_section,
+    input_section,
+    motion_section,
+    strain_section,
+)
 
 __all__ = ["build_report"]
 
@@ -33,7 +43,7 @@ def _analyse_folder(f: FitFolder, config: StrainConfig | None) -> tuple[StrainRe
     common = dict(labels=f.labels, label_map=f.label_map, ref_frame=f.ref_frame,
                   frame_interval_ms=f.frame_interval_ms, affine=f.affine, config=config)
     try:
-        if f.field is not None and int(f.field.dim) == (2 if f.shape[2] == 1 else 3) \
+        if f.field is not None and int(f.field.dim) == spatial_dim(f.shape) \
                 and int(getattr(f.field, "n_frames", f.n_frames)) == f.n_frames:
             return analyse_field(f.field, f.spacing, ref, **common), None
         return analyse_displacement(f.displacement, f.spacing, ref, **common), None

@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from cardioinr.analysis.strain import AHA_NAMES, GLOBAL, StrainResult
+from cardioinr.geometry import spatial_dim
 from cardioinr.io import LabelMap
 from cardioinr.outputs.folder import FitFolder
 
@@ -149,7 +150,7 @@ def bullseye_figure(s: StrainResult, frame: int) -> str:
 def display_slice(s: StrainResult | None, f: FitFolder) -> int:
     """The slice shown in 2D pictures of a stack: the mid-level slice with the most myocardium
     (else the one with the most labelled heart, else the middle slice)."""
-    if f.shape[2] == 1:
+    if spatial_dim(f.shape) == 2:
         return 0
     if s is not None:
         mid = (s.segments >= 7) & (s.segments <= 12)
@@ -234,7 +235,7 @@ def segment_map_figure(s: StrainResult, f: FitFolder, k: int) -> str:
         draw_contours(ax, ref[:, :, k], si, sj, sp, f.label_map, lw=0.8)
     ax.set_xlabel("i (mm)")
     ax.set_ylabel("j (mm)")
-    ax.set_title(f"AHA segments, reference frame {f.ref_frame}" + (f", slice {k}" if f.shape[2] > 1 else ""), fontsize=9)
+    ax.set_title(f"AHA segments, reference frame {f.ref_frame}" + (f", slice {k}" if spatial_dim(f.shape) == 3 else ""), fontsize=9)
     return png(fig)
 
 

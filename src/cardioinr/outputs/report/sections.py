@@ -17,12 +17,21 @@ from typing import Any
 import numpy as np
 
 from cardioinr.analysis.strain import AHA_NAMES, GLOBAL, StrainResult
+from cardioinr.core.console import first_line
 from cardioinr.core.errors import CardioInrError
+from cardioinr.geometry import spatial_dim
 from cardioinr.outputs.contract import DISPLACEMENT, FIELD, METRICS, STRAIN
-from cardioinr.outputs.folder import FitFolder, first_line
+from cardioinr.outputs.folder import FitFolder
 from cardioinr.outputs.report.animation import motion_gif
-from cardioinr.outputs.report.figures import (COLOURS, bullseye_figure, cavity_figure, folding_figure, loss_figure,
-                                              segment_map_figure, strain_figure)
+from cardioinr.outputs.report.figures import (
+    COLOURS,
+    bullseye_figure,
+    cavity_figure,
+    folding_figure,
+    loss_figure,
+    segment_map_figure,
+    strain_figure,
+)
 from cardioinr.outputs.report.markup import Raw, esc, flatten, img, kv, note, num, section, table
 from cardioinr.outputs.tables import read_strain_csv
 
@@ -42,7 +51,7 @@ def input_section(f: FitFolder) -> str:
         ("frame interval (ms)", f"{f.frame_interval_ms:.4g}"),
         ("reference frame", f.ref_frame),
         ("cycle (ms)", f"{f.n_frames * f.frame_interval_ms:.0f}"),
-        ("motion", "2D+t (single slice)" if f.shape[2] == 1 else "3D+t (stack)"),
+        ("motion", "2D+t (single slice)" if spatial_dim(f.shape) == 2 else "3D+t (stack)"),
         ("label map", ", ".join(f"{n} = {c}" for n, c in f.label_map.items())),
         ("source", ms.get("source") or (f.seq.meta.get("source") if f.seq else None) or "unknown"),
         ("image shown", "yes" if f.seq is not None else "no"),
@@ -51,8 +60,8 @@ def input_section(f: FitFolder) -> str:
     body = kv(items)
     if f.ref_labels is not None:
         rows = []
-        vox = float(np.prod(sp[:2])) if f.shape[2] == 1 else float(np.prod(sp)) / 1000.0
-        unit = "mm²" if f.shape[2] == 1 else "ml"
+        vox = float(np.prod(sp[:2])) if spatial_dim(f.shape) == 2 else float(np.prod(sp)) / 1000.0
+        unit = "mm²" if spatial_dim(f.shape) == 2 else "ml"
         for name, code in f.label_map.items():
             n = int(np.sum(f.ref_labels == code))
             rows.append([name, code, n, n * vox])
@@ -184,7 +193,7 @@ def motion_section(f: FitFolder, k: int) -> tuple[str, int]:
     body = (f'<p class="muted">Reference grid (6 mm) carried by the motion and propagated label contours '
             f'(<span style="color:{COLOURS["LV"]}">LV</span>, <span style="color:{COLOURS["MYO"]}">MYO</span>, '
             f'<span style="color:{COLOURS["RV"]}">RV</span>) over the {what}'
-            + (f", slice {k} of {f.shape[2]}" if f.shape[2] > 1 else "") + f"; {n} frames, looping.</p>"
+            + (f", slice {k} of {f.shape[2]}" if spatial_dim(f.shape) == 3 else "") + f"; {n} frames, looping.</p>"
             + img(gif, "motion animation", mime="image/gif", width=420))
     return section("motion", "Motion", body), n
 
@@ -200,7 +209,7 @@ def folding_section(f: FitFolder, k: int) -> str:
         items.append(("% folded near the heart (fit)", num(heart, 4)))
     body = kv(items) + f'<p class="muted">det F from central differences of {DISPLACEMENT} on the grid; ' \
         "negative values mean the motion folds (non-physical). Left: the smallest det F over all frames" \
-        + (f" (slice {k})" if f.shape[2] > 1 else "") + ", folded voxels in red.</p>" + img(fig, "folding map")
+        + (f" (slice {k})" if spatial_dim(f.shape) == 3 else "") + ", folded voxels in red.</p>" + img(fig, "folding map")
     return section("folding", "Folding check", body)
 
 
