@@ -38,8 +38,8 @@ import numpy as np
 
 from cardioinr.analysis.config import StrainConfig
 from cardioinr.core.errors import InputError
-from cardioinr.geometry import spatial_dim
-from cardioinr.io import ACDC, LabelMap, spacing_from_affine
+from cardioinr.geometry import spacing_from_affine, spatial_dim
+from cardioinr.io import ACDC, LabelMap
 
 __all__ = ["CardiacFrame", "cardiac_frame"]
 

@@ -235,7 +235,8 @@ def evaluate(
 ) -> None:
     """Score a fit output folder against ground truth (Dice, HD95, EPE, folding)."""
     from cardioinr.core.errors import InputError
-    from cardioinr.io import LabelMap, write_json_atomic
+    from cardioinr.core.files import write_json_atomic
+    from cardioinr.io import LabelMap
     from cardioinr.outputs import evaluate_folder
 
     frames = {}

@@ -390,7 +390,7 @@ def _slots(ray, workers: int | None, cpus_per_task: float, gpus_per_task: float)
 
 def write_summary(rows: list[dict], out_dir: Path) -> tuple[Path, Path | None]:
     """Write ``cohort_summary.csv`` (and ``.parquet`` when pyarrow is importable), atomically."""
-    from cardioinr.io import atomic_path
+    from cardioinr.core.files import atomic_path
 
     path = out_dir / SUMMARY_CSV
     with atomic_path(path) as tmp:

@@ -8,8 +8,8 @@ import torch
 
 from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
+from cardioinr.core.files import atomic_path
 from cardioinr.fit.fields import FieldConfig, MotionField
-from cardioinr.io import atomic_path
 
 
 def save_field(path: str | Path, field_: MotionField) -> Path:

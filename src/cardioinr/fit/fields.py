@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cardioinr.core.errors import ConfigError
+from cardioinr.geometry import voxel_grid_mm_torch
 
 MODELS = ("siren", "fourier", "hashgrid")
 
@@ -364,8 +365,7 @@ class MotionField(nn.Module):
               latent: torch.Tensor | None = None) -> torch.Tensor:
         """Displacement at every voxel centre of the reference grid, ``(X, Y, Z, T, 3)`` mm
         (the output contract; the k component is 0 for a 2D field)."""
-        axes = [torch.arange(n, dtype=torch.float32, device=self.scale.device) * float(s) for n, s in zip(shape, spacing)]
-        pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        pts = voxel_grid_mm_torch(shape, spacing, torch.float32, self.scale.device).reshape(-1, 3)
         out = torch.zeros(pts.shape[0], self.n_frames, 3, device=pts.device)
         for i in range(0, pts.shape[0], chunk):
             out[i:i + chunk, :, : self.dim] = self(pts[i:i + chunk, : self.dim], latent=latent)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cardioinr.geometry.grid import spatial_dim
+from cardioinr.geometry.grid import spatial_dim, voxel_grid_mm_torch
 
 
 def to_sampling_layout(volume: torch.Tensor) -> torch.Tensor:
@@ -75,7 +75,7 @@ def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int 
         ``(X, Y, Z, 3)`` inverse displacement in mm.
     """
     shape = tuple(u.shape[:3])
-    grid = _grid_mm(shape, spacing, u)
+    grid = voxel_grid_mm_torch(shape, spacing, u.dtype, u.device)
     field = u.permute(3, 0, 1, 2)  # (3, X, Y, Z) channels for sampling
     pts = grid.reshape(-1, 3)
     v = -u.reshape(-1, 3)
@@ -83,11 +83,6 @@ def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int 
     for _ in range(iterations):
         v = -sample(field, (pts + v)[:, :dims], spacing)
     return v.reshape(*shape, 3)
-
-
-def _grid_mm(shape: tuple[int, int, int], spacing: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    axes = [torch.arange(n, dtype=like.dtype, device=like.device) * float(s) for n, s in zip(shape, spacing)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
 def structure_distances(labels: np.ndarray, codes: list[int], spacing: np.ndarray, smooth: bool = True) -> np.ndarray:
@@ -148,7 +143,7 @@ def warp_labels(scores: torch.Tensor, codes: list[int], inverse: torch.Tensor, s
         ``(X, Y, Z)`` uint8 labels: the structure with the highest interpolated score.
     """
     shape = tuple(scores.shape[1:])
-    pts = (_grid_mm(shape, spacing, inverse) + inverse).reshape(-1, 3)
+    pts = (voxel_grid_mm_torch(shape, spacing, inverse.dtype, inverse.device) + inverse).reshape(-1, 3)
     dims = spatial_dim(shape)
     val = sample(scores.to(inverse.dtype), pts[:, :dims], spacing, padding_mode="border")  # (N, K)
     lut = torch.tensor(codes, dtype=torch.uint8, device=scores.device)

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from cardioinr.core.errors import InputError
 
@@ -37,6 +41,7 @@ __all__ = [
     "spatial_dim",
     "validate_affine",
     "voxel_grid_mm",
+    "voxel_grid_mm_torch",
     "voxel_to_mm",
     "voxel_to_world",
     "world_to_voxel",
@@ -94,6 +99,15 @@ def voxel_grid_mm(shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarra
     """Array-aligned mm coordinates of every voxel centre, ``(X, Y, Z, 3)`` float64."""
     axes = [np.arange(n) * s for n, s in zip(shape, spacing)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+def voxel_grid_mm_torch(shape: tuple[int, int, int], spacing, dtype, device) -> "torch.Tensor":
+    """:func:`voxel_grid_mm` as a torch tensor ``(X, Y, Z, 3)`` of ``dtype`` on ``device`` (for
+    the fit, which evaluates fields and warps on the grid); ``spacing`` any sequence of 3 mm."""
+    import torch
+
+    axes = [torch.arange(n, dtype=dtype, device=device) * float(s) for n, s in zip(shape, spacing)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
 
 
 def make_affine(spacing: tuple[float, float, float], origin: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:

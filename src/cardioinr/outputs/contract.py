@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cardioinr.core.errors import ConfigError, InputError
+from cardioinr.core.files import file_sha256, write_json_atomic
 from cardioinr.geometry import spatial_dim
-from cardioinr.io import Sequence, file_sha256, read_nifti, save_nifti, write_json_atomic
+from cardioinr.io import Sequence, read_nifti, save_nifti
 
 DISPLACEMENT = "displacement.nii.gz"
 LABELS = "labels.nii.gz"

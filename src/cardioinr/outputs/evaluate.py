@@ -13,8 +13,9 @@ import numpy as np
 from cardioinr.analysis.metrics import evaluate_arrays
 from cardioinr.core.errors import InputError
 from cardioinr.core.serialise import json_ready
+from cardioinr.geometry import spacing_from_affine
 from cardioinr.geometry.kinematics import HEART_MARGIN_MM
-from cardioinr.io import ACDC, LabelMap, load_label_volume, spacing_from_affine
+from cardioinr.io import ACDC, LabelMap, load_label_volume
 from cardioinr.outputs.contract import DISPLACEMENT, LABELS, read_displacement, read_labels_4d, read_ref_frame
 
 __all__ = ["evaluate_folder"]

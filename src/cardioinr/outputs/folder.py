@@ -13,7 +13,8 @@ import numpy as np
 from cardioinr.core.console import first_line
 from cardioinr.core.errors import CardioInrError, InputError
 from cardioinr.fit import load_field
-from cardioinr.io import ACDC, LabelMap, Sequence, load_sequence, spacing_from_affine
+from cardioinr.geometry import spacing_from_affine
+from cardioinr.io import ACDC, LabelMap, Sequence, load_sequence
 from cardioinr.outputs.contract import (
     DISPLACEMENT,
     FIELD,

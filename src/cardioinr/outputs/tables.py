@@ -17,7 +17,7 @@ import numpy as np
 
 from cardioinr.analysis.strain import CSV_COLUMNS, CYCLE_COLUMNS, StrainResult
 from cardioinr.core.errors import InputError
-from cardioinr.io import write_text_atomic
+from cardioinr.core.files import write_text_atomic
 
 __all__ = ["read_strain_csv", "write_cycle_csv", "write_strain_csv"]
 

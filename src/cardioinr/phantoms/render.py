@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from cardioinr.core.errors import ConfigError
-from cardioinr.io import ACDC, Sequence, make_affine
+from cardioinr.geometry import make_affine, voxel_grid_mm
+from cardioinr.io import ACDC, Sequence
 from cardioinr.phantoms.appearance import PhantomAppearance
 from cardioinr.phantoms.config import PhantomConfig, SeedLike
 from cardioinr.phantoms.draw import draw_appearance, draw_motion
@@ -51,12 +52,6 @@ class Phantom:
     @property
     def spacing(self) -> np.ndarray:
         return np.asarray(self.config.spacing)
-
-
-def _voxel_centres(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
-    """``(X*Y*Z, 3)`` mm coordinates of voxel centres, C order over (i, j, k)."""
-    axes = [np.arange(n) * s for n, s in zip(shape, spacing)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
 def _subvoxel_offsets(config: PhantomConfig) -> np.ndarray:
@@ -108,7 +103,7 @@ def make_phantom(config: PhantomConfig | None = None, seed: SeedLike = 0, *, nam
     params["noise_sigma"] = config.noise_sigma
 
     shape, spacing, T = config.shape, config.spacing, config.n_frames
-    centres = _voxel_centres(shape, spacing)
+    centres = voxel_grid_mm(shape, spacing).reshape(-1, 3)  # C order over (i, j, k)
     offsets = _subvoxel_offsets(config)
     n_vox, n_sub = centres.shape[0], offsets.shape[0]
     image = np.empty((n_vox, T), np.float32)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from cardioinr.core.errors import ConfigError, InputError
-from cardioinr.io import ACDC, save_nifti, write_json_atomic
+from cardioinr.core.files import write_json_atomic
+from cardioinr.io import ACDC, save_nifti
 from cardioinr.phantoms.config import PhantomConfig
 from cardioinr.phantoms.render import case_seed, make_phantom
 

@@ -19,9 +19,10 @@ import torch
 
 from cardioinr.core.console import collapse_whitespace, first_line
 from cardioinr.core.errors import CheckpointError
+from cardioinr.core.files import atomic_path
 from cardioinr.fit.device import resolve_device
 from cardioinr.fit.fields import FieldConfig, MotionField
-from cardioinr.io import Sequence, atomic_path
+from cardioinr.io import Sequence
 from cardioinr.priors.config import KINDS, PriorConfig
 from cardioinr.priors.encoder import CodeEncoder
 from cardioinr.priors.parallel import DistContext

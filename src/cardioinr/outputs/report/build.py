@@ -12,8 +12,9 @@ import numpy as np
 from cardioinr.analysis.strain import StrainConfig, StrainResult, analyse_displacement, analyse_field
 from cardioinr.core.console import first_line
 from cardioinr.core.errors import CardioInrError
+from cardioinr.core.files import write_text_atomic
 from cardioinr.geometry import spatial_dim
-from cardioinr.io import Sequence, write_text_atomic
+from cardioinr.io import Sequence
 from cardioinr.outputs.contract import REPORT
 from cardioinr.outputs.folder import FitFolder, load_fit_folder
 from cardioinr.outputs.report.figures import display_slice
