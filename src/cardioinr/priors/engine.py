@@ -76,6 +76,20 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
     return [rng.randrange(n) for _ in range(batch)]
 
 
+def record_step(kind: str, step: int, total: float, level: int, n_batch: int, dist: DistContext,
+                history: list[dict], callback, bar) -> dict:
+    """End of one outer step: the mean loss per sequence over all ranks (``total`` is this
+    rank's summed loss over its part of a batch of ``n_batch``), appended to ``history``,
+    reported to ``callback`` and shown on the progress bar."""
+    logs = {"step": step, "loss": dist.mean_float(total) * dist.world_size / n_batch, "level": level}
+    history.append(logs)
+    if callback:
+        callback(step, logs)
+    if bar:
+        bar[0].update(bar[1], advance=1, description=f"{kind} loss {logs['loss']:.4f}")
+    return logs
+
+
 def shared_step_loop(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, state: TrainState, progress: bool,
                      callback: Callable[[int, dict], None] | None, dist: DistContext, codes: nn.Parameter | None,
                      kind: str) -> list[dict]:
@@ -117,12 +131,7 @@ def shared_step_loop(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, s
             all_params = params + ([codes] if codes is not None else [])
             dist.sum_grads(all_params)
             opt.step()
-            logs = {"step": step, "loss": dist.mean_float(total) * dist.world_size / len(batch), "level": level}
-            history.append(logs)
-            if callback:
-                callback(step, logs)
-            if bar:
-                bar[0].update(bar[1], advance=1, description=f"{kind} loss {logs['loss']:.4f}")
+            record_step(kind, step, total, level, len(batch), dist, history, callback, bar)
             if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 state.save(step + 1, {"field": f.state_dict(), "optimiser": opt.state_dict(), "history": history,
                                       "codes": None if codes is None else codes.detach().clone()})
@@ -132,4 +141,4 @@ def shared_step_loop(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, s
     return history
 
 
-__all__ = ["TrainingCohort", "batch_indices", "shared_step_loop", "step_generator"]
+__all__ = ["TrainingCohort", "batch_indices", "record_step", "shared_step_loop", "step_generator"]

@@ -12,7 +12,7 @@ from cardioinr.core.console import progress_bar
 from cardioinr.fit.fields import MotionField
 from cardioinr.priors.checkpoint import TrainState
 from cardioinr.priors.config import PriorConfig
-from cardioinr.priors.engine import TrainingCohort, batch_indices, step_generator
+from cardioinr.priors.engine import TrainingCohort, batch_indices, record_step, step_generator
 from cardioinr.priors.parallel import DistContext
 from cardioinr.priors.prior import Prior
 
@@ -54,12 +54,7 @@ def train_meta(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, state: 
             with torch.no_grad():
                 for k, v in f.named_parameters():
                     v.add_(delta[k], alpha=meta_lr / len(batch))
-            logs = {"step": step, "loss": dist.mean_float(total) * dist.world_size / len(batch), "level": level}
-            history.append(logs)
-            if callback:
-                callback(step, logs)
-            if bar:
-                bar[0].update(bar[1], advance=1, description=f"meta loss {logs['loss']:.4f}")
+            record_step("meta", step, total, level, len(batch), dist, history, callback, bar)
             if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 state.save(step + 1, {"field": f.state_dict(), "history": history})
     finally:
