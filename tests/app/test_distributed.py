@@ -27,6 +27,8 @@ from cardioinr.fit import FitConfig
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
 from cardioinr.priors import DistContext, PriorConfig, load_prior, train_prior
 
+pytestmark = pytest.mark.slow  # several processes under torchrun
+
 SMALL = PhantomConfig(dim=2, shape=(56, 56, 1), spacing=(2.0, 2.0, 8.0), n_frames=8)
 FIELD = FieldConfig(hidden=32, layers=2)
 FIT = FitConfig(field=FIELD, points=256, reg_points=64)

@@ -32,6 +32,7 @@ def _ref_labels(synth_dir: Path, tmp: Path, frame: int) -> Path:
     return p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ref_frame", [0, -1])
 def test_fit_writes_the_output_contract(synth_dir: Path, tmp_path: Path, ref_frame: int) -> None:
     img = nib.load(synth_dir / "case000_4d.nii.gz")

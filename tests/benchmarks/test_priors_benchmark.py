@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import priors as bench  # noqa: E402
 
@@ -22,6 +22,7 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.mark.slow
 def test_thick_3d_variant_halves_the_slices_over_the_same_stack():
     (plain, _, _), = bench._phantom_cases("plain", 1, dim=3)
     (thick, disp, labels), = bench._phantom_cases("thick", 1, dim=3)
@@ -37,6 +38,7 @@ def test_thick_3d_variant_halves_the_slices_over_the_same_stack():
     assert np.abs(disp[..., 2]).max() > 4.0
 
 
+@pytest.mark.slow
 def test_one_evaluation_pass_and_the_summary_with_3d_tables():
     curves = bench._eval_variant("thick", 1, 2, {}, lambda prior: (0, 5))
     rows = curves["random"]

@@ -35,6 +35,8 @@ from cardioinr.io.load import load_sequence
 from cardioinr.io.nifti import load_label_volume
 from cardioinr.io.sequence import Sequence
 
+pytestmark = pytest.mark.slow  # hundreds of mutated files
+
 # Examples per test; CARDIOINR_FUZZ_SCALE multiplies them for a longer hunt (e.g. 20 offline).
 _SCALE = float(os.environ.get("CARDIOINR_FUZZ_SCALE", "1"))
 MAX_EXAMPLES = {k: max(1, int(v * _SCALE)) for k, v in {"nifti": 300, "nifti_gz": 300, "gz_stream": 200, "dicom": 200}.items()}

@@ -62,6 +62,7 @@ def cohort(tmp_path_factory):
     return root, summary, good_bytes
 
 
+@pytest.mark.slow
 def test_cohort_fits_the_good_subjects_and_records_the_corrupt_one(cohort) -> None:
     root, summary, _ = cohort
     assert summary.slots == 2
@@ -111,6 +112,7 @@ def test_cohort_fits_the_good_subjects_and_records_the_corrupt_one(cohort) -> No
         assert summary.parquet is not None and summary.parquet.is_file()
 
 
+@pytest.mark.slow
 def test_resume_redoes_nothing_complete_and_retries_the_failed(cohort, tmp_path) -> None:
     src, _, good_bytes = cohort
     # A copy (mtimes kept) so that this test leaves the other one's results alone.

@@ -46,7 +46,8 @@ TMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp(\.nii\.gz|\.[A-Za-z]+)?$")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 ENV.pop("CARDIOINR_MAX_GIB", None)
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.slow,  # processes killed mid-run: minutes
+              pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
 
 
 def start(*args: str) -> subprocess.Popen:
