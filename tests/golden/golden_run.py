@@ -1,6 +1,6 @@
 """Golden run: fixed-seed `synth`, `fit` (2D, 3D), `train-prior` and `evaluate` through the CLI.
 
-Written before the package re-cut (issue 18) from that day's main; `tests/test_golden.py` runs the
+Written before the package re-cut (issue 18) from that day's main; `tests/app/test_golden.py` runs the
 same scenario and compares every output with `reference.json`. Run this file as a script to
 (re)write the reference, which is what to do only when a change of behaviour is intended:
 
