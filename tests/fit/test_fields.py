@@ -99,3 +99,19 @@ def test_dense_output_layout() -> None:
     assert torch.all(d[..., 0, :] == 0) and torch.all(d[..., 2] == 0)
     x = torch.tensor([[2 * 1.5, 3 * 1.5]])
     torch.testing.assert_close(d[2, 3, 0, :, :2], f(x)[0])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_field_rebound_to_another_cycle_saves_and_loads_exactly(tmp_path, model):
+    """A prior trained on 20-frame cines keeps its 6 harmonics when it starts a 6-frame fit
+    (which alone would get 2): the saved field must rebuild with 6, mirrored as it was."""
+    from cardioinr.fit import load_field, save_field
+
+    f = MotionField(FieldConfig(model=model), 2, 20, 0, seed=3)
+    f.set_frame(torch.tensor([40.0, 50.0]), 30.0, 6, 2, reflect=torch.tensor([-1.0, 1.0]))
+    assert f.harmonics == 6
+    g = load_field(save_field(tmp_path / "field.pt", f))
+    x = torch.rand(64, 2) * 80.0
+    assert g.harmonics == 6 and g.n_frames == 6 and g.ref_frame == 2
+    assert torch.equal(g(x), f(x))
+    assert torch.equal(g.reflect, f.reflect)

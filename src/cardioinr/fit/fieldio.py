@@ -9,7 +9,7 @@ import torch
 from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
 from cardioinr.core.files import atomic_path
-from cardioinr.fit.fields import FieldConfig, MotionField
+from cardioinr.fit.fields import MotionField
 
 
 def save_field(path: str | Path, field_: MotionField) -> Path:
@@ -29,8 +29,7 @@ def load_field(path: str | Path, device: str = "cpu") -> MotionField:
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
         d = obj["describe"]
-        f = MotionField(FieldConfig(**d["config"]), d["dim"], d["n_frames"], d["ref_frame"],
-                        centre=torch.tensor(d["centre"]), scale=d["scale"])
+        f = MotionField.from_description(d)
         f.load_state_dict(obj["state_dict"])
     except InputError:
         raise

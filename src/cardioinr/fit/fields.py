@@ -251,7 +251,7 @@ class MotionField(nn.Module):
 
     def __init__(self, config: FieldConfig, dim: int, n_frames: int, ref_frame: int,
                  centre: torch.Tensor | None = None, scale: float = 1.0, seed: int = 0,
-                 reflect: torch.Tensor | None = None) -> None:
+                 reflect: torch.Tensor | None = None, harmonics: int | None = None) -> None:
         super().__init__()
         if dim not in (2, 3):
             raise ConfigError(f"motion fields are 2D or 3D, got dim={dim}")
@@ -259,7 +259,8 @@ class MotionField(nn.Module):
         self.dim = dim
         self.n_frames = int(n_frames)
         self.ref_frame = int(ref_frame)
-        self.harmonics = n_harmonics(config, n_frames)
+        # A field re-bound to another cycle keeps its harmonics (set_frame): rebuilding it needs them.
+        self.harmonics = n_harmonics(config, n_frames) if harmonics is None else int(harmonics)
         self.register_buffer("centre", torch.zeros(dim) if centre is None else torch.as_tensor(centre, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("reflect", torch.ones(dim) if reflect is None else _signs(reflect, dim))
@@ -370,6 +371,15 @@ class MotionField(nn.Module):
         for i in range(0, pts.shape[0], chunk):
             out[i:i + chunk, :, : self.dim] = self(pts[i:i + chunk, : self.dim], latent=latent)
         return out.reshape(*shape, self.n_frames, 3)
+
+    @classmethod
+    def from_description(cls, d: dict) -> "MotionField":
+        """An untrained field of the architecture and frame that :meth:`describe` recorded (load
+        its ``state_dict`` next). Descriptions written before ``harmonics`` was recorded rebuild
+        from the frame count, as the field was built then."""
+        return cls(FieldConfig(**d["config"]), d["dim"], d["n_frames"], d["ref_frame"],
+                   centre=torch.tensor(d["centre"]), scale=d["scale"], reflect=d.get("reflect"),
+                   harmonics=d.get("harmonics"))
 
     def describe(self) -> dict:
         """Everything needed to rebuild this field (stored in checkpoints and metrics)."""

@@ -21,7 +21,7 @@ from cardioinr.core.console import collapse_whitespace, first_line
 from cardioinr.core.errors import CheckpointError
 from cardioinr.core.files import atomic_path
 from cardioinr.fit.device import resolve_device
-from cardioinr.fit.fields import FieldConfig, MotionField
+from cardioinr.fit.fields import MotionField
 from cardioinr.io import Sequence
 from cardioinr.priors.config import KINDS, PriorConfig
 from cardioinr.priors.encoder import CodeEncoder
@@ -87,8 +87,7 @@ def load_prior(path: str | Path, device: str = "cpu", kind: str | None = None) -
         raise CheckpointError(f"{path}: expected a {kind!r} prior, found {obj['kind']!r}")
     try:
         d = obj["field"]
-        f = MotionField(FieldConfig(**d["config"]), d["dim"], d["n_frames"], d["ref_frame"],
-                        centre=torch.tensor(d["centre"]), scale=d["scale"])
+        f = MotionField.from_description(d)
         f.load_state_dict(obj["state_dict"])
         enc = None
         if "encoder" in obj:
