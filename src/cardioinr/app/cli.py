@@ -156,7 +156,7 @@ def demo(
     typer.echo(f"outputs and reports in {out}/ (open fit_*/{REPORT} in a browser)")
 
 
-def load_cohort(data: Path, label_map: Optional[str] = None, dim: Optional[int] = None) -> list:
+def load_training_sequences(data: Path, label_map: Optional[str] = None, dim: Optional[int] = None) -> list:
     """All sequences of a dataset folder or manifest, reference frame at ED."""
     from cardioinr.core.errors import InputError
     from cardioinr.io.datasets import index_dataset, load_entry
@@ -207,7 +207,7 @@ def train_prior_cmd(
     if model is not None:
         changes["field"] = dc_replace(base.field, model=model)
     cfg = dc_replace(base, **changes)
-    seqs = load_cohort(data, label_map, dim)
+    seqs = load_training_sequences(data, label_map, dim)
     state = out.with_name(out.name + ".state")
     if state.exists() and not resume:
         raise ConfigError(f"{state}: an interrupted training left its state here; pass --resume or delete it")
