@@ -100,7 +100,7 @@ def test_no_import_cycle_at_module_level():
         seen[m] = 1
         for d in sorted(graph[m]):
             if seen.get(d) == 1 and d not in parents(m):
-                cycle.extend(stack[stack.index(d):] + [m, d])
+                cycle.extend(stack[stack.index(d):] + [d])
                 return True
             if d not in seen and visit(d, stack + [d]):
                 return True
