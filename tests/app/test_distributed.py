@@ -98,7 +98,7 @@ def test_the_check_can_fail(seqs, two_ranks) -> None:
 
 
 def test_torchrun_command_matches_one_process(tmp_path) -> None:
-    from cardioinr.app.cli import load_cohort
+    from cardioinr.app.cli import load_training_sequences
 
     data = tmp_path / "data"
     write_cases(data, 3, SMALL, seed=0, progress=False)
@@ -114,6 +114,6 @@ def test_torchrun_command_matches_one_process(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     dist_prior = load_prior(out)
     assert dist_prior.config["world_size"] == 2
-    one = train_prior(load_cohort(data), cfg)
+    one = train_prior(load_training_sequences(data), cfg)
     assert _max_diff(_weights(one), _weights(dist_prior)) < ATOL
     assert not Path(str(out) + ".state").exists()  # rank 0 cleaned up its training state
