@@ -39,7 +39,7 @@ immutable flag (``chattr +i``); where neither works the kind is left out (and sa
     python benchmarks/faults.py --subjects 20 --faults 9 --out /tmp/f   # one fault of each kind
 
 Prints a table, writes ``OUT/faults.json`` and ``OUT/faults.md``. The default (200 subjects,
-15 steps, two workers) takes about ten minutes on two cores.
+15 steps, two workers) took about twelve minutes on two shared cores.
 """
 
 from __future__ import annotations
@@ -322,7 +322,6 @@ def parquet_agrees(out: Path, table: dict[str, dict]) -> bool | None:
 
 def same_displacements(a: Path, b: Path, names: list[str]) -> list[str]:
     """Subjects whose displacement arrays differ (bitwise) between the folders ``a`` and ``b``."""
-
     from cardioinr.io import read_nifti
 
     differ = []
@@ -434,6 +433,8 @@ def run(args: argparse.Namespace) -> dict:
         from cardioinr.outputs.contract import is_complete
 
         complete_before = {n for n in names if is_complete(out_k / n)}
+        # Folders a task had begun writing when its worker died with the driver (a fit in progress
+        # has no folder yet, so this counts only kills during the writing).
         started_before = {n for n in names if (out_k / n).is_dir() and n not in complete_before
                           and faults.get(n) != "read_only_output"}
         stamps = {n: _mtimes(out_k / n) for n in complete_before}
@@ -445,7 +446,7 @@ def run(args: argparse.Namespace) -> dict:
         resumed["complete_before"] = len(complete_before)
         resumed["redone_complete"] = sorted(n for n in complete_before if t_r[n]["status"] != "skipped"
                                             or _mtimes(out_k / n) != stamps[n])
-        resumed["lost_in_flight"] = sorted(started_before)
+        resumed["half_written_at_kill"] = sorted(started_before)
         resumed["displacement_differs"] = same_displacements(work / "out_clean", out_k, good)
         resumed["subjects_per_min"] = _per_min(len(resumed["refitted_ok"]) + len(faults), resumed["wall_s"])
         result["killed"] = killed
@@ -491,7 +492,7 @@ def table(r: dict) -> str:
         f"subjects complete |",
         f"| `--resume` | {n} | {s['wall_s']:.0f} | {s['subjects_per_min']:.1f} | exit {s['rc']}: "
         f"{len(s['skipped'])} skipped, {len(s['refitted_ok'])} fitted, {nf} failed again; complete subjects "
-        f"redone: {len(s['redone_complete'])}; lost in flight at the kill: {len(s['lost_in_flight'])}; "
+        f"redone: {len(s['redone_complete'])}; half-written folders at the kill: {len(s['half_written_at_kill'])}; "
         f"displacements equal to the clean run: {'all' if not s['displacement_differs'] else 'NO'} |",
     ]
     lines += ["", "faults injected: " + ", ".join(f"{kd} {c_} ({KINDS[kd]})" for kd, c_ in kinds.items()),
