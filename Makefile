@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cardioinr-installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-priors bench-peers bench-scale clean
+.PHONY: install demo test test-fast bench bench-priors bench-peers bench-scale bench-faults clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ bench-priors: install
 
 bench-scale: install
 	$(PY) benchmarks/scale.py --out bench_out/scale
+
+# 200 small subjects with 20 injected faults, a driver SIGKILL and --resume (about 10 minutes).
+bench-faults: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/faults.py --out bench_out/faults
 
 # The peers (ANTs, VoxelMorph) pin older numpy/scipy, so they get a venv of their own.
 BENCH_VENV ?= .venv-bench

@@ -1,5 +1,6 @@
 """Cohort fitting on Ray: good subjects finish with correct outputs, a corrupt one is recorded
-and does not stop the others, --resume redoes nothing complete and retries what failed.
+(with the stage where it failed) and does not stop the others, --resume redoes nothing complete
+and retries what failed. Faults of every kind at scale: tests/app/test_cohort_faults.py.
 
 The Ray tests skip when ray is not importable (it is the optional ``[cluster]`` extra); the
 checks of completeness, rows and settings run without it.
@@ -68,7 +69,7 @@ def test_cohort_fits_the_good_subjects_and_records_the_corrupt_one(cohort) -> No
     assert summary.slots == 2
     by_name = {r["subject"]: r for r in summary.rows}
     assert [r["subject"] for r in summary.rows] == ["case000", "case001", "case002", "case003"]
-    assert by_name[BAD]["status"] == "failed"
+    assert by_name[BAD]["status"] == "failed" and by_name[BAD]["stage"] == "read"
     assert "corrupt or truncated" in by_name[BAD]["error"] and "\n" not in by_name[BAD]["error"]
     assert not subject_complete(root / "out" / BAD)
 
@@ -78,7 +79,7 @@ def test_cohort_fits_the_good_subjects_and_records_the_corrupt_one(cohort) -> No
         if name == BAD:
             continue
         row = by_name[name]
-        assert row["status"] == "ok", row
+        assert row["status"] == "ok" and row["stage"] == "", row
         assert row["steps"] == FIT["steps"] and row["seconds"] > 0
         folder = root / "out" / name
         assert subject_complete(folder)
@@ -103,6 +104,7 @@ def test_cohort_fits_the_good_subjects_and_records_the_corrupt_one(cohort) -> No
 
     table = _read_summary(summary.csv)
     assert table[BAD]["status"] == "failed" and table[BAD]["error"] == by_name[BAD]["error"]
+    assert table[BAD]["stage"] == "read"
     assert {table[n]["status"] for n in table if n != BAD} == {"ok"}
     try:
         import pyarrow  # noqa: F401
@@ -230,3 +232,193 @@ def test_fingerprint_changes_with_the_through_plane_start(tmp_path) -> None:
     assert _fingerprint(cfg, str(ckpt)) == prints["auto"]
     assert len(set(prints.values())) == 4
     assert _fingerprint(cfg, None, 0.5) == _fingerprint(cfg, None)  # no prior: nothing to scale
+
+# ---------------------------------------------------------------------------------------------
+# One bad subject never stops the cohort (issue 22)
+# ---------------------------------------------------------------------------------------------
+
+TINY_FIT = {"steps": 15, "points": 1024, "reg_points": 256, "field": {"hidden": 64, "layers": 2}}
+
+
+def _plain_folder_with_random_bytes(folder: Path, n_good: int = 3) -> Path:
+    """The issue's folder: good 4D NIfTI cines and one file of random bytes named like a cine."""
+    from cardioinr.io import save_nifti
+    from cardioinr.phantoms import make_phantom
+
+    folder.mkdir(parents=True)
+    cfg = PhantomConfig(dim=2, shape=(64, 64, 1), spacing=(2.0, 2.0, 8.0), n_frames=8)
+    for i in range(n_good):
+        seq = make_phantom(cfg, i, name=f"case{i:03d}").sequence
+        save_nifti(folder / f"case{i:03d}_4d.nii.gz", seq.image, seq.affine, frame_interval_ms=seq.frame_interval_ms)
+    (folder / "case999_4d.nii.gz").write_bytes(np.random.default_rng(0).bytes(20_000))
+    return folder
+
+
+@pytest.mark.slow  # a local Ray: its start alone takes 10-20 s here
+def test_a_file_of_random_bytes_fails_at_indexing_and_the_others_are_fitted(tmp_path) -> None:
+    pytest.importorskip("ray")
+    from cardioinr.app import cli
+
+    data = _plain_folder_with_random_bytes(tmp_path / "data")
+    cfg = tmp_path / "fit.json"
+    cfg.write_text(json.dumps({k: v for k, v in TINY_FIT.items() if k != "steps"}))
+    rc = cli.main(["cohort", str(data), "--out", str(tmp_path / "out"), "--workers", "2", "--steps", "15",
+                   "--config", str(cfg), "--no-report", "--quiet"])
+    assert rc == 1  # a subject failed
+    table = _read_summary(tmp_path / "out" / "cohort_summary.csv")
+    assert list(table) == ["case000_4d", "case001_4d", "case002_4d", "case999_4d"]
+    bad = table["case999_4d"]
+    assert (bad["status"], bad["stage"], bad["output"]) == ("failed", "index", "")
+    assert "case999_4d.nii.gz: not a readable NIfTI file" in bad["error"] and "\n" not in bad["error"]
+    for n in ("case000_4d", "case001_4d", "case002_4d"):
+        assert table[n]["status"] == "ok" and table[n]["stage"] == "" and float(table[n]["worker_peak_rss_mb"]) > 0
+        assert subject_complete(tmp_path / "out" / n)
+    assert not (tmp_path / "out" / "case999_4d").exists()
+
+
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_index_failures_are_rows_and_need_no_ray(tmp_path, monkeypatch) -> None:
+    """A folder whose every file is unreadable: one failed row each (stage index), the summary
+    written, exit code 1, and no Ray started for nothing."""
+    pytest.importorskip("ray")
+    import cardioinr.app.cohort as cohort_mod
+    from cardioinr.app import cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "case999_4d.nii.gz").write_bytes(np.random.default_rng(0).bytes(5000))
+    (data / "case5_4d.nii").write_bytes(b"short")
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray started although nothing could be fitted")
+
+    monkeypatch.setattr(cohort_mod, "_connect", no_ray)
+    s = run_cohort(data, tmp_path / "out", progress=False)
+    assert [(r["subject"], r["status"], r["stage"]) for r in s.rows] == [
+        ("case5_4d", "failed", "index"), ("case999_4d", "failed", "index")]
+    assert s.n_failed == 2 and s.slots == 0
+    table = _read_summary(s.csv)
+    assert table["case999_4d"]["stage"] == "index" and "not a readable NIfTI" in table["case999_4d"]["error"]
+    if _has_pyarrow():
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(s.parquet).to_pylist()
+        assert [(r["subject"], r["stage"]) for r in rows] == [("case5_4d", "index"), ("case999_4d", "index")]
+        assert list(rows[0]) == list(COLUMNS)
+    assert cli.main(["cohort", str(data), "--out", str(tmp_path / "out2"), "--quiet"]) == 1
+
+
+def _entry(tmp_path: Path, name: str, image=None, labels=None):
+    """A manifest-like entry of a small phantom, with its image or labels replaced."""
+    from cardioinr.io import save_nifti
+    from cardioinr.io.datasets import DatasetEntry
+    from cardioinr.phantoms import make_phantom
+
+    ph = make_phantom(PhantomConfig(dim=2, shape=(36, 36, 1), spacing=(3.0, 3.0, 8.0), n_frames=5), 3)
+    seq = ph.sequence
+    img = seq.image if image is None else image(seq.image)
+    lab = ph.labels[..., seq.ref_frame] if labels is None else labels(ph.labels[..., seq.ref_frame])
+    save_nifti(tmp_path / f"{name}_4d.nii.gz", img, seq.affine, frame_interval_ms=seq.frame_interval_ms)
+    save_nifti(tmp_path / f"{name}_labels.nii.gz", lab, seq.affine)
+    return DatasetEntry(name=name, image=tmp_path / f"{name}_4d.nii.gz", label_series=tmp_path / f"{name}_labels.nii.gz",
+                        ref_frame=seq.ref_frame, layout="manifest")
+
+
+def _with_nan(a):
+    a = a.copy()
+    a[1, 1, 0, 1] = np.nan
+    return a
+
+
+def test_fit_subject_names_the_stage_of_each_failure(tmp_path, monkeypatch) -> None:
+    """read: invalid images or labels; fit: the optimisation; write: the outputs. Each comes back
+    as a failed row with a one-line error (in the worker; Ray is not needed to check it)."""
+    from cardioinr.app.cohort import fit_subject
+
+    cfg, _ = resolve_fit_config({**TINY_FIT, "steps": 2}, None, "cpu")
+    cases = {
+        "good": _entry(tmp_path, "good"),
+        "nan": _entry(tmp_path, "nan", image=_with_nan),
+        "three_d": _entry(tmp_path, "three_d", image=lambda a: a[..., 0]),
+        "label_shape": _entry(tmp_path, "label_shape", labels=lambda a: a[:16]),
+        "empty_mask": _entry(tmp_path, "empty_mask", labels=np.zeros_like),
+    }
+    out = tmp_path / "out"
+    rows = {n: fit_subject(e, str(out / n), cfg, report=False) for n, e in cases.items()}
+    assert (rows["good"]["status"], rows["good"]["stage"]) == ("ok", "")
+    assert subject_complete(out / "good")
+    for n, needle in (("nan", "NaN"), ("three_d", "4D"), ("label_shape", "shape"), ("empty_mask", "empty")):
+        r = rows[n]
+        assert (r["status"], r["stage"]) == ("failed", "read"), r
+        assert needle in r["error"] and "\n" not in r["error"] and r["worker_peak_rss_mb"] > 0
+        assert not subject_complete(out / n)
+
+    (out / "a_file").write_text("not a folder")  # the subject's output folder cannot be one
+    r = fit_subject(cases["good"], str(out / "a_file"), cfg, report=False)
+    assert (r["status"], r["stage"]) == ("failed", "write"), r
+
+    import cardioinr.fit as fit_pkg
+    import cardioinr.outputs as outputs_pkg
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs_pkg, "save_fit", no_space)
+    r = fit_subject(cases["good"], str(out / "good"), cfg, report=False)
+    assert (r["status"], r["stage"]) == ("failed", "write") and "No space left" in r["error"], r
+    assert not subject_complete(out / "good")  # the refit removed the old marker first
+
+    def diverged(self, *a, **k):
+        raise FloatingPointError("loss is NaN")
+
+    monkeypatch.setattr(fit_pkg.Fitter, "fit", diverged)
+    r = fit_subject(cases["good"], str(out / "good"), cfg, report=False)
+    assert (r["status"], r["stage"], r["error"]) == ("failed", "fit", "FloatingPointError: loss is NaN")
+
+
+def test_problems_of_the_cohort_itself_stop_it_with_one_line(tmp_path) -> None:
+    """No dataset, an output folder that is a file or cannot be written, a Ray address that does
+    not answer: one line, exit code 2, nothing fitted (and no minutes-long wait for Ray)."""
+    pytest.importorskip("ray")
+    import socket
+    import time
+
+    from cardioinr.app import cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    from cardioinr.io import save_nifti
+
+    save_nifti(data / "a_4d.nii.gz", np.random.default_rng(0).normal(size=(8, 8, 1, 3)).astype(np.float32), np.eye(4))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        run_cohort(data, tmp_path / "file", progress=False)
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t = time.perf_counter()
+    with pytest.raises(ConfigError, match="does not answer"):
+        run_cohort(data, tmp_path / "o", address=f"127.0.0.1:{port}", progress=False)
+    assert time.perf_counter() - t < 30
+    assert cli.main(["cohort", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert cli.main(["cohort", str(data), "--out", str(tmp_path / "file"), "--quiet"]) == 2
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from faults import make_read_only, undo_read_only
+
+    locked = tmp_path / "locked"
+    if not make_read_only(locked):
+        pytest.skip("a read-only folder cannot be made here")
+    try:
+        with pytest.raises(ConfigError, match="cannot be written"):
+            run_cohort(data, locked / "out", progress=False)
+        assert cli.main(["cohort", str(data), "--out", str(locked), "--quiet"]) == 2
+    finally:
+        undo_read_only(locked)

@@ -11,8 +11,14 @@ Design points:
   images are read inside the task, so the driver stays small whatever the cohort size and no
   large objects go through the object store. ``data`` and ``out_dir`` must therefore be on a
   filesystem every Ray node sees (local disk for a local Ray, a shared mount on a cluster).
-* A subject that fails (corrupt input, a diverged fit, a crashed worker) is recorded with a
-  one-line error and does not stop the others.
+* A subject never stops the cohort. Whatever goes wrong with it, wherever it is found, becomes
+  its ``failed`` row with the stage (:data:`STAGES`) and a one-line error: ``index`` (the dataset
+  index could not read the file or case: :class:`~cardioinr.io.datasets.IndexProblem`), ``read``
+  (loading and validating the entry), ``fit`` (the optimisation and its scores), ``write`` (the
+  output folder and its files), ``worker`` (the Ray worker process died: SIGKILL, out of memory;
+  tasks are not retried, ``--resume`` retries them). Only problems of the cohort itself (no
+  dataset, bad settings, an output folder that cannot be written, Ray missing or unreachable)
+  raise, as one line.
 * A subject folder is *complete* when its ``.complete`` marker (written atomically as the very
   last step) lists files that all exist and ``metrics.json`` parses. ``resume=True`` skips
   complete subjects and retries everything else; a refit first removes the marker, so a crash
@@ -57,11 +63,18 @@ SUMMARY_CSV = "cohort_summary.csv"
 SUMMARY_PARQUET = "cohort_summary.parquet"
 #: Columns of the summary table, in order.
 COLUMNS = (
-    "subject", "status", "error", "seconds", "steps", "dice_mean", "dice_min", "epe_myo_mm",
+    "subject", "status", "stage", "error", "seconds", "steps", "dice_mean", "dice_min", "epe_myo_mm",
     "percent_negative_jacobian", "peak_radial_pct", "peak_circumferential_pct", "peak_longitudinal_pct",
     "ef_pct", "worker_peak_rss_mb", "output",
 )
 STATUSES = ("ok", "failed", "skipped", "not_run")
+#: Where a failed subject failed, in pipeline order (empty for the other statuses).
+STAGES = ("index", "read", "fit", "write", "worker")
+#: Test hook of benchmarks/faults.py and tests/app/test_cohort_faults.py, off unless set: a folder
+#: where a file ``<subject>.hold`` makes that subject's fit stop mid-way (step :data:`HOLD_STEP`),
+#: write ``<subject>.pid`` (the worker's PID) and wait there to be killed from outside.
+FAULT_HOOK_ENV = "CARDIOINR_FAULT_HOOK_DIR"
+HOLD_STEP = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,14 +155,17 @@ def _num(v: Any, digits: int = 4) -> float | None:
     return round(v, digits) if math.isfinite(v) else None
 
 
-def summary_row(subject: str, folder: Path, status: str, *, error: str = "", seconds: float | None = None,
-                metrics: Mapping | None = None) -> dict:
+def summary_row(subject: str, folder: Path | None, status: str, *, error: str = "", seconds: float | None = None,
+                metrics: Mapping | None = None, stage: str = "", peak_rss_mb: float | None = None) -> dict:
     """One row of the summary table; figures come from ``metrics`` (``metrics.json`` of the
-    folder when not given and the folder has one)."""
+    folder when not given and the folder has one). ``stage``: where a failed subject failed
+    (:data:`STAGES`); ``folder`` None: the subject has no output folder (failed at indexing)."""
+    if stage and stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(subject=subject, status=status, error=error, output=str(folder),
-               seconds=None if seconds is None else round(float(seconds), 3))
-    if metrics is None and status in ("ok", "skipped"):
+    row.update(subject=subject, status=status, stage=stage, error=error, output="" if folder is None else str(folder),
+               seconds=None if seconds is None else round(float(seconds), 3), worker_peak_rss_mb=_num(peak_rss_mb))
+    if metrics is None and status in ("ok", "skipped") and folder is not None:
         try:
             metrics = read_metrics(folder)
         except (OSError, ValueError):
@@ -164,7 +180,8 @@ def summary_row(subject: str, folder: Path, status: str, *, error: str = "", sec
         row[f"peak_{comp}_pct"] = _num(peak.get(f"{comp}_pct"))
     row["ef_pct"] = _num(strain.get("ef_pct"))
     cohort = metrics.get("cohort") if isinstance(metrics.get("cohort"), Mapping) else {}
-    row["worker_peak_rss_mb"] = _num(cohort.get("worker_peak_rss_mb"))
+    if cohort.get("worker_peak_rss_mb") is not None:
+        row["worker_peak_rss_mb"] = _num(cohort.get("worker_peak_rss_mb"))
     ev = metrics.get("evaluation") if isinstance(metrics.get("evaluation"), Mapping) else {}
     ref = (metrics.get("sequence") or {}).get("ref_frame") if isinstance(metrics.get("sequence"), Mapping) else None
     frames = (ev.get("labels") or {}).get("frames") if isinstance(ev.get("labels"), Mapping) else None
@@ -211,23 +228,44 @@ def _cached_prior(path: str, device: str):
     return _PRIOR_CACHE[key]
 
 
-def _evaluation(entry, seq_full, result) -> dict | None:
-    """Scores against whatever truth the dataset holds: labels of frames other than the
-    reference (held out from the fit) and, for phantoms, the true displacement."""
+def _validate_entry(entry, seq_full) -> None:
+    """What a cohort refuses beyond the readers' own checks: reference labels that label nothing
+    (a fit would run, but without a heart-centred frame, strain or scores, a silent hole in the
+    summary)."""
     import numpy as np
 
-    from cardioinr.analysis.metrics import evaluate_arrays
+    labels = seq_full.ref_labels
+    if labels is not None and not np.any(labels):
+        ref = seq_full.ref_frame
+        where = entry.labels.get(ref) or entry.label_series or entry.name
+        raise InputError(f"{where}: the labels of the reference frame {ref} are empty (all background); "
+                         "no heart-centred frame nor strain can be derived")
+
+
+def _read_truth_displacement(entry, seq_full):
+    """The entry's true displacement ``(X, Y, Z, T, 3)`` mm (phantoms), or None; read with the
+    inputs, before the fit, so that a bad file fails at stage ``read``."""
+    import numpy as np
+
     from cardioinr.io import read_nifti
+
+    if entry.truth_displacement is None:
+        return None
+    truth_disp, _, _ = read_nifti(entry.truth_displacement, "truth displacement")
+    expected = (*seq_full.shape, seq_full.n_frames, 3)
+    if truth_disp.shape != expected:
+        raise InputError(f"{entry.truth_displacement}: truth displacement has shape {truth_disp.shape}, "
+                         f"expected {expected}")
+    return truth_disp.astype(np.float32)
+
+
+def _evaluation(seq_full, truth_disp, result) -> dict | None:
+    """Scores against whatever truth the dataset holds: labels of frames other than the
+    reference (held out from the fit) and, for phantoms, the true displacement."""
+    from cardioinr.analysis.metrics import evaluate_arrays
 
     ref = seq_full.ref_frame
     truth_labels = {t: lab for t, lab in seq_full.labels.items() if t != ref}
-    truth_disp = None
-    if entry.truth_displacement is not None:
-        truth_disp, _, _ = read_nifti(entry.truth_displacement, "truth displacement")
-        if truth_disp.shape != result.displacement.shape:
-            raise InputError(f"{entry.truth_displacement}: truth displacement has shape {truth_disp.shape}, "
-                             f"expected {result.displacement.shape}")
-        truth_disp = truth_disp.astype(np.float32)
     if not truth_labels and truth_disp is None:
         return None
     return evaluate_arrays(result.displacement, result.labels, truth_disp, truth_labels or None,
@@ -235,11 +273,35 @@ def _evaluation(entry, seq_full, result) -> dict | None:
                            ref_frame=ref)
 
 
+def _fault_hook(name: str) -> Callable[[int, dict], None] | None:
+    """The fit callback of the test hook (:data:`FAULT_HOOK_ENV`), or None (always, unless the
+    variable is set and ``<dir>/<name>.hold`` exists). Used only by benchmarks/faults.py and the
+    fault tests to kill a worker mid-fit from outside; never set it in production."""
+    hook_dir = os.environ.get(FAULT_HOOK_ENV)
+    if not hook_dir or not (Path(hook_dir) / f"{name}.hold").is_file():
+        return None
+
+    def hold(step: int, logs: dict) -> None:
+        if step != HOLD_STEP:
+            return
+        from cardioinr.core.files import atomic_path
+
+        with atomic_path(Path(hook_dir) / f"{name}.pid") as tmp:
+            Path(tmp).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline:  # waiting for the SIGKILL
+            time.sleep(0.05)
+        raise RuntimeError(f"fault hook: {name} was held at step {HOLD_STEP} but not killed")
+
+    return hold
+
+
 def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = None, threads: int = 1,
                 report: bool = True, config_sha: str = "", prior_through_plane: float | str = "auto") -> dict:
     """Load one dataset entry, fit it, write the output contract into ``folder`` and the
     ``.complete`` marker last; return its summary row. Never raises for a subject's own
-    problems: they come back as a ``failed`` row with a one-line error.
+    problems: they come back as a ``failed`` row with the stage (``read``, ``fit``, ``write``)
+    and a one-line error.
 
     Args:
         entry: a :class:`~cardioinr.io.datasets.DatasetEntry` (paths only).
@@ -258,27 +320,33 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
 
     t0 = time.perf_counter()
     out = Path(folder)
+    stage = "write"
     try:
         pin_threads(max(1, int(threads)), interop=True)
         # A refit invalidates the folder first: a crash below must not leave it "complete".
         (out / MARKER).unlink(missing_ok=True)
+        stage = "read"
         cfg = FitConfig.from_dict(fit_config)
         seq_full = load_entry(entry)
+        _validate_entry(entry, seq_full)
+        truth_disp = _read_truth_displacement(entry, seq_full)
         ref = seq_full.ref_frame
         seq = seq_full
         if cfg.w_labels <= 0 and seq_full.ref_labels is not None:
             # Labels of other frames are held out for evaluation unless the fit is told to use them.
             seq = replace(seq_full, labels={ref: seq_full.labels[ref]})
         init, extra = None, {}
+        stage = "fit"
         if prior_path:
             prior = _cached_prior(prior_path, cfg.device)
             init, used = prior.start(seq, prior_through_plane, cfg)
             extra["prior"] = {"path": str(prior_path), "kind": prior.kind, "through_plane": used,
                               "through_plane_requested": prior_through_plane}
-        result = Fitter(cfg).fit(seq, init=init)
-        ev = _evaluation(entry, seq_full, result)
+        result = Fitter(cfg).fit(seq, init=init, callback=_fault_hook(entry.name))
+        ev = _evaluation(seq_full, truth_disp, result)
         if ev is not None:
             extra["evaluation"] = ev
+        stage = "write"
         extra["cohort"] = {"subject": entry.name, "source": str(entry.image), "host": os.uname().nodename,
                            "worker_pid": os.getpid(), "threads": int(threads), "worker_peak_rss_mb": peak_rss_mb()}
         save_fit(result, out, extra_metrics=extra, report=report)
@@ -290,7 +358,8 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
         mark_complete(out, files, subject=entry.name, seconds=round(seconds, 3), config_sha=config_sha)
         return summary_row(entry.name, out, "ok", seconds=seconds, metrics=metrics)
     except Exception as e:  # a subject's failure must not stop the cohort
-        return summary_row(entry.name, out, "failed", error=one_line(e), seconds=time.perf_counter() - t0)
+        return summary_row(entry.name, out, "failed", stage=stage, error=one_line(e),
+                           seconds=time.perf_counter() - t0, peak_rss_mb=peak_rss_mb())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +416,37 @@ def _fingerprint(cfg: dict, prior_path: str | None, prior_through_plane: float |
     return h.hexdigest()[:16]
 
 
+def probe_ray_address(address: str, timeout: float = 10.0) -> None:
+    """Fail at once, with one line, when a Ray address does not answer: ``ray.init`` itself
+    waits for many minutes on a dead ``host:port``. A TCP connection to the address (for
+    ``auto``: ``$RAY_ADDRESS`` or the address of the last local cluster) must open within
+    ``timeout`` seconds; forms not understood here are left to Ray."""
+    import socket
+    import tempfile
+
+    target = address.strip()
+    if target == "auto":
+        target = os.environ.get("RAY_ADDRESS", "").strip()
+        if target in ("", "auto"):
+            current = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+            try:
+                target = current.read_text().strip() if current.is_file() else ""
+            except OSError:
+                target = ""
+        if not target:
+            return  # no cluster known: Ray says so itself, at once
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", target)
+    if not m:
+        return
+    host, port = m[1], int(m[2])
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise ConfigError(f"the Ray cluster at {address} does not answer ({host}:{port}: {why})") from None
+
+
 def _connect(ray, address: str | None, workers: int | None, cpus_per_task: float) -> bool:
     """Join a running Ray (same process or ``address``) or start a local one; True if started here."""
     import logging
@@ -354,6 +454,8 @@ def _connect(ray, address: str | None, workers: int | None, cpus_per_task: float
     if ray.is_initialized():
         return False
     common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        probe_ray_address(address)
     try:
         if address:
             ray.init(address=address, **common)
@@ -388,6 +490,27 @@ def _slots(ray, workers: int | None, cpus_per_task: float, gpus_per_task: float)
     return max(1, slots)
 
 
+def _natural(name: str) -> list:
+    """Sort key: names in natural order (case2 before case10)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def check_output_folder(out: Path) -> None:
+    """Create the output folder and make sure it takes files: a cohort whose summary cannot be
+    written stops now, with one line, instead of failing every subject."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; --out names the output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{out}: the output folder cannot be written ({e.strerror or one_line(e)})") from None
+
+
 def write_summary(rows: list[dict], out_dir: Path) -> tuple[Path, Path | None]:
     """Write ``cohort_summary.csv`` (and ``.parquet`` when pyarrow is importable), atomically."""
     from cardioinr.core.files import atomic_path
@@ -406,7 +529,7 @@ def write_summary(rows: list[dict], out_dir: Path) -> tuple[Path, Path | None]:
     except ImportError:
         pq = None
     if pq is not None:
-        floats = {c for c in COLUMNS if c not in ("subject", "status", "error", "output", "steps")}
+        floats = {c for c in COLUMNS if c not in ("subject", "status", "stage", "error", "output", "steps")}
         schema = pa.schema([(c, pa.float64() if c in floats else pa.int64() if c == "steps" else pa.string())
                             for c in COLUMNS])
         table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema)
@@ -478,7 +601,7 @@ def run_cohort(
         raise ConfigError("--workers must be >= 1")
     if device.startswith("cuda") and gpus_per_task <= 0:
         raise ConfigError("--device cuda needs --gpus-per-task > 0 (e.g. 0.25 runs four fits per GPU)")
-    from cardioinr.io.datasets import index_dataset
+    from cardioinr.io.datasets import IndexProblem, index_dataset
     from cardioinr.priors import check_through_plane
 
     prior_through_plane = check_through_plane(prior_through_plane, with_prior=prior is not None)
@@ -488,47 +611,65 @@ def run_cohort(
     prior_path = None
     if prior is not None:
         prior_path = str(Path(prior).resolve())
-    entries = index_dataset(data, label_map=label_map)
-    if not entries:
+    problems: list[IndexProblem] = []
+    entries = index_dataset(data, label_map=label_map, problems=problems)
+    if not entries and not problems:
         raise InputError(f"{data}: no sequences found")
-    folders: dict[str, Path] = {}
-    seen: dict[str, str] = {}
-    for e in entries:
-        d = subject_dirname(e.name)
-        if d in seen:
-            raise InputError(f"{data}: subjects {seen[d]!r} and {e.name!r} map to the same output folder {d!r}")
-        seen[d] = e.name
-        folders[e.name] = out / d
     cfg, _ = resolve_fit_config(fit_overrides, prior_path, device)
     sha = _fingerprint(cfg, prior_path, prior_through_plane)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
 
+    # One row per subject, under a unique key: entries by name, index failures apart (a file that
+    # could not be indexed may share its name with one that could).
     rows: dict[str, dict] = {}
+    folders: dict[str, Path] = {}
+    owner: dict[str, str] = {}
+    failed_at_index: list[tuple[str, str]] = []
+    good = []
+    for e in entries:
+        d = subject_dirname(e.name)
+        if d in owner:
+            failed_at_index.append((e.name, f"{e.image}: subject {e.name!r} maps to the same output folder {d!r} "
+                                            f"as {owner[d]!r}"))
+            continue
+        owner[d] = e.name
+        folders[e.name] = out / d
+        good.append(e)
+    for p in problems:
+        failed_at_index.append((p.name if p.name not in folders else p.path.name, p.error))
+    for i, (name, error) in enumerate(failed_at_index):
+        rows[f"\0index{i}"] = summary_row(name, None, "failed", stage="index", error=error)
+    keys = sorted([e.name for e in good] + list(rows), key=lambda k: _natural(rows[k]["subject"] if k in rows else k))
+
     stale: list[str] = []
     todo = []
-    for e in entries:
+    skipped = 0
+    for e in good:
         f = folders[e.name]
         if resume and is_complete(f):
             m = read_marker(f)
             rows[e.name] = summary_row(e.name, f, "skipped", seconds=m.get("seconds"))
+            skipped += 1
             if m.get("config_sha") not in (None, "", sha):
                 stale.append(e.name)
         else:
             todo.append(e)
 
-    bar = progress_bar(len(entries), "cohort", progress, eta_label=True, stderr=True)
+    bar = progress_bar(len(keys), "cohort", progress, eta_label=True, stderr=True)
     say = log or ((lambda s: bar[0].console.print(s, markup=False, highlight=False)) if bar else (lambda s: None))
-    counts = {"ok": 0, "failed": 0, "skipped": len(rows)}
+    counts = {"ok": 0, "failed": 0, "skipped": skipped}
 
     def advance(row: dict | None = None) -> None:
         if row is not None:
             counts[row["status"]] += 1
             if row["status"] == "failed":
-                say(f"failed {row['subject']}: {row['error']}")
+                say(f"failed {row['subject']} ({row['stage']}): {row['error']}")
         if bar:
             bar[0].update(bar[1], completed=sum(counts.values()),
                           description=f"cohort ok {counts['ok']} failed {counts['failed']} skipped {counts['skipped']}")
 
+    for i in range(len(failed_at_index)):
+        advance(rows[f"\0index{i}"])
     if stale:
         say(f"{len(stale)} complete subject(s) were fitted with other settings and are kept as they are "
             f"(delete their folders to refit): {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}")
@@ -540,10 +681,13 @@ def run_cohort(
         if todo:
             started = _connect(ray, address, workers, cpus_per_task)
             slots = _slots(ray, workers, cpus_per_task, gpus_per_task)
-            thread_env = {k: str(threads_per_task) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+            env = {k: str(threads_per_task) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+            if os.environ.get(FAULT_HOOK_ENV):  # the benchmark's test hook reaches the workers
+                env[FAULT_HOOK_ENV] = os.environ[FAULT_HOOK_ENV]
+            # No retries: a worker that died (SIGKILL, out of memory) fails its subject at stage
+            # "worker" instead of being tried again behind the user's back; --resume retries it.
             task = ray.remote(fit_subject).options(
-                num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=1,  # retried only if a worker dies
-                runtime_env={"env_vars": thread_env})
+                num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0, runtime_env={"env_vars": env})
             queue = list(todo)
             # A bounded window of tasks in flight: the driver's memory and Ray's queue stay small
             # for 10^4 subjects, and an interrupt has little to cancel.
@@ -559,23 +703,24 @@ def run_cohort(
                     name = pending.pop(ref)
                     try:
                         row = ray.get(ref)
-                    except Exception as err:  # the worker died (OOM, segfault) even after a retry
-                        row = summary_row(name, folders[name], "failed", error=one_line(err))
+                    except Exception as err:  # the worker process died (SIGKILL, OOM, segfault)
+                        row = summary_row(name, folders[name], "failed", stage="worker", error=one_line(err))
                     rows[name] = row
                     advance(row)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        for e in entries:
-            rows.setdefault(e.name, summary_row(e.name, folders[e.name], "not_run", error="interrupted"))
-        write_summary([rows[e.name] for e in entries], out)
+        for k in keys:
+            if k not in rows:
+                rows[k] = summary_row(k, folders[k], "not_run", error="interrupted")
+        write_summary([rows[k] for k in keys], out)
         raise
     finally:
         if bar:
             bar[0].stop()
         if started:
             ray.shutdown()
-    ordered = [rows[e.name] for e in entries]
+    ordered = [rows[k] for k in keys]
     csv_path, parquet = write_summary(ordered, out)
     return CohortSummary(ordered, csv_path, parquet, round(time.perf_counter() - t_start, 3), slots, stale)
 
@@ -608,8 +753,15 @@ def cohort_command(
 ) -> None:
     """Fit every subject of a dataset in parallel on Ray (local by default) into OUT/<subject>/.
 
-    Exits with code 1 when any subject failed (each is listed with its error in
-    OUT/cohort_summary.csv)."""
+    One bad subject never stops the cohort: whatever goes wrong with it (an unreadable file in
+    the folder, invalid images or labels, a failed fit, outputs that cannot be written, a worker
+    that died) becomes its row in OUT/cohort_summary.csv (and .parquet) with status failed, the
+    stage (index, read, fit, write, worker) and a one-line error; the others go on.
+
+    Exit codes: 0 every subject ok or skipped; 1 at least one subject failed (see the summary);
+    2 a problem with the cohort itself, nothing fitted (no dataset, bad options or settings, an
+    output folder that cannot be written, Ray missing or not answering), one line on stderr;
+    130 interrupted (the summary marks unfinished subjects not_run; --resume goes on)."""
     from cardioinr.fit import explicit_settings
 
     overrides = explicit_settings(config) if config else {}
@@ -623,13 +775,13 @@ def cohort_command(
                f"{s.seconds:.0f} s ({s.subjects_per_minute:.2f} subjects/min over {fitted} fitted, {s.slots} at once) "
                f"-> {s.csv}")
     for r in s.failed[:10]:
-        typer.echo(f"  failed {r['subject']}: {r['error']}", err=True)
+        typer.echo(f"  failed {r['subject']} ({r['stage']}): {r['error']}", err=True)
     if s.n_failed > 10:
         typer.echo(f"  ... and {s.n_failed - 10} more (see {s.csv})", err=True)
     if s.n_failed:
         raise typer.Exit(code=1)
 
 
-__all__ = ["COLUMNS", "SUMMARY_CSV", "CohortSummary", "cohort_command", "fit_subject",
-           "one_line", "resolve_fit_config", "run_cohort", "subject_dirname", "summary_row",
-           "write_summary"]
+__all__ = ["COLUMNS", "FAULT_HOOK_ENV", "HOLD_STEP", "STAGES", "SUMMARY_CSV", "CohortSummary", "check_output_folder",
+           "cohort_command", "fit_subject", "one_line", "resolve_fit_config", "run_cohort", "subject_dirname",
+           "summary_row", "write_summary"]

@@ -22,6 +22,12 @@ Layouts
   series or per-frame NIfTI volumes count as one sequence each. Files whose name ends in
   ``labels``, ``seg``, ``gt``, ``mask`` or ``displacement`` are not cines and are passed over.
 
+By default the first inconsistent case or unreadable file stops the index with an
+:class:`InputError`. ``index_dataset(..., problems=[])`` instead lists each such case or file as an
+:class:`IndexProblem` and goes on (what a cohort of thousands of subjects needs: one bad file
+must not cost the others); problems with the dataset as a whole (missing folder, unreadable
+manifest) still raise.
+
 All frame indices in this module are 0-based.
 """
 
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cardioinr.core.console import first_line
-from cardioinr.core.errors import InputError
+from cardioinr.core.errors import CardioInrError, InputError
 from cardioinr.io._common import IMAGE_SUFFIXES, file_stem, natural_key
 from cardioinr.io.load import load_sequence
 from cardioinr.io.nifti import label_source, load_label_file, load_label_volume, strict_nifti_header
@@ -83,6 +89,28 @@ class DatasetEntry:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass
+class IndexProblem:
+    """A case or file of a dataset that could not be indexed (``index_dataset(..., problems=[])``).
+
+    Attributes:
+        name: the case name it would have had (a file's name less its image suffix).
+        path: the file (or case folder, or manifest) at fault.
+        error: one line saying what is wrong.
+    """
+
+    name: str
+    path: Path
+    error: str
+
+
+def _problem(problems: list[IndexProblem] | None, err: CardioInrError, name: str, path: Path) -> None:
+    """Record ``err`` for the case ``name`` when problems are collected; raise it otherwise."""
+    if problems is None:
+        raise err
+    problems.append(IndexProblem(name=name, path=Path(path), error=str(err)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Where the shared data lives
 # ---------------------------------------------------------------------------------------------
@@ -121,43 +149,56 @@ def shared_data_dir() -> Path | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def index_dataset(path: str | os.PathLike, *, label_map: LabelMap | str | None = None) -> list[DatasetEntry]:
+def index_dataset(path: str | os.PathLike, *, label_map: LabelMap | str | None = None,
+                  problems: list[IndexProblem] | None = None) -> list[DatasetEntry]:
     """List the sequences of a dataset folder (or manifest, or single cine file).
 
     Args:
         path: a folder in one of the layouts of this module, a ``manifest.json``, or one cine file.
         label_map: overrides the layout's label codes for every entry when given.
+        problems: when a list, each case or file that cannot be indexed (an unreadable NIfTI
+            header, a manifest case naming a missing file, an inconsistent info.json or
+            Info.cfg, names shared by several sequences) is appended to it as an
+            :class:`IndexProblem` instead of raising, and the index goes on with the others.
 
     Returns:
         Entries sorted by name (natural order). Raises :class:`InputError` when nothing is found
-        or a layout file (manifest, info.json, Info.cfg) is inconsistent.
+        (with ``problems``: when nothing is found and nothing was recorded) or, without
+        ``problems``, when a layout file (manifest, info.json, Info.cfg) is inconsistent.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: dataset not found")
     if path.is_file():
         if path.name.lower().endswith(".json"):
-            entries = _index_manifest(path)
+            entries = _index_manifest(path, problems)
         elif path.name.lower().endswith(IMAGE_SUFFIXES):
             entries = [DatasetEntry(name=_stem(path), image=path, layout="plain", meta={"source": str(path)})]
         else:
             raise InputError(f"{path}: not a dataset (expected a folder, a manifest.json or a cine file)")
     elif (path / "manifest.json").is_file():
-        entries = _index_manifest(path / "manifest.json")
+        entries = _index_manifest(path / "manifest.json", problems)
     elif _has_sunnybrook_cines(path):
-        entries = _index_sunnybrook(path)
+        entries = _index_sunnybrook(path, problems)
     elif _acdc_patient_dirs(path):
-        entries = _index_acdc(path)
+        entries = _index_acdc(path, problems)
     else:
-        entries = _index_plain(path)
+        entries = _index_plain(path, problems)
     if label_map is not None:
         lmap = LabelMap.coerce(label_map)
         for e in entries:
             e.label_map = lmap
     names = [e.name for e in entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
+    if dupes and problems is None:
         raise InputError(f"{path}: several sequences share the name(s) {', '.join(dupes[:5])}")
+    if dupes:
+        for e in entries:
+            if e.name in dupes:
+                others = ", ".join(str(o.image) for o in entries if o.name == e.name and o is not e)
+                problems.append(IndexProblem(e.name, Path(e.image), f"{e.image}: several sequences share the name "
+                                                                    f"{e.name!r} (also {others})"))
+        entries = [e for e in entries if e.name not in dupes]
     return sorted(entries, key=lambda e: natural_key(e.name))
 
 
@@ -178,7 +219,7 @@ def _frame_value(value: object, what: str, where: Path) -> int | None:
 # -- manifest --------------------------------------------------------------------------------
 
 
-def _index_manifest(manifest: Path) -> list[DatasetEntry]:
+def _index_manifest(manifest: Path, problems: list[IndexProblem] | None = None) -> list[DatasetEntry]:
     try:
         doc = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -205,12 +246,11 @@ def _index_manifest(manifest: Path) -> list[DatasetEntry]:
             raise InputError(f"{manifest}: case {case!r}: {what} {q} not found")
         return q
 
-    entries = []
     known = {"name", "image", "labels", "truth_displacement", "ed_frame", "es_frame", "ref_frame", "label_map"}
-    for n, case in enumerate(cases):
+
+    def one_case(n: int, case: object, name: str) -> DatasetEntry:
         if not isinstance(case, Mapping):
             raise InputError(f"{manifest}: case #{n} is not an object")
-        name = str(case.get("name") or f"case{n:03d}")
         if "image" not in case:
             raise InputError(f"{manifest}: case {name!r} has no 'image'")
         image = resolve(case["image"], "image", name)
@@ -232,11 +272,20 @@ def _index_manifest(manifest: Path) -> list[DatasetEntry]:
         ref = _frame_value(case.get("ref_frame"), "ref_frame", manifest)
         lmap = LabelMap.coerce(case["label_map"]) if case.get("label_map") is not None else top_map
         extra = {k: v for k, v in case.items() if k not in known}
-        entries.append(DatasetEntry(
+        return DatasetEntry(
             name=name, image=image, labels=labels, label_series=series, label_map=lmap, ed_frame=ed, es_frame=es,
             ref_frame=ref if ref is not None else (ed if ed is not None else 0), truth_displacement=truth,
             layout="manifest", meta={"manifest": str(manifest), "format": fmt, **extra},
-        ))
+        )
+
+    entries: list[DatasetEntry] = []
+    for n, case in enumerate(cases):
+        name = str(case.get("name") or f"case{n:03d}") if isinstance(case, Mapping) else f"case{n:03d}"
+        try:
+            entries.append(one_case(n, case, name))
+        except CardioInrError as e:
+            image = case.get("image") if isinstance(case, Mapping) else None
+            _problem(problems, e, name, root / image if isinstance(image, str) and image else manifest)
     return entries
 
 
@@ -246,54 +295,71 @@ _SB_CINE = re.compile(r"^(?P<case>.+?)_sa_cine(?P<sfx>.*?)\.nii(\.gz)?$")
 _SB_LAB = re.compile(r"^(?P<case>.+?)_lab_(?P<phase>ED|ES)_frame(?P<frame>\d+)(?P<sfx>.*?)\.nii(\.gz)?$")
 
 
-def _index_sunnybrook(folder: Path) -> list[DatasetEntry]:
+def _index_sunnybrook(folder: Path, problems: list[IndexProblem] | None = None) -> list[DatasetEntry]:
     cines: dict[str, Path] = {}
-    for f in folder.iterdir():
+    bad: set[str] = set()
+    for f in sorted(folder.iterdir()):
         m = _SB_CINE.match(f.name)
         if m and f.is_file():
             if m["case"] in cines:
-                raise InputError(f"{folder}: case {m['case']} has two cines ({cines[m['case']].name}, {f.name})")
-            cines[m["case"]] = f
+                bad.add(m["case"])
+                _problem(problems, InputError(f"{folder}: case {m['case']} has two cines "
+                                              f"({cines[m['case']].name}, {f.name})"), m["case"], f)
+            cines.setdefault(m["case"], f)
     labs: dict[str, dict[str, tuple[int, Path]]] = {}
-    for f in folder.iterdir():
+    for f in sorted(folder.iterdir()):
         m = _SB_LAB.match(f.name)
         if m and f.is_file():
             per = labs.setdefault(m["case"], {})
             if m["phase"] in per:
-                raise InputError(f"{folder}: case {m['case']} has two {m['phase']} label files")
+                if problems is None or (m["case"] in cines and m["case"] not in bad):
+                    bad.add(m["case"])
+                    _problem(problems, InputError(f"{folder}: case {m['case']} has two {m['phase']} label files"),
+                             m["case"], f)
+                continue
             per[m["phase"]] = (int(m["frame"]), f)
     entries = []
     for case, cine in cines.items():
-        info_path = folder / f"{case}_info.json"
-        info: dict = {}
-        if info_path.is_file():
-            try:
-                info = json.loads(info_path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise InputError(f"{info_path}: unreadable ({first_line(e, 160)})") from None
-            if not isinstance(info, dict):
-                raise InputError(f"{info_path}: expected a JSON object")
-        frames: dict[str, int | None] = {}
-        for phase in ("ED", "ES"):
-            from_info = _frame_value(info.get(f"{phase}_frame"), f"{phase}_frame", info_path)
-            from_name = labs.get(case, {}).get(phase, (None, None))[0]
-            if from_info is not None and from_name is not None and from_info != from_name:
-                raise InputError(f"{info_path}: {phase}_frame {from_info} disagrees with the label file "
-                                 f"{labs[case][phase][1].name} (frame {from_name})")
-            frames[phase] = from_info if from_info is not None else from_name
-        labels = {}
-        for phase in ("ED", "ES"):
-            if phase in labs.get(case, {}):
-                labels[labs[case][phase][0]] = labs[case][phase][1]
-        ed = frames["ED"]
-        meta = {k: v for k, v in info.items() if k not in ("ED_frame", "ES_frame")}
-        meta["info"] = str(info_path) if info else None
-        entries.append(DatasetEntry(
-            name=case, image=cine, labels=labels, label_map=SUNNYBROOK, ed_frame=ed, es_frame=frames["ES"],
-            # ED is the reference: there it is the LAST frame (labels with myocardium exist only there)
-            ref_frame=ed if ed is not None else 0, layout="sunnybrook", meta=meta,
-        ))
+        if case in bad:
+            continue
+        try:
+            entries.append(_sunnybrook_case(folder, case, cine, labs))
+        except CardioInrError as e:
+            _problem(problems, e, case, cine)
     return entries
+
+
+def _sunnybrook_case(folder: Path, case: str, cine: Path, labs: dict[str, dict[str, tuple[int, Path]]]) -> DatasetEntry:
+    """One Sunnybrook case as an entry (InputError when its info.json is unusable)."""
+    info_path = folder / f"{case}_info.json"
+    info: dict = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{info_path}: unreadable ({first_line(e, 160)})") from None
+        if not isinstance(info, dict):
+            raise InputError(f"{info_path}: expected a JSON object")
+    frames: dict[str, int | None] = {}
+    for phase in ("ED", "ES"):
+        from_info = _frame_value(info.get(f"{phase}_frame"), f"{phase}_frame", info_path)
+        from_name = labs.get(case, {}).get(phase, (None, None))[0]
+        if from_info is not None and from_name is not None and from_info != from_name:
+            raise InputError(f"{info_path}: {phase}_frame {from_info} disagrees with the label file "
+                             f"{labs[case][phase][1].name} (frame {from_name})")
+        frames[phase] = from_info if from_info is not None else from_name
+    labels = {}
+    for phase in ("ED", "ES"):
+        if phase in labs.get(case, {}):
+            labels[labs[case][phase][0]] = labs[case][phase][1]
+    ed = frames["ED"]
+    meta = {k: v for k, v in info.items() if k not in ("ED_frame", "ES_frame")}
+    meta["info"] = str(info_path) if info else None
+    return DatasetEntry(
+        name=case, image=cine, labels=labels, label_map=SUNNYBROOK, ed_frame=ed, es_frame=frames["ES"],
+        # ED is the reference: there it is the LAST frame (labels with myocardium exist only there)
+        ref_frame=ed if ed is not None else 0, layout="sunnybrook", meta=meta,
+    )
 
 
 # -- ACDC -------------------------------------------------------------------------------------
@@ -324,39 +390,47 @@ def _read_info_cfg(cfg: Path) -> dict[str, str]:
     return out
 
 
-def _index_acdc(folder: Path) -> list[DatasetEntry]:
+def _index_acdc(folder: Path, problems: list[IndexProblem] | None = None) -> list[DatasetEntry]:
     entries = []
     for d in _acdc_patient_dirs(folder):
-        cfg = d / "Info.cfg"
-        info = _read_info_cfg(cfg)
-        cines = sorted(d.glob("*_4d.nii*"))
-        if len(cines) > 1:
-            raise InputError(f"{d}: several 4D cines ({', '.join(c.name for c in cines)})")
-        frames: dict[str, int | None] = {}
-        for key in ("ED", "ES"):
-            if key not in info:
-                frames[key] = None
-                continue
-            try:
-                one_based = int(float(info[key]))
-            except ValueError:
-                raise InputError(f"{cfg}: {key}: {info[key]!r} is not a frame number") from None
-            if one_based < 1:
-                raise InputError(f"{cfg}: {key}: {one_based}; ACDC frame numbers start at 1")
-            frames[key] = one_based - 1
-        labels = {}
-        for f in d.iterdir():
-            m = _ACDC_GT.match(f.name)
-            if m:
-                labels[int(m["frame"]) - 1] = f  # file names use the same 1-based numbers
-        ed = frames["ED"]
-        name = d.name if d != folder else cines[0].name.split("_4d")[0]
-        entries.append(DatasetEntry(
-            name=name, image=cines[0], labels=labels, label_map=ACDC, ed_frame=ed, es_frame=frames["ES"],
-            ref_frame=ed if ed is not None else 0, layout="acdc",
-            meta={"info_cfg": str(cfg), **{k: v for k, v in info.items() if k not in ("ED", "ES")}},
-        ))
+        try:
+            entries.append(_acdc_patient(folder, d))
+        except CardioInrError as e:
+            _problem(problems, e, d.name, d)
     return entries
+
+
+def _acdc_patient(folder: Path, d: Path) -> DatasetEntry:
+    """One ACDC patient folder as an entry (InputError when its Info.cfg is unusable)."""
+    cfg = d / "Info.cfg"
+    info = _read_info_cfg(cfg)
+    cines = sorted(d.glob("*_4d.nii*"))
+    if len(cines) > 1:
+        raise InputError(f"{d}: several 4D cines ({', '.join(c.name for c in cines)})")
+    frames: dict[str, int | None] = {}
+    for key in ("ED", "ES"):
+        if key not in info:
+            frames[key] = None
+            continue
+        try:
+            one_based = int(float(info[key]))
+        except ValueError:
+            raise InputError(f"{cfg}: {key}: {info[key]!r} is not a frame number") from None
+        if one_based < 1:
+            raise InputError(f"{cfg}: {key}: {one_based}; ACDC frame numbers start at 1")
+        frames[key] = one_based - 1
+    labels = {}
+    for f in d.iterdir():
+        m = _ACDC_GT.match(f.name)
+        if m:
+            labels[int(m["frame"]) - 1] = f  # file names use the same 1-based numbers
+    ed = frames["ED"]
+    name = d.name if d != folder else cines[0].name.split("_4d")[0]
+    return DatasetEntry(
+        name=name, image=cines[0], labels=labels, label_map=ACDC, ed_frame=ed, es_frame=frames["ES"],
+        ref_frame=ed if ed is not None else 0, layout="acdc",
+        meta={"info_cfg": str(cfg), **{k: v for k, v in info.items() if k not in ("ED", "ES")}},
+    )
 
 
 # -- plain ------------------------------------------------------------------------------------
@@ -389,7 +463,7 @@ def _nifti_is_cine(f: Path) -> bool:
 _LABEL_STEM = re.compile(r"(^|[_\-.])(labels?|seg|segmentation|gt|mask|displacement)$", re.IGNORECASE)
 
 
-def _index_plain(folder: Path) -> list[DatasetEntry]:
+def _index_plain(folder: Path, problems: list[IndexProblem] | None = None) -> list[DatasetEntry]:
     children = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if not children:
         raise InputError(f"{folder}: folder is empty")
@@ -401,7 +475,12 @@ def _index_plain(folder: Path) -> list[DatasetEntry]:
         elif f.is_file() and f.name.lower().endswith((".nii", ".nii.gz")):
             if _LABEL_STEM.search(_stem(f)):
                 continue
-            if _nifti_is_cine(f):
+            try:
+                cine = _nifti_is_cine(f)
+            except InputError as e:  # with problems: recorded, and the folder goes on
+                _problem(problems, e, _stem(f), f)
+                continue
+            if cine:
                 entries.append(DatasetEntry(name=_stem(f), image=f, meta={"source": str(f)}))
             else:
                 frames_3d.append(f)
@@ -416,6 +495,8 @@ def _index_plain(folder: Path) -> list[DatasetEntry]:
     if not entries:
         if any(_looks_like_dicom(p) for p in children[:20] if p.is_file()):
             return [DatasetEntry(name=folder.name, image=folder, meta={"source": str(folder)})]
+        if problems:  # every cine found was unreadable: each is recorded
+            return entries
         raise InputError(f"{folder}: no cine sequences found (no manifest.json, Sunnybrook or ACDC files, "
                          "4D NIfTI, .npz, or DICOM series)")
     return entries
