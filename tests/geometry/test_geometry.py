@@ -85,3 +85,36 @@ def test_sequence_grid():
     assert seq.grid == Grid((8, 9, 1), oblique())
     assert seq.grid.ndim_space == seq.ndim_space == 2
     np.testing.assert_array_equal(seq.grid.spacing, seq.spacing)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_itk_geometry_is_how_itk_reads_the_nifti(tmp_path, mirror):
+    """A grid's ITK (LPS) origin, spacing and direction are what SimpleITK reads from a NIfTI file
+    nibabel wrote with its affine, oblique and left-handed included; array-mm vectors rotate
+    into world RAS and LPS consistently with the point maps."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from cardioinr.geometry import lps_to_ras, ras_to_lps
+
+    affine = oblique()
+    if mirror:
+        affine[:3, 2] *= -1  # a left-handed voxel order, as many scanners write
+    g = Grid((6, 5, 4), affine)
+    assert np.sign(np.linalg.det(g.rotation)) == (-1 if mirror else 1)
+    np.testing.assert_allclose(g.rotation.T @ g.rotation, np.eye(3), atol=1e-12)
+    path = tmp_path / "grid.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(g.shape, np.float32), affine), str(path))
+    img = sitk.ReadImage(str(path))
+    origin, spacing, direction = g.itk_geometry()
+    np.testing.assert_allclose(img.GetOrigin(), origin, atol=1e-4)
+    np.testing.assert_allclose(img.GetSpacing(), spacing, atol=1e-5)
+    np.testing.assert_allclose(img.GetDirection(), direction, atol=1e-5)
+    ijk = np.array([3, 1, 2])
+    np.testing.assert_allclose(img.TransformIndexToPhysicalPoint(ijk.tolist()), ras_to_lps(g.voxel_to_world(ijk)),
+                               atol=1e-4)
+    v = np.array([[0.7, -1.2, 2.5]])
+    p = g.voxel_to_mm(ijk)
+    np.testing.assert_allclose(g.mm_vectors_to_world(v), g.mm_to_world(p + v) - g.mm_to_world(p), atol=1e-9)
+    np.testing.assert_allclose(g.world_vectors_to_mm(g.mm_vectors_to_world(v)), v, atol=1e-12)
+    np.testing.assert_allclose(lps_to_ras(ras_to_lps(v)), v)

@@ -1,6 +1,7 @@
 """The HTML report: built from a real (tiny) fit output folder, self-contained (no external
 references, every image a decodable data: URI), with every section, the animation holding one
-frame per cine frame, and, where Chromium is installed, rendered headless to a non-blank page."""
+frame per cine frame, and, where Chromium is installed (.ci/run installs it), opened offline in headless
+Chromium: no errors, every figure decoded, a non-blank screenshot."""
 
 from __future__ import annotations
 
@@ -133,17 +134,99 @@ def test_report_degrades_gracefully_without_inputs(fit_folder, tmp_path):
         build_report(tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def _chromium() -> str | None:
+    """The headless browser: Debian's ``chromium`` (what .ci/run installs), else another name."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+#: Flags for a page that must work offline: no network at all (every host resolves to nothing),
+#: no background services, a throw-away profile.
+_OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-extensions", "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--proxy-server=127.0.0.1:9", "--disable-dev-shm-usage"]
+
+#: Injected into a test copy of the page (the report itself has no scripts): records script errors,
+#: failed resource loads and console.error calls, then, once the page has loaded, decodes every
+#: image (drawn into a canvas) and lists every resource fetched from anywhere but data: URIs, into
+#: a <pre> read back from --dump-dom.
+_PROBE = """<script>
+window.__errs = [];
+window.addEventListener('error', function (e) {
+  var t = e.target || {};
+  window.__errs.push('error: ' + (e.message || t.src || t.href || 'resource'));
+}, true);
+window.addEventListener('securitypolicyviolation', function (e) { window.__errs.push('csp: ' + e.blockedURI); });
+(function () { var ce = console.error; console.error = function () {
+  window.__errs.push('console.error: ' + Array.prototype.join.call(arguments, ' ')); ce.apply(console, arguments); }; })();
+window.addEventListener('load', function () {
+  // Synchronous, so that it has run before --dump-dom serialises the page: every image is drawn
+  // into a canvas (a full decode) and must give visible pixels.
+  var imgs = Array.prototype.slice.call(document.images), failed = [];
+  imgs.forEach(function (i) {
+    try {
+      if (!(i.complete && i.naturalWidth > 0 && i.naturalHeight > 0)) { failed.push('not loaded ' + i.src.slice(0, 30)); return; }
+      var c = document.createElement('canvas');
+      c.width = i.naturalWidth; c.height = i.naturalHeight;
+      var g = c.getContext('2d');
+      g.drawImage(i, 0, 0);
+      var px = g.getImageData(0, 0, c.width, c.height).data, seen = 0;
+      for (var k = 3; k < px.length; k += 4) { if (px[k] > 0) { seen++; } }
+      if (seen === 0) { failed.push('blank ' + i.src.slice(0, 30)); }
+    } catch (err) { failed.push('undecodable ' + i.src.slice(0, 30) + ': ' + err); }
+  });
+  var out = document.createElement('pre');
+  out.id = 'cardioinr-probe';
+  out.textContent = 'PROBE' + JSON.stringify({
+    images: imgs.length, gifs: imgs.filter(function (i) { return i.src.indexOf('data:image/gif') === 0; }).length,
+    failed: failed, errors: window.__errs,
+    external: performance.getEntriesByType('resource').map(function (r) { return r.name; })
+      .filter(function (n) { return n.indexOf('data:') !== 0; }),
+    title: document.title}) + 'PROBE';
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless browser (chromium) installed; .ci/run installs it "
+                                                "with apt-get where the machine has apt")
 def test_report_renders_in_headless_chromium(fit_folder, tmp_path):
+    """The page in a real browser, offline: it loads, no script or console error, no request
+    beyond data: URIs, every figure and the animation decode, and a screenshot shows a page."""
+    browser = _chromium()
     out, seq = fit_folder
     page = build_report(out, seq=seq, path=tmp_path / "report.html")
+    doc = page.read_text(encoding="utf-8")
+    n_images = len(_images(doc))
+
+    # 1. The probe: a copy of the page with the script above at the top of <head>.
+    probe = tmp_path / "probe.html"
+    probe.write_text(re.sub(r"(<head[^>]*>)", lambda m: m.group(1) + _PROBE, doc, count=1), encoding="utf-8")
+    assert _PROBE in probe.read_text(encoding="utf-8")
+    run = subprocess.run([browser, *_OFFLINE, f"--user-data-dir={tmp_path / 'profile1'}",
+                          "--virtual-time-budget=15000", "--dump-dom", probe.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=180, check=False)
+    found = re.search(r"PROBE(\{.*?\})PROBE", run.stdout, re.S)
+    assert found, f"the page did not finish loading in chromium (rc {run.returncode}): {run.stderr[-2000:]}"
+    import html as _html
+
+    result = json.loads(_html.unescape(found.group(1)))
+    assert result["images"] == n_images and n_images >= 7
+    assert result["gifs"] == 1
+    assert result["failed"] == [], f"figures the browser could not decode: {result['failed']}"
+    assert result["errors"] == [], f"errors in the browser: {result['errors']}"
+    assert result["external"] == [], f"the page fetched resources: {result['external']}"
+
+    # 2. The screenshot of the page itself (no probe).
     shot = tmp_path / "shot.png"
-    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2400",
-           page.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    assert shot.is_file(), "chromium wrote no screenshot"
+    run = subprocess.run([browser, *_OFFLINE, f"--user-data-dir={tmp_path / 'profile2'}",
+                          f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=180, check=False)
+    assert shot.is_file(), f"chromium wrote no screenshot (rc {run.returncode}): {run.stderr[-2000:]}"
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert img.shape[:2] == (2400, 1200)
     # not blank: the header band is dark, the page has plots (many distinct colours), real contrast

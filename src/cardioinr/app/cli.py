@@ -16,7 +16,7 @@ import typer
 from cardioinr.app.cohort import cohort_command
 from cardioinr.core.console import collapse_whitespace, pin_threads
 from cardioinr.core.errors import CardioInrError, ConfigError
-from cardioinr.outputs.contract import DISPLACEMENT, LABELS, REPORT
+from cardioinr.outputs.contract import DISPLACEMENT, EXPORT_ITK, EXPORT_MESH, LABELS, REPORT
 
 app = typer.Typer(
     name="cardioinr",
@@ -78,6 +78,10 @@ def fit(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     no_report: bool = typer.Option(False, "--no-report", help=f"Skip {REPORT} (the rest of the contract is written)."),
+    export: Optional[str] = typer.Option(
+        None, "--export",
+        help=f"Also write the fit for other tools (as 'cardioinr export'): itk ({EXPORT_ITK}/ displacement fields for "
+             f"ITK, ANTs, 3D Slicer), vtk ({EXPORT_MESH}/ myocardial meshes for ParaView), or itk,vtk."),
 ) -> None:
     """Fit a motion field to one cine and write the output contract into OUT."""
     from dataclasses import replace as dc_replace
@@ -88,6 +92,12 @@ def fit(
 
     pin_threads(threads)
     _refuse_non_folder(out)
+    formats = None
+    if export is not None:
+        from cardioinr.outputs.export import parse_formats, require_libraries
+
+        formats = parse_formats(export)  # a bad format or a missing library stops here, not after the fit
+        require_libraries(formats)
     loaded_prior = None
     if prior is not None:
         from cardioinr.priors import load_prior
@@ -110,6 +120,8 @@ def fit(
     seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
     if seg is not None:
         seq = attach_labels(seq, {seq.ref_frame: seg})
+    if formats is not None and "vtk" in formats and seq.ref_labels is None:
+        raise ConfigError("--export vtk: the meshes are cut from the reference labels; pass --seg (or export itk only)")
     if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
         raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
                           f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
@@ -128,6 +140,32 @@ def fit(
         f"fitted {seq.name}: {m['steps']} steps in {m['fit_seconds']:.1f} s, "
         f"{m['percent_negative_jacobian']:.3f} % folded voxels -> {out}"
     )
+    if formats is not None:
+        _export(out, formats, None)
+
+
+def _export(out: Path, formats, frames: Optional[str]) -> None:
+    from cardioinr.outputs.export import export_folder
+
+    result = export_folder(out, formats, frames, log=lambda line: typer.echo(f"note: {line}"))
+    for fmt, files in result.files.items():
+        where = sorted({str(p.parent) for p in files})
+        typer.echo(f"exported {fmt}: {len(files)} files -> {', '.join(where)}")
+
+
+@app.command("export")
+def export_cmd(
+    out_dir: Path = typer.Argument(..., help="A fit output folder."),
+    formats: str = typer.Option(
+        "itk,vtk", "--format",
+        help=f"itk: {EXPORT_ITK}/displacement_tNN.nii.gz (world LPS fields that ITK, ANTs and 3D Slicer apply, and "
+             f"their inverses); vtk: {EXPORT_MESH}/myocardium_tNN.vtp and a ParaView time series; or itk,vtk."),
+    frames: Optional[str] = typer.Option(None, "--frames", help="Frames to write, e.g. 0,5,-1 or 2:8 (default all)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+) -> None:
+    """Write a fit folder's motion for other tools: ITK/ANTs displacement fields, VTK meshes."""
+    pin_threads(threads)
+    _export(out_dir, formats, frames)
 
 
 @app.command()

@@ -4,9 +4,12 @@ See :mod:`cardioinr.geometry.grid` for the conventions (units, shapes, the mm sp
 """
 
 from cardioinr.geometry.grid import (
+    RAS_TO_LPS,
     Grid,
+    lps_to_ras,
     make_affine,
     mm_to_voxel,
+    ras_to_lps,
     spacing_from_affine,
     spatial_dim,
     validate_affine,
@@ -18,9 +21,12 @@ from cardioinr.geometry.grid import (
 )
 
 __all__ = [
+    "RAS_TO_LPS",
     "Grid",
+    "lps_to_ras",
     "make_affine",
     "mm_to_voxel",
+    "ras_to_lps",
     "spacing_from_affine",
     "spatial_dim",
     "validate_affine",

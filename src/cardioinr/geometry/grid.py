@@ -15,6 +15,15 @@ Conventions used throughout the package
   anterior, +z superior), as nibabel and dcm2niix write them.
 * A grid of spatial shape ``(X, Y, Z)`` with ``Z == 1`` is a single slice: 2D motion
   (:func:`spatial_dim`).
+* *ITK world* (LPS+): ITK, ANTs, 3D Slicer's files and DICOM give points and vectors with x
+  towards the patient's left and y posterior, so ``LPS = diag(-1, -1, 1) RAS`` for points and
+  vectors alike (:func:`ras_to_lps`). An ITK image of the same grid has origin
+  ``diag(-1, -1, 1) affine[:3, 3]``, the spacing above and direction
+  ``diag(-1, -1, 1) R`` where ``R = affine[:3, :3] / spacing`` (:meth:`Grid.itk_geometry`): this is
+  how ITK itself reads the NIfTI file. A vector along the array axes in mm (a displacement of the
+  contract) is ``R v`` in world RAS and ``diag(-1, -1, 1) R v`` in LPS
+  (:meth:`Grid.mm_vectors_to_world`). ``R`` may be a reflection (``det R = -1``, a left-handed
+  voxel order, as many scanners write): nothing above assumes otherwise.
 
 Several views of one heart (short axis, long-axis slices), each with its own affine, share the
 world frame: :meth:`Grid.mm_to` carries points from one grid's mm space into another's.
@@ -34,9 +43,12 @@ if TYPE_CHECKING:
 from cardioinr.core.errors import InputError
 
 __all__ = [
+    "RAS_TO_LPS",
     "Grid",
+    "lps_to_ras",
     "make_affine",
     "mm_to_voxel",
+    "ras_to_lps",
     "spacing_from_affine",
     "spatial_dim",
     "validate_affine",
@@ -93,6 +105,20 @@ def world_to_voxel(affine: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     a = np.asarray(affine, dtype=np.float64)
     return np.linalg.solve(a[:3, :3], (np.asarray(xyz, dtype=np.float64) - a[:3, 3]).reshape(-1, 3).T).T.reshape(
         np.shape(xyz))
+
+
+#: World RAS+ to LPS+ (and back: the map is its own inverse), for points and vectors alike.
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def ras_to_lps(xyz: np.ndarray) -> np.ndarray:
+    """World points or vectors ``(..., 3)`` from NIfTI's RAS+ to ITK's LPS+ (x and y negated)."""
+    return np.asarray(xyz, dtype=np.float64) * np.array([-1.0, -1.0, 1.0])
+
+
+def lps_to_ras(xyz: np.ndarray) -> np.ndarray:
+    """World points or vectors ``(..., 3)`` from ITK's LPS+ to NIfTI's RAS+ (x and y negated)."""
+    return ras_to_lps(xyz)
 
 
 def voxel_grid_mm(shape: tuple[int, int, int], spacing: np.ndarray) -> np.ndarray:
@@ -163,6 +189,22 @@ class Grid:
     def is_2d(self) -> bool:
         return self.ndim_space == 2
 
+    @property
+    def rotation(self) -> np.ndarray:
+        """``(3, 3)`` direction matrix: column ``c`` is the unit world (RAS) direction of array
+        axis ``c`` (the affine's columns over the spacing). Orthogonal; ``det = -1`` for a
+        left-handed voxel order."""
+        return self.affine[:3, :3] / self.spacing
+
+    def itk_geometry(self) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+        """``(origin, spacing, direction)`` of the same grid as an ITK image (LPS): what
+        ``SetOrigin``, ``SetSpacing`` and ``SetDirection`` (row-major 3 x 3) of SimpleITK take,
+        and what ITK reads from a NIfTI file with this affine."""
+        origin = ras_to_lps(self.affine[:3, 3])
+        direction = RAS_TO_LPS @ self.rotation
+        return (tuple(float(v) for v in origin), tuple(float(v) for v in self.spacing),
+                tuple(float(v) for v in direction.ravel()))
+
     # -- point maps ----------------------------------------------------------------------------
     def voxel_to_mm(self, ijk: np.ndarray) -> np.ndarray:
         """Voxel indices ``(..., 3)`` to array-aligned mm ``(..., 3)``."""
@@ -187,6 +229,16 @@ class Grid:
     def world_to_mm(self, xyz: np.ndarray) -> np.ndarray:
         """World (RAS+) mm ``(..., 3)`` to array-aligned mm ``(..., 3)`` (a rigid map)."""
         return self.voxel_to_mm(self.world_to_voxel(xyz))
+
+    def mm_vectors_to_world(self, vectors_mm: np.ndarray) -> np.ndarray:
+        """Vectors along the array axes in mm ``(..., 3)`` (displacements) as world RAS vectors
+        ``(..., 3)``: rotated by :attr:`rotation`, not translated."""
+        return np.asarray(vectors_mm, dtype=np.float64) @ self.rotation.T
+
+    def world_vectors_to_mm(self, vectors: np.ndarray) -> np.ndarray:
+        """World RAS vectors ``(..., 3)`` along the array axes in mm: the inverse of
+        :meth:`mm_vectors_to_world`."""
+        return np.asarray(vectors, dtype=np.float64) @ self.rotation
 
     def mm_to(self, other: "Grid", points_mm: np.ndarray) -> np.ndarray:
         """Points in this grid's array-aligned mm ``(..., 3)`` expressed in ``other``'s

@@ -12,6 +12,15 @@ A fit folder (see the README, "Output contract") holds:
 * :data:`STRAIN` ``strain.csv``: one row per frame and region (:mod:`cardioinr.outputs.tables`).
 * :data:`REPORT` ``report.html``: the self-contained report (:mod:`cardioinr.outputs.report`).
 
+``cardioinr export`` (:mod:`cardioinr.outputs.export`) adds two folders beside them, named here too:
+
+* :data:`EXPORT_ITK` ``itk/``: per frame ``NN`` (:func:`frame_tag`), ``displacement_tNN.nii.gz``
+  (:func:`itk_displacement_name`; the ITK/ANTs resampling field carrying the reference to frame
+  ``NN``) and ``inverse_tNN.nii.gz`` (:func:`itk_inverse_name`; frame ``NN`` to the reference),
+  and :data:`ITK_REFERENCE_LABELS` ``reference_labels.nii.gz``.
+* :data:`EXPORT_MESH` ``mesh/``: ``myocardium_tNN.vtp`` (:func:`mesh_frame_name`) and the
+  ParaView time series :data:`MESH_SERIES` ``myocardium.pvd``.
+
 Other modules import these names; no other module spells a file name of the contract.
 """
 
@@ -43,12 +52,68 @@ CORE_FILES = (DISPLACEMENT, FIELD, METRICS)
 #: Written last by a cohort worker: its presence (and content) means the folder is complete.
 MARKER = ".complete"
 
+#: Folders written by ``cardioinr export`` (and ``fit --export``) inside a fit folder.
+EXPORT_ITK = "itk"
+EXPORT_MESH = "mesh"
+#: ``itk/``: the reference frame's labels as one 3D image, the input of the resampling commands.
+ITK_REFERENCE_LABELS = "reference_labels.nii.gz"
+#: ``mesh/``: the ParaView time series (``.pvd``) listing the per-frame meshes.
+MESH_SERIES = "myocardium.pvd"
+#: Every export file matches one of these patterns (what :func:`clear_exports` removes).
+EXPORT_PATTERNS = {EXPORT_ITK: ("displacement_t*.nii.gz", "inverse_t*.nii.gz", ITK_REFERENCE_LABELS),
+                   EXPORT_MESH: ("myocardium_t*.vtp", MESH_SERIES)}
+
 if TYPE_CHECKING:  # the fit stack (torch) is imported only when a fit is written
     from cardioinr.fit import FitResult
 
-__all__ = ["CORE_FILES", "DISPLACEMENT", "FIELD", "FILES", "LABELS", "MARKER", "METRICS", "REPORT", "STRAIN",
-           "expected_files", "is_complete", "mark_complete", "read_displacement", "read_labels_4d", "read_metrics",
+__all__ = ["CORE_FILES", "DISPLACEMENT", "EXPORT_ITK", "EXPORT_MESH", "EXPORT_PATTERNS", "FIELD", "FILES",
+           "ITK_REFERENCE_LABELS", "LABELS", "MARKER", "MESH_SERIES", "METRICS", "REPORT", "STRAIN",
+           "clear_exports", "expected_files", "frame_tag", "itk_displacement_name", "itk_inverse_name",
+           "mesh_frame_name", "is_complete", "mark_complete", "read_displacement", "read_labels_4d", "read_metrics",
            "read_marker", "read_ref_frame", "require_files", "write_fit_outputs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Export names
+# ---------------------------------------------------------------------------------------------
+
+
+def frame_tag(t: int, n_frames: int) -> str:
+    """``tNN``: frame ``t`` zero-padded to two digits (more when the cycle has over 100 frames)."""
+    width = max(2, len(str(max(int(n_frames) - 1, 0))))
+    return f"t{int(t):0{width}d}"
+
+
+def itk_displacement_name(t: int, n_frames: int) -> str:
+    """``displacement_tNN.nii.gz``: the world-space resampling field to frame ``t``."""
+    return f"displacement_{frame_tag(t, n_frames)}.nii.gz"
+
+
+def itk_inverse_name(t: int, n_frames: int) -> str:
+    """``inverse_tNN.nii.gz``: the inverse of :func:`itk_displacement_name` (frame ``t`` to the reference)."""
+    return f"inverse_{frame_tag(t, n_frames)}.nii.gz"
+
+
+def mesh_frame_name(t: int, n_frames: int) -> str:
+    """``myocardium_tNN.vtp``: the myocardial surface at frame ``t``."""
+    return f"myocardium_{frame_tag(t, n_frames)}.vtp"
+
+
+def clear_exports(folder: str | os.PathLike, which: tuple[str, ...] = (EXPORT_ITK, EXPORT_MESH)) -> None:
+    """Remove the export files of earlier runs from ``folder``'s export folders (only files whose
+    names match :data:`EXPORT_PATTERNS`; a folder left empty is removed too)."""
+    for sub in which:
+        d = Path(folder) / sub
+        if not d.is_dir():
+            continue
+        for pattern in EXPORT_PATTERNS[sub]:
+            for f in d.glob(pattern):
+                if f.is_file():
+                    f.unlink()
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +127,8 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
 
     Contract files left in ``out_dir`` by an earlier fit are removed first, so that the folder
     never mixes the outputs of two fits (a run stopped half-way leaves fewer files, each one
-    complete, rather than a new displacement beside old labels). ``metrics.json`` records the
+    complete, rather than a new displacement beside old labels); so are the files of an earlier
+    ``cardioinr export`` (:func:`clear_exports`). ``metrics.json`` records the
     package version, the configuration and the SHA-256 of every input file (the cine, the
     reference label map, the prior)."""
     from cardioinr import __version__
@@ -75,6 +141,7 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
         out.mkdir(parents=True, exist_ok=True)
         for name in FILES:
             (out / name).unlink(missing_ok=True)
+        clear_exports(out)  # exports of an earlier fit describe another motion
     except OSError as e:
         raise ConfigError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
     seq = result.sequence
