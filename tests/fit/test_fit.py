@@ -50,7 +50,7 @@ def _cfg(**kw) -> FitConfig:
     return FitConfig(**base)
 
 
-@pytest.mark.parametrize("ref", [0, T - 1])
+@pytest.mark.parametrize("ref", [0, pytest.param(T - 1, marks=pytest.mark.slow)])
 def test_recovers_known_affine_motion(ref: int) -> None:
     seq, truth = _affine_sequence(ref)
     res = Fitter(_cfg()).fit(seq)

@@ -192,6 +192,7 @@ window.addEventListener('load', function () {
 </script>"""
 
 
+@pytest.mark.slow  # a real browser
 @pytest.mark.skipif(_chromium() is None, reason="no headless browser (chromium) installed; .ci/run installs it "
                                                 "with apt-get where the machine has apt")
 def test_report_renders_in_headless_chromium(fit_folder, tmp_path):

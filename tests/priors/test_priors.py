@@ -237,6 +237,7 @@ def test_through_plane_scales_only_the_starting_motion_along_k() -> None:
         check_through_plane(1.0, with_prior=False)
 
 
+@pytest.mark.slow
 def test_auto_through_plane_start_keeps_only_the_descent_the_images_show() -> None:
     """A prior that learned a heart's base descent keeps its through-plane start on that heart
     and drops it on the same heart moving only in-plane: the images choose, no labels needed."""
