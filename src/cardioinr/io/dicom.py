@@ -24,6 +24,7 @@ import numpy as np
 from cardioinr.core.console import first_line
 from cardioinr.core.errors import InputError
 from cardioinr.core.files import check_memory, files_sha256
+from cardioinr.geometry import RAS_TO_LPS
 from cardioinr.io._common import is_nifti_name, natural_key, no_warnings, shown
 from cardioinr.io.sequence import ACDC, LabelMap, Sequence
 
@@ -32,7 +33,9 @@ __all__ = ["dicom_affine", "load_dicom_folder"]
 # Images closer than this along the slice normal belong to one slice (scanners write positions
 # with a few decimals; no cine has slices this thin).
 _SLICE_TOL_MM = 0.05
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# The 4 x 4 form of geometry's RAS <-> LPS flip (its own inverse), for whole affines.
+_LPS_TO_RAS = np.eye(4)
+_LPS_TO_RAS[:3, :3] = RAS_TO_LPS
 
 
 @dataclass
