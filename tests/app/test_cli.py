@@ -100,7 +100,7 @@ def test_fit_writes_the_output_contract(synth_dir: Path, tmp_path: Path, ref_fra
         (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--model", "unet"], "unknown field model"),
         (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--ref-frame", "99"], "out of range"),
         (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--prior", "nope.ckpt"], "not found"),
-        (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--prior-through-plane", "0"], "give --prior"),
+        (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--prior", "none", "--prior-through-plane", "0"], "give --prior"),
         (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--prior-through-plane", "half"], "'auto' or a number"),
         (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--prior-through-plane", "2"], r"in \[0, 1\]"),
         (["fit", "{synth}/case000_4d.nii.gz", "--out", "o", "--seg", "{synth}/case000_truth_displacement.nii.gz"], "label map"),

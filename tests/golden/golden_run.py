@@ -131,10 +131,10 @@ def run(work: Path) -> dict:
     seg3 = _ref_labels(work / "p3/case000_labels.nii.gz", 0, work / "seg3.nii.gz")
 
     _cli("fit", work / "p2/case000_4d.nii.gz", "--out", work / "f2", "--seg", seg2, "--steps", "40",
-         "--seed", "3", "--quiet")
+         "--seed", "3", "--quiet", "--prior", "none")
     out["fit2d"] = fit_digest(work / "f2")
     _cli("fit", work / "p3/case000_4d.nii.gz", "--out", work / "f3", "--seg", seg3, "--steps", "15",
-         "--seed", "5", "--quiet")
+         "--seed", "5", "--quiet", "--prior", "none")
     out["fit3d"] = fit_digest(work / "f3")
 
     _cli("train-prior", work / "p2", "--kind", "consensus", "--out", work / "prior.ckpt", "--steps", "20",

@@ -63,7 +63,10 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Output folder (created)."),
     seg: Optional[Path] = typer.Option(None, "--seg", help="Labels of the reference frame (NIfTI)."),
     ref_frame: Optional[int] = typer.Option(None, "--ref-frame", help="Reference frame index (negative counts from the end; default 0)."),
-    prior: Optional[Path] = typer.Option(None, "--prior", help="Start from a learned prior checkpoint (train-prior)."),
+    prior: Optional[str] = typer.Option(
+        None, "--prior",
+        help="What the fit starts from: builtin (the default: the built-in prior of the cine's dimension, see "
+             "'cardioinr priors'), none (random weights, a fit from scratch), or a checkpoint PATH (train-prior)."),
     prior_through_plane: str = typer.Option(
         "auto", "--prior-through-plane",
         help="3D priors: scale in [0, 1] of the prior's starting motion along the slices' normal (0: in-plane "
@@ -98,41 +101,26 @@ def fit(
 
         formats = parse_formats(export)  # a bad format or a missing library stops here, not after the fit
         require_libraries(formats)
-    loaded_prior = None
-    if prior is not None:
-        from cardioinr.priors import load_prior
-
-        loaded_prior = load_prior(prior, device=device)
-        # Settings given in the file win over the prior kind's adaptation defaults.
-        cfg = loaded_prior.fit_config(FitConfig(), **(explicit_settings(config) if config else {}))
-    else:
-        cfg = FitConfig.from_file(config) if config else FitConfig()
-    changes: dict = {"device": device, "seed": seed}
-    if steps is not None:
-        changes["steps"] = steps
-    if similarity is not None:
-        changes["similarity"] = similarity
-    if model is not None:
-        if loaded_prior is not None and model != loaded_prior.field.config.model:
-            raise ConfigError(f"--model {model} differs from the prior's model {loaded_prior.field.config.model}")
-        changes["field"] = dc_replace(cfg.field, model=model)
-    cfg = dc_replace(cfg, **changes)
     seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
     if seg is not None:
         seq = attach_labels(seq, {seq.ref_frame: seg})
     if formats is not None and "vtk" in formats and seq.ref_labels is None:
         raise ConfigError("--export vtk: the meshes are cut from the reference labels; pass --seg (or export itk only)")
-    if loaded_prior is not None and loaded_prior.field.dim != seq.ndim_space:
-        raise ConfigError(f"{prior}: a {loaded_prior.field.dim}D prior cannot start a fit of the "
-                          f"{seq.ndim_space}D sequence {sequence}; train one on {seq.ndim_space}D data")
-    from cardioinr.priors import check_through_plane
+    from cardioinr.priors import check_through_plane, choose_start
 
-    through_plane = check_through_plane(prior_through_plane, with_prior=loaded_prior is not None)
-    init, extra = None, None
-    if loaded_prior is not None:
-        init, used = loaded_prior.start(seq, through_plane, cfg)
-        extra = {"prior": {"path": str(prior), "kind": loaded_prior.kind, "through_plane": used,
-                           "through_plane_requested": through_plane}}
+    explicit = explicit_settings(config) if config else {}
+    if model is not None:
+        explicit["field"] = dc_replace(explicit.get("field", FitConfig().field), model=model)
+    start = choose_start(seq, prior, explicit, device=device, log=lambda line: typer.echo(f"note: {line}"))
+    cfg = start.fit_config(FitConfig.from_file(config) if config else FitConfig())
+    changes: dict = {"device": device, "seed": seed}
+    if steps is not None:
+        changes["steps"] = steps
+    if similarity is not None:
+        changes["similarity"] = similarity
+    cfg = dc_replace(cfg, **changes)
+    through_plane = check_through_plane(prior_through_plane, with_prior=start.prior is not None)
+    init, extra = start.init_field(seq, through_plane, cfg)
     result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
@@ -182,10 +170,10 @@ def report(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder."),
-    quick: bool = typer.Option(False, "--quick", help="Fewer steps and one Sunnybrook case."),
+    quick: bool = typer.Option(False, "--quick", help="One Sunnybrook case instead of three."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
 ) -> None:
-    """Phantoms fitted from scratch and from a prior, plus the Sunnybrook cases when present."""
+    """A phantom fitted from the built-in prior and from scratch, plus the Sunnybrook cases when present."""
     from cardioinr.app.demo import print_rows, run_demo
 
     pin_threads(threads)
@@ -260,6 +248,22 @@ def train_prior_cmd(
     # Not in a `finally`: after a failure on one rank the others never reach the barrier, and
     # torchrun stops them anyway.
     shutdown(dist)
+
+
+@app.command("priors")
+def priors_cmd() -> None:
+    """List the built-in priors shipped with cardioinr (the ones 'fit' starts from by default)."""
+    from cardioinr.priors import list_builtin
+
+    rows = list_builtin()
+    if not rows:
+        typer.echo("this install ships no built-in priors (fit with --prior PATH or --prior none)")
+        return
+    typer.echo(f"{'name':<14} {'dim':>3}  {'kind':<10} {'version':<8} {'size':>7}  {'sha256':<12}  {'state':<7} card")
+    for r in rows:
+        typer.echo(f"{r['name']:<14} {r['dim']:>3}  {r['kind']:<10} {r['version']:<8} {r['bytes'] / 1e3:>5.0f}kB  "
+                   f"{r['sha256'][:12]:<12}  {r['state']:<7} {r['card']}")
+    typer.echo("fit uses the one of the cine's dimension unless --prior none or --prior PATH is given")
 
 
 @app.command()

@@ -406,6 +406,20 @@ def resolve_fit_config(fit_overrides: Mapping | None, prior_path: str | None, de
     return replace(base, device=device).to_dict(), info
 
 
+def _builtin_for(entries: list) -> Path:
+    """The built-in prior of the cohort's dimension, read from its first readable subject (a
+    subject of the other dimension then fails alone, saying so)."""
+    from cardioinr.io.datasets import load_entry
+    from cardioinr.priors import builtin_path
+
+    for e in entries:
+        try:
+            return builtin_path(load_entry(e).ndim_space)
+        except InputError:
+            continue
+    raise InputError("--prior builtin: no subject could be read to tell 2D from 3D")
+
+
 def _fingerprint(cfg: dict, prior_path: str | None, prior_through_plane: float | str = "auto") -> str:
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     if prior_path:
@@ -563,7 +577,8 @@ def run_cohort(
     Args:
         data: a dataset folder or manifest (any layout of :mod:`cardioinr.io.datasets`).
         out_dir: where ``<subject>/`` folders and ``cohort_summary.csv`` go (created).
-        prior: a prior checkpoint to start every fit from (``cardioinr train-prior``).
+        prior: a prior checkpoint to start every fit from (``cardioinr train-prior``), ``"builtin"``
+            (the built-in prior of the cohort's dimension) or ``"none"`` / None (random weights).
         prior_through_plane: scale of a 3D prior's starting motion along k, in [0, 1]
             (0: in-plane start), or "auto", chosen per subject (:meth:`~cardioinr.priors.Prior.start`).
         workers: subjects fitted at the same time; for a local Ray (the default) also its size
@@ -603,18 +618,23 @@ def run_cohort(
         raise ConfigError("--device cuda needs --gpus-per-task > 0 (e.g. 0.25 runs four fits per GPU)")
     from cardioinr.io.datasets import IndexProblem, index_dataset
     from cardioinr.priors import check_through_plane
+    from cardioinr.priors.builtin import BUILTIN, NO_PRIOR
 
+    if prior is not None and str(prior) == NO_PRIOR:
+        prior = None
     prior_through_plane = check_through_plane(prior_through_plane, with_prior=prior is not None)
 
     ray = _import_ray()
     data, out = Path(data), Path(out_dir)
-    prior_path = None
-    if prior is not None:
-        prior_path = str(Path(prior).resolve())
     problems: list[IndexProblem] = []
     entries = index_dataset(data, label_map=label_map, problems=problems)
     if not entries and not problems:
         raise InputError(f"{data}: no sequences found")
+    prior_path = None
+    if prior is not None and str(prior) == BUILTIN:
+        prior_path = str(_builtin_for(entries))
+    elif prior is not None:
+        prior_path = str(Path(prior).resolve())
     cfg, _ = resolve_fit_config(fit_overrides, prior_path, device)
     sha = _fingerprint(cfg, prior_path, prior_through_plane)
     check_output_folder(out)
@@ -733,7 +753,10 @@ def run_cohort(
 def cohort_command(
     data: Path = typer.Argument(..., help="Dataset folder or manifest (phantoms, Sunnybrook, ACDC, plain)."),
     out: Path = typer.Option(..., "--out", help="Output folder: one subfolder per subject + cohort_summary.csv."),
-    prior: Optional[Path] = typer.Option(None, "--prior", help="Start every fit from this prior checkpoint."),
+    prior: Optional[str] = typer.Option(
+        None, "--prior",
+        help="Start every fit from: builtin (the built-in prior of the cohort's dimension), a checkpoint PATH, or none "
+             "(the default for cohorts: random weights)."),
     prior_through_plane: str = typer.Option(
         "auto", "--prior-through-plane",
         help="3D priors: scale in [0, 1] of the starting motion along the slices' normal (0: in-plane), or auto: "

@@ -39,8 +39,9 @@ class FitConfig:
     encoding_lr_scale: float = 30.0  # rate multiplier of trainable encodings (hash-grid tables)
     blur_px: tuple[float, ...] = (2.0, 1.0, 0.0)
     blur_until: tuple[float, ...] = (0.3, 0.6, 1.0)  # fraction of the steps each level lasts to
-    patience: int = 150
+    patience: int = 150  # steps without improvement (EMA of the loss, relative min_delta) that end a scale
     min_delta: float = 1e-4
+    plateau_advance: bool = False  # a coarse scale's plateau starts the next one (else only the schedule does)
     seed: int = 0
     device: str = "cpu"
 

@@ -28,7 +28,8 @@ from cardioinr.fit.config import FitConfig
 from cardioinr.fit.device import resolve_device
 from cardioinr.fit.fields import MotionField
 from cardioinr.fit.objective import Objective
-from cardioinr.fit.preprocess import frame_of_reference, frame_reflection
+from cardioinr.fit.optim import Adam
+from cardioinr.fit.preprocess import frame_of_reference, frame_reflection, heart_frame
 from cardioinr.fit.warp import propagate_labels
 from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats, within_margin
 from cardioinr.io import Sequence
@@ -119,9 +120,9 @@ class Fitter:
         latent_steps = min(cfg.latent_steps, cfg.steps // 3)
         latent_only = z is not None and latent_steps > 0
 
-        def make_optimiser(lr: float) -> torch.optim.Optimizer:
+        def make_optimiser(lr: float) -> Adam:
             if latent_only:
-                return torch.optim.Adam([z], lr=cfg.latent_lr)
+                return Adam([{"params": [z], "lr": cfg.latent_lr}])
             enc = list(field_.encoding.parameters())
             enc_ids = {id(p) for p in enc}
             groups = [{"params": [p for p in field_.parameters() if id(p) not in enc_ids], "base": lr}]
@@ -133,7 +134,7 @@ class Fitter:
                 groups.append({"params": [z], "base": cfg.latent_lr})
             for g in groups:
                 g["lr"] = g["base"]
-            return torch.optim.Adam(groups)
+            return Adam(groups)
 
         def snapshot() -> tuple[dict, torch.Tensor | None]:
             return copy.deepcopy(field_.state_dict()), None if z is None else z.detach().clone()
@@ -144,6 +145,7 @@ class Fitter:
         opt = make_optimiser(lr)
         best, since_best = math.inf, 0
         ema, ema_level = None, -1
+        forced_level = 0  # with plateau_advance: the blur level reached early by converging
         bar = progress_bar(cfg.steps, "fit", progress)
         step = 0
         try:
@@ -152,7 +154,7 @@ class Fitter:
                     latent_only = False
                     opt = make_optimiser(lr)
                 frac = step / max(cfg.steps - 1, 1)
-                level = problem.level_at(frac)
+                level = max(problem.level_at(frac), forced_level)
                 if not latent_only:
                     decay = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac))
                     for g in opt.param_groups:
@@ -186,17 +188,23 @@ class Fitter:
                 if bar is not None:
                     bar[0].update(bar[1], advance=1, description=f"fit loss {logs['loss']:.4f}")
                 step += 1
-                # Early stopping only at the finest scale; losses of different scales differ.
+                # Convergence is judged per scale (losses of different blur levels differ): the
+                # finest scale's plateau ends the fit; with plateau_advance a coarser scale's
+                # plateau starts the next scale at once, so a fit that starts close (from a
+                # prior) does not spend the steps its schedule reserved for coarse motion.
                 if level != ema_level:
                     ema, ema_level, best, since_best = None, level, math.inf, 0
                 ema = logs["loss"] if ema is None else 0.9 * ema + 0.1 * logs["loss"]
-                if level == problem.n_levels - 1 and not latent_only:
+                finest = level == problem.n_levels - 1
+                if (finest or cfg.plateau_advance) and not latent_only:
                     if not math.isfinite(best) or ema < best - cfg.min_delta * abs(best):
                         best, since_best = ema, 0
                     else:
                         since_best += 1
                         if since_best >= cfg.patience:
-                            break
+                            if finest:
+                                break
+                            forced_level = level + 1
         finally:
             if bar is not None:
                 bar[0].stop()
@@ -254,6 +262,8 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
         "percent_negative_jacobian": fold_all["percent_folded"],
         "min_jacobian_determinant": fold_all["min_det"],
         "max_displacement_mm": float(np.abs(disp).max()),
+        # How the normalised frame (where a prior's motion lands) was placed on the heart.
+        "heart_location": heart_frame(seq).to_dict(),
     }
     heart = None if seq.ref_labels is None else np.isin(seq.ref_labels, list(seq.label_map.codes()))
     if heart is not None and heart.any():

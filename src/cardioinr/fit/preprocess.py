@@ -5,6 +5,7 @@ where the fit samples its points."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,31 +30,74 @@ def heart_mask(seq: Sequence) -> np.ndarray | None:
     return m if m.any() else None
 
 
-def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
-    """Centre (mm, ``(D,)``) and scale (mm) of the normalised coordinates.
+@dataclass(frozen=True)
+class HeartFrame:
+    """Where the heart is, as the normalised frame of a fit sees it.
+
+    Attributes:
+        centre: ``(D,)`` mm along the array axes (index * spacing) of the frame's origin.
+        scale: mm that map to one normalised unit (the LV's equivalent diameter).
+        method: ``labels`` (the reference labels), ``images`` (found from how the intensities
+            change over the cycle, :func:`cardioinr.fit.localise.locate_heart`) or
+            ``image-centre`` (neither: the middle of the field of view).
+        found: whether the heart was located (False only for ``image-centre``).
+        detail: a few words on how (what metrics.json and a notice say).
+    """
+
+    centre: np.ndarray
+    scale: float
+    method: str
+    found: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "found": self.found, "centre_mm": [round(float(c), 2) for c in self.centre],
+                "scale_mm": round(float(self.scale), 2), "detail": self.detail}
+
+
+def heart_frame(seq: Sequence) -> HeartFrame:
+    """The heart-centred normalised frame of ``seq`` and how the heart was located.
 
     With reference labels the frame is centred on the left ventricle (cavity and myocardium)
-    and scaled by its size, so a learned prior transfers across patients, resolutions and
-    fields of view. Only the LV counts where it is labelled: every cardiac dataset labels it,
-    the RV only some (Sunnybrook has no RV), and a frame that moved with the label set would
-    place a prior's motion pattern differently on the same heart. Without LV labels it is the
-    whole labelled heart; without labels, the image centre and half the in-plane extent.
+    and scaled by its size (the equivalent diameter of its largest labelled cross-section), so
+    a learned prior transfers across patients, resolutions and fields of view. Only the LV
+    counts where it is labelled: every cardiac dataset labels it, the RV only some (Sunnybrook
+    has no RV), and a frame that moved with the label set would place a prior's motion pattern
+    differently on the same heart. Without LV labels it is the whole labelled heart. Without
+    labels the heart is found in the images (:func:`~cardioinr.fit.localise.locate_heart`,
+    calibrated to give the same centre and size); when no beating heart is found, the frame is
+    the image centre and half the in-plane extent.
     """
     d = seq.ndim_space
     sp = seq.spacing
+    floor = 4 * sp[:2].max()
     mask = heart_mask(seq)
     if mask is not None:
         lv = np.isin(seq.ref_labels, [seq.label_map.lv, seq.label_map.myo])
         mask = lv if lv.any() else mask
         idx = np.argwhere(mask).astype(np.float64)
         centre = idx.mean(0) * sp
-        # equivalent diameter of the largest labelled cross-section
         area = max(mask[:, :, k].sum() for k in range(mask.shape[2])) * sp[0] * sp[1]
-        scale = 2.0 * math.sqrt(area / math.pi)
-    else:
-        centre = (np.array(seq.shape) - 1) / 2.0 * sp
-        scale = 0.5 * max(seq.shape[0] * sp[0], seq.shape[1] * sp[1])
-    return centre[:d], float(max(scale, 4 * sp[:2].max()))
+        return HeartFrame(centre[:d], float(max(2.0 * math.sqrt(area / math.pi), floor)), "labels", True,
+                          "LV cavity and myocardium of the reference labels" if lv.any() else "the labelled heart")
+    from cardioinr.fit.localise import locate_heart  # scipy-heavy; labelled fits never need it
+
+    # Spacing rounded to 0.1 um: read back from a rotated (oblique) affine it differs in the last
+    # bits, which would flip the localiser's discrete choices (grid steps, radii) and move the frame.
+    loc = locate_heart(seq.image, np.round(sp, 4))
+    if loc.found:
+        return HeartFrame(np.asarray(loc.centre_mm, dtype=np.float64)[:d], float(max(loc.scale_mm, floor)), "images",
+                          True, f"{loc.method} (score {loc.score:.2f})")
+    centre = (np.array(seq.shape) - 1) / 2.0 * sp
+    scale = 0.5 * max(seq.shape[0] * sp[0], seq.shape[1] * sp[1])
+    return HeartFrame(centre[:d], float(max(scale, floor)), "image-centre", False,
+                      f"no labels, and {loc.method} found no beating heart (score {loc.score:.2f})")
+
+
+def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
+    """Centre (mm, ``(D,)``) and scale (mm) of the normalised coordinates (:func:`heart_frame`)."""
+    f = heart_frame(seq)
+    return f.centre, f.scale
 
 
 def frame_reflection(seq: Sequence) -> np.ndarray:
@@ -98,5 +142,5 @@ def sampling_weights(ref: np.ndarray, mask: np.ndarray | None, cfg: FitConfig) -
     return (w / w.sum()).astype(np.float64)
 
 
-__all__ = ["blur_inplane", "frame_of_reference", "frame_reflection", "heart_mask", "normalise_intensity",
+__all__ = ["HeartFrame", "blur_inplane", "frame_of_reference", "heart_frame", "frame_reflection", "heart_mask", "normalise_intensity",
            "sampling_weights"]

@@ -60,29 +60,66 @@ def sample(
     return out.view(c, -1).t()
 
 
-def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int = 40) -> torch.Tensor:
+def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int = 40, tol_mm: float = 1e-4,
+                        where: torch.Tensor | None = None) -> torch.Tensor:
     """Invert a dense displacement field by fixed-point iteration.
 
     Given ``u`` with ``x = X + u(X)``, returns ``v`` on the same grid with ``X = x + v(x)``,
     i.e. ``v(x) = -u(x + v(x))``. Converges where ``|grad u| < 1`` (no folding), which a
     motion field must satisfy anyway.
 
+    The iteration is pointwise (each grid point's ``v`` depends only on its own previous
+    value), so a point stops once its update is below ``tol_mm`` and only the points still
+    moving are sampled: on fitted fields most points settle in under 10 of the 40 iterations
+    (the rest, far from the heart where the field may fold, run them all). For the same reason
+    ``where`` restricts the work to a region without changing any value in it.
+
     Args:
         u: ``(X, Y, Z, 3)`` displacement in mm along the array axes.
         spacing: ``(3,)`` mm.
+        iterations: at most this many updates per point.
+        tol_mm: a point whose update is below this (mm, largest component) is done.
+        where: optional ``(X, Y, Z)`` bool mask of the points wanted; ``v`` is 0 elsewhere.
 
     Returns:
         ``(X, Y, Z, 3)`` inverse displacement in mm.
     """
     shape = tuple(u.shape[:3])
-    grid = voxel_grid_mm_torch(shape, spacing, u.dtype, u.device)
+    grid = voxel_grid_mm_torch(shape, spacing, u.dtype, u.device).reshape(-1, 3)
     field = u.permute(3, 0, 1, 2)  # (3, X, Y, Z) channels for sampling
-    pts = grid.reshape(-1, 3)
-    v = -u.reshape(-1, 3)
+    v = -u.reshape(-1, 3).clone()
+    idx = torch.arange(grid.shape[0], device=u.device) if where is None else torch.nonzero(where.reshape(-1))[:, 0]
     dims = spatial_dim(shape)
     for _ in range(iterations):
-        v = -sample(field, (pts + v)[:, :dims], spacing)
+        if idx.numel() == 0:
+            break
+        new = -sample(field, (grid[idx] + v[idx])[:, :dims], spacing)
+        moving = (new - v[idx]).abs().amax(dim=1) >= tol_mm
+        v[idx] = new
+        idx = idx[moving]
+    if where is not None:
+        v[~where.reshape(-1)] = 0.0
     return v.reshape(*shape, 3)
+
+
+def pullback_region(labels_ref: np.ndarray, u: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """``(X, Y, Z)`` bool: the grid points whose pulled-back label may be a structure.
+
+    A point ``x`` takes the reference label at ``x + v(x)``, with ``|v(x)| = |u(X)| <= max|u|``;
+    so every point farther than ``max|u|`` (plus two voxels for the interpolation of the
+    carried scores) from the labelled box along each axis is background, whatever ``v`` is.
+    """
+    heart = np.argwhere(labels_ref != 0)
+    region = np.zeros(labels_ref.shape, dtype=bool)
+    if heart.size == 0:
+        return region
+    sp = np.asarray(spacing, dtype=np.float64)
+    reach = float(np.abs(u).max()) + 2.0 * sp.max()
+    pad = np.ceil(reach / sp).astype(int)
+    lo = np.maximum(heart.min(0) - pad, 0)
+    hi = np.minimum(heart.max(0) + pad + 1, labels_ref.shape)
+    region[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    return region
 
 
 def structure_distances(labels: np.ndarray, codes: list[int], spacing: np.ndarray, smooth: bool = True) -> np.ndarray:
@@ -130,24 +167,29 @@ def structure_distances(labels: np.ndarray, codes: list[int], spacing: np.ndarra
     return np.stack(out)
 
 
-def warp_labels(scores: torch.Tensor, codes: list[int], inverse: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
+def warp_labels(scores: torch.Tensor, codes: list[int], inverse: torch.Tensor, spacing: torch.Tensor,
+                where: torch.Tensor | None = None) -> torch.Tensor:
     """Pull a label map through an inverse displacement: ``L_t(x) = L_ref(x + v(x))``.
 
     Args:
         scores: ``(K, X, Y, Z)`` per-structure scores of the reference frame (see
-            :func:`structure_distances`), for ``codes`` (background included).
+            :func:`structure_distances`), for ``codes`` (background included, first).
         codes: the K label codes, in the order of ``scores``.
         inverse: ``(X, Y, Z, 3)`` inverse displacement (mm), see :func:`invert_displacement`.
+        where: optional ``(X, Y, Z)`` bool mask of the points to carry (:func:`pullback_region`);
+            the others get ``codes[0]``.
 
     Returns:
         ``(X, Y, Z)`` uint8 labels: the structure with the highest interpolated score.
     """
     shape = tuple(scores.shape[1:])
     pts = (voxel_grid_mm_torch(shape, spacing, inverse.dtype, inverse.device) + inverse).reshape(-1, 3)
-    dims = spatial_dim(shape)
-    val = sample(scores.to(inverse.dtype), pts[:, :dims], spacing, padding_mode="border")  # (N, K)
     lut = torch.tensor(codes, dtype=torch.uint8, device=scores.device)
-    return lut[val.argmax(dim=1)].reshape(shape)
+    out = torch.full((pts.shape[0],), int(codes[0]), dtype=torch.uint8, device=scores.device)
+    sel = slice(None) if where is None else where.reshape(-1)
+    val = sample(scores.to(inverse.dtype), pts[sel][:, :spatial_dim(shape)], spacing, padding_mode="border")  # (N, K)
+    out[sel] = lut[val.argmax(dim=1)]
+    return out.reshape(shape)
 
 
 def propagate_labels(
@@ -183,8 +225,10 @@ def propagate_labels(
         if not torch.any(u != 0):
             out[..., t] = labels_ref
             continue
-        v = invert_displacement(u, sp, iterations)
-        out[..., t] = warp_labels(scores, all_codes, v, sp).numpy()
+        # Only where a structure can land: the rest is background, exactly (pullback_region).
+        where = torch.from_numpy(pullback_region(labels_ref, displacement[:, :, :, t, :], spacing))
+        v = invert_displacement(u, sp, iterations, where=where)
+        out[..., t] = warp_labels(scores, all_codes, v, sp, where=where).numpy()
     return out
 
 

@@ -21,6 +21,7 @@ architecture, weights, training settings and a summary of the training data), wr
 atomically; loading checks all of it and fails with a one-line :class:`CheckpointError`.
 
 Modules: :mod:`~cardioinr.priors.config` (settings, kinds, adaptation defaults),
+:mod:`~cardioinr.priors.builtin` (the priors shipped in the package; which prior a fit starts from),
 :mod:`~cardioinr.priors.prior` (the prior and the fit from it), :mod:`~cardioinr.priors.encoder`
 (the code encoder), :mod:`~cardioinr.priors.checkpoint` (checkpoint and training state on disk),
 :mod:`~cardioinr.priors.training` (:func:`train_prior`) with :mod:`~cardioinr.priors.engine`
@@ -30,6 +31,16 @@ Modules: :mod:`~cardioinr.priors.config` (settings, kinds, adaptation defaults),
 :mod:`~cardioinr.priors.meta`, :mod:`~cardioinr.priors.amortised` (the ``encoder`` kind).
 """
 
+from cardioinr.priors.builtin import (
+                                      BUILTIN,
+                                      NO_PRIOR,
+                                      PriorChoice,
+                                      builtin_name,
+                                      builtin_path,
+                                      choose_start,
+                                      list_builtin,
+                                      resolve_prior,
+)
 from cardioinr.priors.checkpoint import FORMAT, VERSION, load_prior, save_prior, summarise_data
 from cardioinr.priors.config import ADAPT_DEFAULTS, ADAPT_STEPS_3D, KINDS, PriorConfig, adapt_steps
 from cardioinr.priors.consensus import trimmed_mean
@@ -45,7 +56,8 @@ from cardioinr.priors.prior import (
 )
 from cardioinr.priors.training import train_prior
 
-__all__ = ["ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "FORMAT", "KINDS", "THROUGH_PLANE_AUTO", "THROUGH_PLANE_GRID", "VERSION",
+__all__ = ["ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "BUILTIN", "FORMAT", "NO_PRIOR", "PriorChoice", "builtin_name",
+           "builtin_path", "choose_start", "list_builtin", "resolve_prior", "KINDS", "THROUGH_PLANE_AUTO", "THROUGH_PLANE_GRID", "VERSION",
            "CodeEncoder", "DistContext", "Prior", "PriorConfig", "adapt_steps", "check_through_plane", "encoder_input",
            "fit_from_prior", "load_prior", "random_prior", "save_prior", "summarise_data", "train_prior",
            "trimmed_mean"]

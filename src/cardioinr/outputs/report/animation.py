@@ -14,7 +14,8 @@ from cardioinr.outputs.report.figures import (
     COLOURS,
     GRID_COLOUR,
     background_image,
-    draw_contours,
+    contour_names,
+    contour_segments,
     extent_mm,
     heart_crop,
     new_figure,
@@ -27,6 +28,7 @@ def motion_gif(f: FitFolder, k: int, grid_mm: float = 6.0, size_px: int = 360, c
                 interpolation: str = "nearest") -> tuple[str, int]:
     """Animated GIF (base64) of the deformed reference grid and propagated contours over the
     image at every frame of slice ``k``; returns ``(b64, n_frames)``."""
+    from matplotlib.collections import LineCollection
     from PIL import Image
 
     si, sj = heart_crop(f, k)
@@ -47,32 +49,41 @@ def motion_gif(f: FitFolder, k: int, grid_mm: float = 6.0, size_px: int = 360, c
     w_px, h_px = max(2, int(round(w_mm * scale / 2)) * 2), max(2, int(round(h_mm * scale / 2)) * 2)
     fig = new_figure(w_px / 100, h_px / 100)
     ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(ext[0], ext[1])
+    ax.set_ylim(ext[2], ext[3])
+    ax.set_axis_off()
+    ax.set_aspect("auto")
+    # The artists are made once and updated per frame: re-plotting every line and contour of
+    # every frame was most of the report's time.
+    bg0 = background_image(f, k, 0)
+    if bg0 is not None:
+        image = ax.imshow(bg0[si, sj].T, origin="lower", cmap="gray", extent=ext, vmin=lo, vmax=hi,
+                          interpolation=interpolation)
+    else:
+        image = None
+        ax.set_facecolor("#202020")
+    grid = LineCollection([], colors=GRID_COLOUR, linewidths=0.6, alpha=0.8)
+    ax.add_collection(grid)
+    outlines = {}
+    if f.labels is not None:
+        for name in contour_names(f.label_map):
+            outlines[name] = LineCollection([], colors=COLOURS[name], linewidths=1.6)
+            ax.add_collection(outlines[name])
+    stamp = ax.text(0.02, 0.97, "", transform=ax.transAxes, color="white", fontsize=9, va="top",
+                    bbox=dict(facecolor="black", alpha=0.5, pad=2, edgecolor="none"))
     frames = []
     for t in range(f.n_frames):
-        ax.clear()
-        bg = background_image(f, k, t)
-        if bg is not None:
-            ax.imshow(bg[si, sj].T, origin="lower", cmap="gray", extent=ext, vmin=lo, vmax=hi, interpolation=interpolation)
-        else:
-            ax.set_facecolor("#202020")
+        if image is not None:
+            image.set_data(background_image(f, k, t)[si, sj].T)
         u = f.displacement[:, :, k, t, :2].astype(np.float64)
-        for j in rows_j:  # lines of constant j, running along i
-            x = ii * sp[0] + u[ii, j, 0]
-            y = j * sp[1] + u[ii, j, 1]
-            ax.plot(x, y, color=GRID_COLOUR, lw=0.6, alpha=0.8)
-        for i in cols_i:
-            x = i * sp[0] + u[i, jj, 0]
-            y = jj * sp[1] + u[i, jj, 1]
-            ax.plot(x, y, color=GRID_COLOUR, lw=0.6, alpha=0.8)
+        lines = [np.stack([ii * sp[0] + u[ii, j, 0], j * sp[1] + u[ii, j, 1]], axis=1) for j in rows_j]
+        lines += [np.stack([i * sp[0] + u[i, jj, 0], jj * sp[1] + u[i, jj, 1]], axis=1) for i in cols_i]
+        grid.set_segments(lines)
         if f.labels is not None:
-            draw_contours(ax, f.labels[:, :, k, t], si, sj, sp, f.label_map, lw=1.6)
-        ax.set_xlim(ext[0], ext[1])
-        ax.set_ylim(ext[2], ext[3])
-        ax.set_axis_off()
-        ax.text(0.02, 0.97, f"frame {t}/{f.n_frames - 1}  {t * f.frame_interval_ms:.0f} ms" + ("  (ref)" if t == f.ref_frame else ""),
-                transform=ax.transAxes, color="white", fontsize=9, va="top",
-                bbox=dict(facecolor="black", alpha=0.5, pad=2, edgecolor="none"))
-        ax.set_aspect("auto")
+            segs = contour_segments(f.labels[:, :, k, t], si, sj, sp, f.label_map)
+            for name, coll in outlines.items():
+                coll.set_segments(segs.get(name, []))
+        stamp.set_text(f"frame {t}/{f.n_frames - 1}  {t * f.frame_interval_ms:.0f} ms" + ("  (ref)" if t == f.ref_frame else ""))
         fig.canvas.draw()
         rgba = np.asarray(fig.canvas.buffer_rgba())
         frames.append(Image.fromarray(rgba[..., :3].copy()))

@@ -22,7 +22,7 @@ from cardioinr.io import LabelMap
 from cardioinr.outputs.folder import FitFolder
 
 __all__ = ["COLOURS", "GRID_COLOUR", "background_image", "bullseye_figure", "cavity_figure", "display_slice",
-           "draw_contours", "extent_mm", "folding_figure", "heart_crop", "loss_figure", "new_figure", "png",
+           "contour_names", "contour_segments", "draw_contours", "extent_mm", "folding_figure", "heart_crop", "loss_figure", "new_figure", "png",
            "segment_map_figure", "strain_figure"]
 
 #: Contour colour of each structure (also the legend of the motion section and fixed GIF palette entries).
@@ -188,23 +188,42 @@ def extent_mm(si: slice, sj: slice, sp: np.ndarray) -> list[float]:
     return [(si.start - 0.5) * sp[0], (si.stop - 0.5) * sp[0], (sj.start - 0.5) * sp[1], (sj.stop - 0.5) * sp[1]]
 
 
-def draw_contours(ax, lab2d: np.ndarray, si: slice, sj: slice, sp: np.ndarray, label_map: LabelMap, lw: float = 1.4) -> None:
-    """Label outlines: LV cavity (endocardium), LV cavity + myocardium (epicardium), RV."""
-    xs = np.arange(si.start, si.stop) * sp[0]
-    ys = np.arange(sj.start, sj.stop) * sp[1]
+def contour_names(label_map: LabelMap) -> list[str]:
+    """The outlines drawn for a label map, in drawing order: epicardium (``MYO``: cavity plus
+    myocardium), ``RV``, endocardium (``LV``)."""
+    return [n for n, c in (("MYO", label_map.myo), ("RV", label_map.rv), ("LV", label_map.lv)) if c is not None]
+
+
+def contour_segments(lab2d: np.ndarray, si: slice, sj: slice, sp: np.ndarray,
+                     label_map: LabelMap) -> dict[str, list[np.ndarray]]:
+    """Label outlines of the crop ``(si, sj)`` as polylines ``(n, 2)`` in mm (x along i, y along
+    j), by name (:func:`contour_names`): the 0.5 level of each structure's mask (marching
+    squares, as matplotlib's ``contour`` draws it)."""
+    from skimage.measure import find_contours
+
     crop = lab2d[si, sj]
-    masks = []
+    masks = {}
     if label_map.myo is not None:
-        outer = (crop == label_map.myo) | ((crop == label_map.lv) if label_map.lv is not None else False)
-        masks.append(("MYO", outer))
+        masks["MYO"] = (crop == label_map.myo) | ((crop == label_map.lv) if label_map.lv is not None else False)
     if label_map.rv is not None:
-        masks.append(("RV", crop == label_map.rv))
+        masks["RV"] = crop == label_map.rv
     if label_map.lv is not None:
-        masks.append(("LV", crop == label_map.lv))
-    for name, m in masks:
+        masks["LV"] = crop == label_map.lv
+    out = {}
+    for name, m in masks.items():
         m = np.asarray(m, dtype=float)
         if m.any() and m.min() == 0:
-            ax.contour(xs, ys, m.T, levels=[0.5], colors=[COLOURS[name]], linewidths=lw)
+            out[name] = [np.stack([(c[:, 0] + si.start) * sp[0], (c[:, 1] + sj.start) * sp[1]], axis=1)
+                         for c in find_contours(m, 0.5)]
+    return out
+
+
+def draw_contours(ax, lab2d: np.ndarray, si: slice, sj: slice, sp: np.ndarray, label_map: LabelMap, lw: float = 1.4) -> None:
+    """Label outlines (:func:`contour_segments`) drawn on ``ax``."""
+    from matplotlib.collections import LineCollection
+
+    for name, segs in contour_segments(lab2d, si, sj, sp, label_map).items():
+        ax.add_collection(LineCollection(segs, colors=COLOURS[name], linewidths=lw))
 
 
 def segment_map_figure(s: StrainResult, f: FitFolder, k: int) -> str:

@@ -69,6 +69,21 @@ def input_section(f: FitFolder) -> str:
     return section("input", "Input", body)
 
 
+def describe_start(prior: Any) -> str:
+    """What the fit started from, in words, from metrics.json's ``prior`` entry (absent in
+    folders written before built-in priors: those fits started from a prior only when the
+    entry names one)."""
+    if not isinstance(prior, Mapping):
+        return "random weights (a fit from scratch)"
+    src = prior.get("source")
+    if src == "builtin":
+        return f"built-in prior {prior.get('name')} (version {prior.get('version')}, {prior.get('kind')})"
+    if src == "none" or (src is None and not prior.get("path")):
+        why = prior.get("reason")
+        return "random weights (a fit from scratch)" + (f": {why}" if why else "")
+    return f"prior {prior.get('path')} ({prior.get('kind')})"
+
+
 def fit_section(f: FitFolder) -> str:
     m = f.metrics
     if not m:
@@ -78,8 +93,12 @@ def fit_section(f: FitFolder) -> str:
             ("% negative det F (heart)", "percent_negative_jacobian_heart"),
             ("min det F", "min_jacobian_determinant"), ("max |u| (mm)", "max_displacement_mm"),
             ("cardioinr", "cardioinr_version")]
-    body = kv([(label, num(m[k]) if not isinstance(m[k], str) else m[k]) for label, k in keys if k in m])
-    parts = [body]
+    items = [(label, num(m[k]) if not isinstance(m[k], str) else m[k]) for label, k in keys if k in m]
+    items.insert(0, ("started from", describe_start(m.get("prior"))))
+    loc = m.get("heart_location")
+    if isinstance(loc, Mapping) and loc.get("method"):
+        items.insert(1, ("heart located by", f"{loc['method']}: {loc.get('detail', '')}"))
+    parts = [kv(items)]
     curve = m.get("loss_curve")
     row = []
     if isinstance(curve, list) and len(curve) > 1:

@@ -1,0 +1,544 @@
+"""Locating and sizing the heart from the cine images alone, without labels (a pure function).
+
+A fit places a learned motion prior in a heart-centred normalised frame: the centre and the size
+of the left ventricle (LV cavity and myocardium, as :func:`cardioinr.fit.preprocess.heart_frame`
+measures them from reference labels). :func:`locate_heart` estimates the same two numbers from
+the intensities, so that a cine without labels gets (nearly) the same frame:
+
+1. **Is anything beating?** Intensities are scaled robustly (1st-99.5th percentile). The
+   temporal standard deviation of every voxel, smoothed in-plane over a few mm, is compared
+   with the noise, estimated from frame-to-frame differences (most voxels do not move, so
+   their median difference is noise). A static cine (the same image plus fresh noise every
+   frame), pure noise or a constant image gives a ratio near 1 (or 0): ``found=False``.
+2. **Where, roughly?** The LV is a bright blood pool whose rim moves over the cycle and whose
+   intensity falls outward all around (dark myocardium). Two ring filters over a bank of radii,
+   evaluated per slice by FFT, score exactly that around every candidate centre: the temporal
+   variation on a ring minus that inside it, and the mean inward-pointing intensity gradient
+   of the temporal-maximum image on the ring. Their product, summed over slices, peaks at the
+   LV centre; the RV crescent, which moves as much, is not round about any point and scores
+   low on both.
+3. **Outline, per slice.** In polar coordinates around that centre, dynamic programming finds
+   a smooth closed endocardial contour (strongest outward intensity drop) and then a smooth
+   wall thickness (strongest outward rise within 25 mm: myocardium to fat, RV blood or
+   background). The centre moves to the contour's centroid and the outline is repeated. This
+   runs first on the temporal maximum (to find which slices hold the LV and the blood-pool
+   time curve, whose maximum and minimum are end-diastole and end-systole) and then on the
+   end-diastolic frame, the frame the reference labels describe.
+4. **Which slices.** A slice counts when its outline encloses blood (bright inside, dark
+   wall); the LV is the contiguous run of such slices around the best slice. At the basal end
+   of the run, slices whose enclosed blood does not shrink in systole (the atrium or outflow
+   tract, which fill while the LV empties) are dropped.
+
+The centre is the area-weighted mean of the per-slice epicardial centroids (and slice
+positions); the scale is the equivalent diameter ``2 sqrt(area / pi)`` of a large epicardial
+cross-section (up to the third largest of a long stack, so that one outlier slice does not set
+it). The outlines measure what the labels measure, so no calibration factor is needed: on
+synthetic phantoms (2D and 3D; normal, failing and hypertrophic hearts; tagged; noisy) the
+centre is within ~1 mm and the scale within 3 %; on the three Sunnybrook cines within 8 mm
+in-plane and 11 mm in 3D, scale within 2 %.
+
+Cost: ~0.1-0.2 s for a 128 x 128 x 10 x 25 cine on one thread (two passes over the cine, FFT
+ring filters on a <= 2 mm grid, polar outlines on a few slices' worth of rays).
+
+Coordinates are the package's array-axis millimetres (``index * spacing``), not world
+coordinates; a single slice (``Z == 1``) has its through-plane centre at 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage as ndi
+
+__all__ = ["HeartLocation", "locate_heart"]
+
+# --- detection -------------------------------------------------------------------------------
+#: Percentiles of the robust intensity scaling (as :func:`~cardioinr.fit.preprocess.normalise_intensity`).
+_LOW_PCT, _HIGH_PCT = 1.0, 99.5
+#: Statistics over at most this many values: percentiles and medians of a subsample are as good
+#: and keep a 4-million-voxel cine well inside the time budget.
+_MAX_SAMPLES = 1 << 18
+#: In-plane smoothing (mm) of the temporal standard deviation before its peak is taken: it
+#: averages the noise of ~20 voxels while a heart's moving rim stays (it is wider than this).
+_DETECT_SMOOTH_MM = 3.0
+#: A beating heart: the smoothed temporal deviation peaks at this many noise sigmas or more.
+#: Static cines (one image plus fresh Gaussian or Rician noise per frame) and pure noise score
+#: 0.9 to 1.3; the phantoms score 5 to 10 (failing hearts lowest), the Sunnybrook cines 16 to 23.
+_MIN_SCORE = 2.5
+#: Fewest voxels along each in-plane axis that can show an LV (fewer: not found).
+_MIN_INPLANE_VOXELS = 8
+#: Noise sigma below which the cine counts as noise-free (intensities scaled to about [0, 1]).
+_NOISE_FLOOR = 1e-3
+
+# --- coarse centre ---------------------------------------------------------------------------
+#: Ring radii (mm) of the coarse filters: an LV blood pool is 6 mm (apex, hypertrophy) to
+#: ~45 mm (a dilated heart) in radius.
+_RADII_MM = (6.0, 46.0, 3.0)
+#: Voxel size (mm) of the coarse grid (finer cines are resampled to it for the coarse filters).
+_COARSE_MM = 2.0
+#: Gaussian width (mm) of a ring of the coarse filters (an edge blurred by motion and voxels).
+_RING_WIDTH_MM = 1.5
+
+# --- outlines --------------------------------------------------------------------------------
+#: Rays of the polar outlines (7.5 degrees: 5 mm apart at a 40 mm radius) and their sampling (mm).
+_N_ANGLES = 48
+_DR_MM = 0.5
+#: Re-centring passes of the outlines on the temporal maximum (only used to pick slices and
+#: frames) and on the end-diastolic frame (seeded with the first pass's centres).
+_ITER_FIRST, _ITER_FINAL = 1, 2
+#: Contour steps per angle step (of _DR_MM each): 1 mm per 7.5 degrees lets the first outline
+#: follow a blood pool up to ~7 mm off the seed, and no further (no jumps to other edges).
+_DP_STEP = 2
+#: Thickest wall searched (mm): hypertrophied myocardium is up to ~20 mm.
+_WALL_MAX_MM = 25.0
+#: Edges nearer than this (mm) to the seed or the endocardium are ignored (noise, thin walls).
+_MIN_EDGE_MM = 3.0
+#: A slice holds LV blood when (blood - wall) exceeds this fraction of the best slice's contrast.
+_MIN_CONTRAST = 0.3
+#: Basal slices whose blood-pool darkening in systole is below this fraction of the stack's
+#: (90th percentile) are atrium or outflow tract, not LV.
+_MIN_DARKENING = 0.35
+
+
+@dataclass(frozen=True)
+class HeartLocation:
+    """Where the heart is in a cine, as estimated from the images alone.
+
+    Attributes:
+        found: False when no beating heart was found (a static or pure-noise cine, a constant
+            image, a single frame); ``centre_mm`` and ``scale_mm`` are then the image centre and
+            half the in-plane extent.
+        centre_mm: ``(3,)`` mm along the array axes (``index * spacing``): the estimated centroid
+            of the LV cavity and myocardium at end-diastole (0 through-plane for one slice).
+        scale_mm: estimated equivalent diameter ``2 sqrt(area / pi)`` (mm) of the largest LV
+            cavity-plus-myocardium cross-section at end-diastole.
+        score: temporal-variation signal-to-noise ratio: the peak of the in-plane-smoothed
+            per-voxel temporal standard deviation over the noise sigma estimated from
+            frame-to-frame differences. About 1 for a static cine or pure noise (0 for a
+            constant image); ``found`` needs at least 2.5.
+        method: ``"temporal-variation"`` (the full estimate, or what looked for one when not
+            found) or ``"temporal-variation (coarse)"`` (motion found but no LV outline drawn:
+            centre from the ring filters, scale from the ring radius plus a typical wall).
+    """
+
+    found: bool
+    centre_mm: np.ndarray
+    scale_mm: float
+    score: float
+    method: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy: lists and floats, lengths rounded to 0.1 mm."""
+        return {"found": bool(self.found), "centre_mm": [round(float(c), 1) for c in self.centre_mm],
+                "scale_mm": round(float(self.scale_mm), 1), "score": round(float(self.score), 2),
+                "method": self.method}
+
+
+def locate_heart(image: np.ndarray, spacing: np.ndarray | tuple) -> HeartLocation:
+    """Find the left ventricle's centre and size in a cine from how its intensities change.
+
+    Args:
+        image: ``(X, Y, Z, T)`` intensities, any scale (``Z == 1`` for a single slice).
+        spacing: ``(3,)`` voxel size ``(di, dj, dk)`` in mm (extra entries are ignored).
+
+    Returns:
+        A :class:`HeartLocation`: centre in array-axis mm, scale in mm (the label-based frame's
+        definitions), a signal-to-noise score, and whether a beating heart was found.
+
+    Raises:
+        ValueError: ``image`` is not 4D or ``spacing`` has fewer than 3 positive numbers.
+    """
+    img = np.asarray(image)
+    if img.ndim != 4 or min(img.shape) < 1:
+        raise ValueError(f"image must be (X, Y, Z, T), got shape {img.shape}")
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if sp.size < 3 or not np.all(np.isfinite(sp[:3])) or np.any(sp[:3] <= 0):
+        raise ValueError(f"spacing must hold 3 positive numbers (mm), got {spacing!r}")
+    sp = sp[:3]
+    X, Y, Z, T = img.shape
+
+    def not_found(score: float) -> HeartLocation:
+        # the image centre and half the in-plane extent, as a frame without labels had before
+        centre = (np.array([X, Y, Z], dtype=np.float64) - 1) / 2.0 * sp
+        if Z == 1:
+            centre[2] = 0.0
+        return HeartLocation(False, centre, float(0.5 * max(X * sp[0], Y * sp[1])), float(score),
+                             "temporal-variation")
+
+    if T < 2 or min(X, Y) < _MIN_INPLANE_VOXELS:  # a single frame shows no motion; a tiny one no LV
+        return not_found(0.0)
+    if not np.issubdtype(img.dtype, np.floating):
+        img = img.astype(np.float32)
+    if not np.all(np.isfinite(img)):
+        img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
+    span = _robust_range(img)
+    if span is None:  # constant
+        return not_found(0.0)
+    # Intensities scaled to about [0, 1] by the robust range, clipped to [-0.5, 1.5]; only the
+    # 3D summaries and two frames are ever scaled (scaling the whole cine would cost more than
+    # everything else together).
+    lo, gain = span
+
+    def scaled(a: np.ndarray) -> np.ndarray:
+        return np.clip((a.astype(np.float32) - np.float32(lo)) * np.float32(gain), -0.5, 1.5)
+
+    # 1. is anything beating? (std capped at 1, what the [-0.5, 1.5] clip would allow)
+    std = np.minimum(img.std(axis=-1, dtype=np.float32) * np.float32(gain), 1.0)  # (X, Y, Z)
+    noise = _noise_sigma(img) * gain
+    peak = float(ndi.gaussian_filter(std, (_DETECT_SMOOTH_MM / sp[0], _DETECT_SMOOTH_MM / sp[1], 0)).max())
+    score = peak / max(noise, _NOISE_FLOOR)
+    if score < _MIN_SCORE:
+        return not_found(score)
+
+    # 2. roughly where: ring filters on the temporal deviation and the temporal maximum
+    sigma_px = (1.0 / sp[0], 1.0 / sp[1], 0.0)  # ~1 mm in-plane: noise off, edges kept
+    tmax = ndi.gaussian_filter(scaled(img.max(axis=-1)), sigma_px)
+    c0, kbest, r0 = _coarse_centre(std, tmax, sp)
+
+    # 3. outlines: on the temporal maximum (which slices, when is ED), then on end-diastole
+    rmax = min(60.0, 0.5 * max(X * sp[0], Y * sp[1]))
+    seeds = np.tile(c0, (Z, 1))
+    first = _outline(tmax, seeds, sp, rmax, iterations=_ITER_FIRST)
+    levels = _levels(first, kbest)
+    if levels is None:  # no bright pool against a darker wall at the best slice
+        return _coarse(c0, kbest, r0, sp, Z, score)
+    valid = _holds_blood(first, levels)
+    run = _run_around(valid, kbest)
+    lv = _endo_masks(first, (X, Y, Z), sp, np.flatnonzero(run))
+    if not lv.any():
+        return _coarse(c0, kbest, r0, sp, Z, score)
+    curve = img[lv].mean(axis=0)  # mean blood-pool intensity per frame: largest pool at ED
+    ted, tes = int(np.argmax(curve)), int(np.argmin(curve))
+    ed_frame, es_frame = scaled(img[..., ted]), scaled(img[..., tes])
+    ed = ndi.gaussian_filter(ed_frame, sigma_px)
+    seeds = np.where(run[:, None], first.centre_used, c0[None, :])
+    final = _outline(ed, seeds, sp, rmax, iterations=_ITER_FINAL)
+    valid = _holds_blood(final, levels)
+    slices = np.flatnonzero(_run_around(valid, kbest))
+
+    # 4. drop basal slices that do not empty in systole (atrium, outflow tract)
+    slices = _trim_base(slices, final, ed_frame, es_frame, sp, kbest)
+
+    area, centroid = _star_moments(final.epi, final.angles)
+    centroid = final.centre_used + centroid / sp[:2]
+    w = area[slices]
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+        return _coarse(c0, kbest, r0, sp, Z, score)
+    inplane = (centroid[slices] * w[:, None]).sum(0) / w.sum() * sp[:2]
+    z = float((slices * w).sum() / w.sum() * sp[2]) if Z > 1 else 0.0
+    # The labels' scale is the largest cross-section. The LV is widest over its basal half, so
+    # the k-th largest of n slices (k = 1 up to 3 slices, 2 up to 6, else 3) is as large but
+    # not set by one or two slices whose outline leaked into the RV or outflow tract.
+    order = np.sort(w)[::-1]
+    big = order[min(3, 1 + (len(order) - 1) // 3) - 1]
+    scale = 2.0 * math.sqrt(big / math.pi)
+    return HeartLocation(True, np.array([inplane[0], inplane[1], z]), float(scale), float(score),
+                         "temporal-variation")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _subsample(a: np.ndarray) -> np.ndarray:
+    flat = a.reshape(-1)
+    return flat[:: max(1, flat.size // _MAX_SAMPLES)]
+
+
+def _robust_range(img: np.ndarray) -> tuple[float, float] | None:
+    """``(lo, gain)`` mapping the 1st-99.5th intensity percentiles to [0, 1], or None for a
+    constant image (the full range stands in when the percentiles coincide)."""
+    sample = _subsample(img).astype(np.float64)
+    lo, hi = np.percentile(sample, [_LOW_PCT, _HIGH_PCT])
+    if not hi > lo:
+        lo, hi = float(img.min()), float(img.max())
+        if not hi > lo:
+            return None
+    return float(lo), 1.0 / float(hi - lo)
+
+
+def _noise_sigma(x: np.ndarray) -> float:
+    """Noise sigma of ``x`` ``(X, Y, Z, T)`` (its intensity units) from frame-to-frame differences.
+
+    Most voxels of a cine do not move, so the median absolute difference between consecutive
+    frames is noise: ``sigma = median |d| / (0.6745 sqrt 2)`` for Gaussian noise. Voxels that do
+    move only raise it (a conservative score).
+    """
+    T = x.shape[-1]
+    v = x.reshape(-1, T)
+    v = v[:: max(1, v.shape[0] * (T - 1) // _MAX_SAMPLES)]
+    return float(np.median(np.abs(np.diff(v.astype(np.float64), axis=1)))) / (0.6745 * math.sqrt(2.0))
+
+
+@functools.lru_cache(maxsize=8)
+def _ring_kernels(shape: tuple[int, int], sp: tuple[float, float],
+                  radii: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """FFTs ``(J, P, P//2+1)`` of the coarse ring kernels on a padded ``shape`` grid (wrapped at 0).
+
+    ``ring - disk``: mean over a ring of radius r minus the mean inside 0.6 r (motion on the
+    rim, not inside). ``ring * (d / |d|)``, one per axis: convolved with the intensity
+    gradient (the convolution takes the offset from the rim to the centre), the mean inward
+    gradient component on the ring, positive around a bright disk.
+    """
+    di = np.fft.fftfreq(shape[0], 1.0 / shape[0])[:, None] * sp[0]
+    dj = np.fft.fftfreq(shape[1], 1.0 / shape[1])[None, :] * sp[1]
+    rho = np.hypot(di, dj)
+    inv = 1.0 / np.maximum(rho, 1e-6)
+    kv, ki, kj = [], [], []
+    for r in radii:
+        ring = np.exp(-0.5 * ((rho - r) / _RING_WIDTH_MM) ** 2)
+        ring /= ring.sum()
+        disk = (rho < 0.6 * r).astype(np.float64)
+        disk /= disk.sum()
+        kv.append(ring - disk)
+        ki.append(ring * di * inv)
+        kj.append(ring * dj * inv)
+    out = tuple(sfft.rfft2(np.asarray(k, dtype=np.float32)) for k in (kv, ki, kj))
+    for k in out:  # cached and shared: read-only
+        k.flags.writeable = False
+    return out
+
+
+def _coarse_centre(std: np.ndarray, tmax: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """Coarse LV centre ``(2,)`` (voxels), its best slice and blood-pool radius (mm).
+
+    Per slice and radius: the rim-minus-inside temporal deviation and the inward intensity
+    gradient of the temporal maximum on the ring (both maximised over the radii, positive
+    parts, each scaled by its maximum over the volume). Their product is high only where a
+    round, moving, bright-inside boundary surrounds the point; summed over slices it peaks at
+    the LV centre.
+    """
+    X0, Y0 = std.shape[:2]
+    # on a grid of at least _COARSE_MM: a centre to ~1 voxel is all the outlines need
+    n = np.maximum(2, np.round(np.array([X0, Y0]) * np.minimum(1.0, sp[:2] / _COARSE_MM))).astype(int)
+    if n[0] < X0 or n[1] < Y0:
+        f = (n[0] / X0, n[1] / Y0, 1.0)
+        std, tmax = (ndi.zoom(a, f, order=1, mode="nearest", grid_mode=True) for a in (std, tmax))
+    X, Y = std.shape[:2]
+    back = np.array([X0 / X, Y0 / Y])  # coarse voxel -> original voxel (voxel centres at i + 1/2)
+    sp = np.array([sp[0] * back[0], sp[1] * back[1], sp[2]])
+    radii = np.arange(*_RADII_MM)
+    radii = radii[radii <= max(radii[0], 0.4 * min(X * sp[0], Y * sp[1]))]
+    pad = math.ceil((radii[-1] + 3 * _RING_WIDTH_MM) / sp[:2].min())
+    shape = (sfft.next_fast_len(X + pad, real=True), sfft.next_fast_len(Y + pad, real=True))
+    kv, ki, kj = _ring_kernels(shape, (round(sp[0], 6), round(sp[1], 6)), tuple(radii))
+
+    def fft(a: np.ndarray) -> np.ndarray:
+        return sfft.rfft2(np.moveaxis(a, 2, 0).astype(np.float32), s=shape)[None]  # (1, Z, P, Q)
+
+    smooth = ndi.gaussian_filter(std, (_RING_WIDTH_MM / sp[0], _RING_WIDTH_MM / sp[1], 0))
+    motion = sfft.irfft2(fft(smooth) * kv[:, None], s=shape)[..., :X, :Y]  # (J, Z, X, Y)
+    gi = np.gradient(tmax, axis=0) / sp[0]
+    gj = np.gradient(tmax, axis=1) / sp[1]
+    inward = sfft.irfft2(fft(gi) * ki[:, None] + fft(gj) * kj[:, None], s=shape)[..., :X, :Y]
+    m, g = motion.max(0), inward.max(0)  # (Z, X, Y)
+    prod = np.maximum(m, 0) / max(float(m.max()), 1e-12) * np.maximum(g, 0) / max(float(g.max()), 1e-12)
+    i, j = np.unravel_index(int(np.argmax(prod.sum(0))), (X, Y))
+    kbest = int(np.argmax(prod[:, i, j]))
+    r0 = float(radii[int(np.argmax(inward[:, kbest, i, j]))])
+    return (np.array([i, j], dtype=np.float64) + 0.5) * back - 0.5, kbest, r0
+
+
+def _coarse(c0: np.ndarray, kbest: int, r0: float, sp: np.ndarray, Z: int, score: float) -> HeartLocation:
+    """The coarse estimate, when no LV outline could be drawn: a blood-pool radius ``r0`` and
+    a typical 8 mm wall."""
+    centre = np.array([c0[0] * sp[0], c0[1] * sp[1], kbest * sp[2] if Z > 1 else 0.0])
+    return HeartLocation(True, centre, float(2.0 * (r0 + 8.0)), float(score), "temporal-variation (coarse)")
+
+
+@dataclass
+class _Outline:
+    """Per-slice polar outlines: endocardial and epicardial radii ``(Z, A)`` mm around
+    ``centre_used`` ``(Z, 2)`` voxels, with the polar samples ``(Z, A, R)`` they came from."""
+
+    centre_used: np.ndarray
+    angles: np.ndarray
+    radii: np.ndarray
+    polar: np.ndarray
+    endo: np.ndarray
+    epi: np.ndarray
+
+
+def _polar(img: np.ndarray, centres: np.ndarray, sp: np.ndarray, rmax: float) -> tuple[np.ndarray, ...]:
+    """``img`` ``(X, Y, Z)`` sampled on rays from each slice's centre: angles ``(A,)``, radii
+    ``(R,)`` mm and samples ``(Z, A, R)`` (linear interpolation, edges extended)."""
+    Z = img.shape[2]
+    th = np.linspace(0.0, 2.0 * np.pi, _N_ANGLES, endpoint=False)
+    rr = np.arange(0.0, rmax, _DR_MM)
+    ci = centres[:, 0, None, None] + (np.cos(th)[:, None] * rr[None, :])[None] / sp[0]
+    cj = centres[:, 1, None, None] + (np.sin(th)[:, None] * rr[None, :])[None] / sp[1]
+    ck = np.broadcast_to(np.arange(Z, dtype=np.float64)[:, None, None], ci.shape)
+    return th, rr, ndi.map_coordinates(img, [ci, cj, ck], order=1, mode="nearest")
+
+
+def _dp_closed(score: np.ndarray, step: int) -> np.ndarray:
+    """Per slice, the path ``(N, A)`` of radius indices maximising the summed ``score``
+    ``(N, A, R)`` with ``|p[a+1] - p[a]| <= step``, closed around the circle.
+
+    The angles are run one and a half times and the last full turn is kept: by then the path
+    no longer depends on where it started, so its ends meet (to within ``step`` or so).
+    """
+    N, A, R = score.shape
+    extra = A // 2
+    order = np.concatenate([np.arange(A), np.arange(extra)])
+    # accumulated best scores, padded with -inf by `step` on both sides of the radius axis so
+    # that the best predecessor in [r - step, r + step] is a max over 2 step + 1 shifted views
+    acc = np.full((len(order), N, R + 2 * step), -np.inf, dtype=np.float64)
+    acc[0, :, step:step + R] = score[:, order[0]]
+    for n in range(1, len(order)):
+        prev = acc[n - 1]
+        best = prev[:, 0:R]
+        for o in range(1, 2 * step + 1):
+            best = np.maximum(best, prev[:, o:o + R])
+        acc[n, :, step:step + R] = best + score[:, order[n]]
+    rows = np.arange(N)[:, None]
+    window = np.arange(2 * step + 1)[None, :]
+    p = np.argmax(acc[-1, :, step:step + R], axis=1)
+    path = np.empty((N, len(order)), dtype=np.int64)
+    path[:, -1] = p
+    for n in range(len(order) - 1, 0, -1):  # back along the best predecessors
+        p = p + np.argmax(acc[n - 1][rows, p[:, None] + window], axis=1) - step
+        path[:, n - 1] = p
+    last = path[:, -A:]  # angles extra..A-1, then 0..extra-1
+    return np.roll(last, extra, axis=1)
+
+
+def _contours(img: np.ndarray, centres: np.ndarray, sp: np.ndarray, rmax: float) -> _Outline:
+    """Endocardium: the smooth closed path along the strongest outward intensity drops.
+    Epicardium: endocardium plus a smooth wall thickness along the strongest outward rises
+    (myocardium to fat, RV blood or background; where there is none, as next to lung, the
+    smoothness bridges from the neighbouring angles)."""
+    th, rr, p = _polar(img, centres, sp, rmax)
+    grad = np.gradient(p, _DR_MM, axis=2)
+    near = round(_MIN_EDGE_MM / _DR_MM)
+    drop = np.maximum(-grad, 0.0)
+    drop[:, :, :near] = 0.0
+    iendo = _dp_closed(drop, _DP_STEP)
+    nw = round(_WALL_MAX_MM / _DR_MM)
+    idx = np.minimum(iendo[:, :, None] + np.arange(nw)[None, None, :], len(rr) - 1)
+    rise = np.take_along_axis(np.maximum(grad, 0.0), idx, axis=2)
+    rise[:, :, :near] = 0.0
+    iwall = _dp_closed(rise, 1)
+    endo = rr[iendo]
+    return _Outline(centres.copy(), th, rr, p, endo, endo + iwall * _DR_MM)
+
+
+def _star_moments(r: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Area (mm^2, ``(Z,)``) and centroid offset (mm, ``(Z, 2)``) of star-shaped regions
+    ``r`` ``(Z, A)`` mm around their centres: ``A = 1/2 sum r^2 dth``,
+    ``c = 1/(3A) sum r^3 (cos, sin) dth``."""
+    dth = 2.0 * np.pi / r.shape[-1]
+    area = 0.5 * np.sum(r**2, axis=-1) * dth
+    r3 = r**3
+    off = np.stack([r3 @ np.cos(th), r3 @ np.sin(th)], axis=-1) * dth / 3.0
+    return area, off / np.maximum(area, 1e-9)[:, None]
+
+
+def _outline(img: np.ndarray, seeds: np.ndarray, sp: np.ndarray, rmax: float, iterations: int) -> _Outline:
+    """Outlines of every slice of ``img`` ``(X, Y, Z)``, re-centred on the endocardial centroid
+    ``iterations`` times (a seed off-centre gives a lopsided first outline; its centroid is
+    nearer the true centre)."""
+    centres = seeds.astype(np.float64).copy()
+    out = _contours(img, centres, sp, rmax)
+    for _ in range(iterations):
+        _, off = _star_moments(out.endo, out.angles)
+        centres = out.centre_used + off / sp[:2]
+        out = _contours(img, centres, sp, rmax)
+    return out
+
+
+def _slice_levels(o: _Outline) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice: median intensity inside the endocardium (blood) and the median over angles
+    of the darkest sample within 10 mm outside it (myocardium), ``(Z,)`` each (NaN if empty)."""
+    r = o.radii[None, None, :]
+    inside = r < o.endo[:, :, None]
+    band = (r >= o.endo[:, :, None]) & (r < o.endo[:, :, None] + 10.0)
+    wall = np.where(band, o.polar, np.inf).min(axis=2)
+    with warnings.catch_warnings():  # a slice without samples inside is NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        blood = np.nanmedian(np.where(inside, o.polar, np.nan).reshape(len(o.endo), -1), axis=1)
+        return blood, np.nanmedian(np.where(np.isfinite(wall), wall, np.nan), axis=1)
+
+
+def _levels(o: _Outline, kbest: int) -> tuple[float, float] | None:
+    """Blood and myocardium intensity of the best slice, or None without contrast."""
+    blood, wall = _slice_levels(o)
+    b, m = float(blood[kbest]), float(wall[kbest])
+    if not (np.isfinite(b) and np.isfinite(m)) or b - m < 0.05:
+        return None
+    return b, m
+
+
+def _holds_blood(o: _Outline, levels: tuple[float, float]) -> np.ndarray:
+    """``(Z,)``: the slice's outline encloses blood against a dark wall (contrast at least
+    ``_MIN_CONTRAST`` of the best slice's; relative, so coil shading across slices is fine),
+    around a pool at least 3 mm in radius."""
+    blood, wall = _slice_levels(o)
+    area, _ = _star_moments(o.endo, o.angles)
+    contrast = np.nan_to_num(blood - wall, nan=-1.0)
+    return (contrast > _MIN_CONTRAST * (levels[0] - levels[1])) & (area > math.pi * 9.0)
+
+
+def _run_around(valid: np.ndarray, k: int) -> np.ndarray:
+    """The contiguous run of ``valid`` slices that contains slice ``k`` (just ``k`` if invalid)."""
+    run = np.zeros(len(valid), dtype=bool)
+    lo = hi = k
+    if valid[k]:
+        while lo > 0 and valid[lo - 1]:
+            lo -= 1
+        while hi < len(valid) - 1 and valid[hi + 1]:
+            hi += 1
+    run[lo:hi + 1] = True
+    return run
+
+
+def _endo_masks(o: _Outline, shape: tuple[int, int, int], sp: np.ndarray, slices: np.ndarray) -> np.ndarray:
+    """Voxel masks ``(X, Y, Z)`` of the regions inside the endocardial outlines of ``slices``
+    (False on the other slices)."""
+    out = np.zeros(shape, dtype=bool)
+    for k in np.asarray(slices, dtype=np.int64):
+        c, reach = o.centre_used[k], float(o.endo[k].max())
+        # only the box around the outline
+        i0, i1 = max(0, int(c[0] - reach / sp[0]) - 1), min(shape[0], int(c[0] + reach / sp[0]) + 2)
+        j0, j1 = max(0, int(c[1] - reach / sp[1]) - 1), min(shape[1], int(c[1] + reach / sp[1]) + 2)
+        if i1 <= i0 or j1 <= j0:
+            continue
+        di = (np.arange(i0, i1, dtype=np.float64)[:, None] - c[0]) * sp[0]
+        dj = (np.arange(j0, j1, dtype=np.float64)[None, :] - c[1]) * sp[1]
+        a = np.round(np.arctan2(dj, di) * (_N_ANGLES / (2.0 * np.pi))).astype(np.int64) % _N_ANGLES
+        out[i0:i1, j0:j1, k] = np.hypot(di, dj) < o.endo[k][a]
+    return out
+
+
+def _trim_base(slices: np.ndarray, o: _Outline, ed: np.ndarray, es: np.ndarray, sp: np.ndarray,
+               kbest: int) -> np.ndarray:
+    """``slices`` without the basal-end slices whose blood pool does not darken in systole.
+
+    The basal end is the one with the larger blood pool (the LV narrows toward the apex), so
+    this works whichever way the stack runs. Darkening: the drop of the mean intensity inside
+    the end-diastolic endocardium from ED to ES, relative to its blood-to-wall contrast. The
+    atrium and outflow tract fill while the LV empties: near zero or negative there.
+    """
+    if len(slices) < 3:
+        return slices
+    masks = _endo_masks(o, ed.shape, sp, slices)
+    _, wall = _slice_levels(o)
+    dark = np.full(ed.shape[2], np.nan)
+    for k in slices:
+        m = masks[:, :, k]
+        if m.any():
+            b_ed, b_es = float(ed[:, :, k][m].mean()), float(es[:, :, k][m].mean())
+            dark[k] = (b_ed - b_es) / max(b_ed - float(wall[k]), 1e-3)
+    ref = float(np.nanpercentile(dark[slices], 90)) if np.isfinite(dark[slices]).any() else 0.0
+    if not ref > 0:
+        return slices
+    area, _ = _star_moments(o.endo, o.angles)
+    base_first = area[slices[0]] >= area[slices[-1]]
+    ks = list(slices if base_first else slices[::-1])
+    while len(ks) > 2 and ks[0] != kbest and not dark[ks[0]] >= _MIN_DARKENING * ref:
+        ks.pop(0)
+    return np.sort(np.array(ks))
