@@ -70,7 +70,8 @@ def test_fit_writes_the_output_contract(synth_dir: Path, tmp_path: Path, ref_fra
     d_true = truth_disp[lv][:, es].mean(0)
     assert np.dot(d_fit, d_true) > 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["steps"] == 150 and m["sequence"]["ref_frame"] == ref
+    # the default start is the built-in prior, whose adaptation stops once the loss levels off
+    assert m["prior"]["source"] == "builtin" and 0 < m["steps"] <= 150 and m["sequence"]["ref_frame"] == ref
     assert m["percent_negative_jacobian"] == 0.0
     # Strain from the fitted field tracks the phantom's analytic peaks (within 3 points).
     params = json.loads((synth_dir / "manifest.json").read_text())["cases"][0]["params"]
