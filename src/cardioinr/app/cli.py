@@ -118,6 +118,8 @@ def fit(
         changes["steps"] = steps
     if similarity is not None:
         changes["similarity"] = similarity
+    if model is not None and start.prior is None:  # with a prior the architecture is the prior's (checked above)
+        changes["field"] = dc_replace(cfg.field, model=model)
     cfg = dc_replace(cfg, **changes)
     through_plane = check_through_plane(prior_through_plane, with_prior=start.prior is not None)
     init, extra = start.init_field(seq, through_plane, cfg)
