@@ -5,6 +5,7 @@ where the fit samples its points."""
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,11 +81,7 @@ def heart_frame(seq: Sequence) -> HeartFrame:
         area = max(mask[:, :, k].sum() for k in range(mask.shape[2])) * sp[0] * sp[1]
         return HeartFrame(centre[:d], float(max(2.0 * math.sqrt(area / math.pi), floor)), "labels", True,
                           "LV cavity and myocardium of the reference labels" if lv.any() else "the labelled heart")
-    from cardioinr.fit.localise import locate_heart  # scipy-heavy; labelled fits never need it
-
-    # Spacing rounded to 0.1 um: read back from a rotated (oblique) affine it differs in the last
-    # bits, which would flip the localiser's discrete choices (grid steps, radii) and move the frame.
-    loc = locate_heart(seq.image, np.round(sp, 4))
+    loc = _located(seq.image, sp)
     if loc.found:
         return HeartFrame(np.asarray(loc.centre_mm, dtype=np.float64)[:d], float(max(loc.scale_mm, floor)), "images",
                           True, f"{loc.method} (score {loc.score:.2f})")
@@ -92,6 +89,30 @@ def heart_frame(seq: Sequence) -> HeartFrame:
     scale = 0.5 * max(seq.shape[0] * sp[0], seq.shape[1] * sp[1])
     return HeartFrame(centre[:d], float(max(scale, floor)), "image-centre", False,
                       f"no labels, and {loc.method} found no beating heart (score {loc.score:.2f})")
+
+
+# One fit asks for the frame of an unlabelled cine several times (choosing its start, placing the
+# prior, metrics.json): the images are located once per image array (weakly held, so a cine
+# that is gone takes its entry with it) and spacing. Keyed by id (arrays are not hashable); the
+# entry is dropped when the array is collected, so an id reused later never finds a stale one.
+_LOCATED: dict[int, dict] = {}
+
+
+def _located(image: np.ndarray, spacing: np.ndarray):
+    """:func:`cardioinr.fit.localise.locate_heart` of ``image``, remembered per array."""
+    from cardioinr.fit.localise import locate_heart  # scipy-heavy; labelled fits never need it
+
+    # Spacing rounded to 0.1 um: read back from a rotated (oblique) affine it differs in the last
+    # bits, which would flip the localiser's discrete choices (grid steps, radii) and move the frame.
+    sp = np.round(np.asarray(spacing, dtype=np.float64), 4)
+    per_image = _LOCATED.get(id(image))
+    if per_image is None:
+        per_image = _LOCATED[id(image)] = {}
+        weakref.finalize(image, _LOCATED.pop, id(image), None)
+    key = tuple(sp.tolist())
+    if key not in per_image:
+        per_image[key] = locate_heart(image, sp)
+    return per_image[key]
 
 
 def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:

@@ -216,16 +216,23 @@ def _frame_value(value: object, what: str, where: Path) -> int | None:
     return int(value)
 
 
+def _read_json_object(path: Path, unreadable: str, not_object: str) -> dict:
+    """A JSON file that must hold an object; otherwise an InputError naming ``path`` and saying
+    ``unreadable`` (with the parser's reason) or ``not_object``."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: {unreadable} ({first_line(e, 160)})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: {not_object}")
+    return doc
+
+
 # -- manifest --------------------------------------------------------------------------------
 
 
 def _index_manifest(manifest: Path, problems: list[IndexProblem] | None = None) -> list[DatasetEntry]:
-    try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{manifest}: unreadable manifest ({first_line(e, 160)})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{manifest}: a manifest must be a JSON object with a 'cases' list")
+    doc = _read_json_object(manifest, "unreadable manifest", "a manifest must be a JSON object with a 'cases' list")
     fmt = doc.get("format")
     if fmt is not None and not str(fmt).startswith("cardioinr"):
         raise InputError(f"{manifest}: unknown manifest format {fmt!r} (expected {MANIFEST_FORMAT!r})")
@@ -334,12 +341,7 @@ def _sunnybrook_case(folder: Path, case: str, cine: Path, labs: dict[str, dict[s
     info_path = folder / f"{case}_info.json"
     info: dict = {}
     if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(f"{info_path}: unreadable ({first_line(e, 160)})") from None
-        if not isinstance(info, dict):
-            raise InputError(f"{info_path}: expected a JSON object")
+        info = _read_json_object(info_path, "unreadable", "expected a JSON object")
     frames: dict[str, int | None] = {}
     for phase in ("ED", "ES"):
         from_info = _frame_value(info.get(f"{phase}_frame"), f"{phase}_frame", info_path)
