@@ -18,8 +18,12 @@ The population (seeds ``TRAIN_SEED + i``; held-out evaluation uses :data:`HELD_O
   reference labels only place the normalised frame, as a user's ``--seg`` does; the prior is
   learned from the images alone (the loss uses no labels).
 
-Not in the population (the phantom model has no such option yet): regional wall-motion
-abnormalities (akinetic or dyskinetic segments) and dyssynchrony.
+Not in the population: regional wall-motion abnormalities (akinetic or dyskinetic segments)
+and dyssynchrony (fine-tune on such hearts: ``cardioinr train-prior --from builtin``).
+
+Each checkpoint carries its training-distribution record (every case's geometry, heart size,
+truth and the loss the prior starts from), computed at the end of training; ``--record`` redoes
+it for the shipped weights without retraining.
 
     python benchmarks/builtin_priors.py                 # both priors (about 20 min on 2 cores; resumable)
     python benchmarks/builtin_priors.py --dims 2 --n2 4 --out /tmp/p   # a quick trial
@@ -47,10 +51,13 @@ from cardioinr.io import Sequence  # noqa: E402
 from cardioinr.phantoms import PhantomConfig, make_phantom  # noqa: E402
 from cardioinr.priors import PriorConfig, save_prior, train_prior  # noqa: E402
 from cardioinr.priors.builtin import MANIFEST, WEIGHTS_DIR, builtin_name  # noqa: E402
+from cardioinr.priors.distribution import TRUTH_KEYS, training_record  # noqa: E402
 
 TRAIN_SEED = 10_000
 HELD_OUT_SEED = 20_000
-VERSION = "2026.12"  # bump with any change of the recipe or the population
+# Bump with any change of the recipe, the population or the file (2026.12.1: the same weights as
+# 2026.12 with the training-distribution record added, `--record`).
+VERSION = "2026.12.1"
 
 GROUPS: dict[str, dict] = {
     "healthy": {"ef_range": (0.50, 0.70), "circumferential_strain_range": (-0.25, -0.15),
@@ -93,7 +100,8 @@ def population(dim: int, n: int, first_seed: int) -> list[tuple[Sequence, dict]]
         seq = replace(ph.sequence, labels={ph.sequence.ref_frame: ph.sequence.labels[ph.sequence.ref_frame]})
         out.append((seq, {"seed": seed, "group": group, "shape": list(cfg.shape), "spacing": list(cfg.spacing),
                           "frames": cfg.n_frames, "ed_frame": cfg.ed_frame,
-                          "ef": round(float(ph.params.get("ef", float("nan"))), 3)}))
+                          "ef": round(float(ph.params.get("ef", float("nan"))), 3),
+                          "truth": {k: ph.params[k] for k in TRUTH_KEYS if k in ph.params}}))
     return out
 
 
@@ -131,9 +139,10 @@ def train_config(dim: int, device: str) -> PriorConfig:
     return PriorConfig(kind="consensus", subject_steps=300, trim=0.2, device=device, seed=0)
 
 
-def write_card(name: str, entry: dict, weights: Path, docs: Path, bench: dict | None) -> Path:
-    """The model card ``docs/priors/<name>.md``: what the prior is, its data, recipe, accuracy and
-    speed (from ``benchmarks/builtin_bench.py``'s JSON when given) and known limits."""
+def write_card(name: str, entry: dict, weights: Path, bench: dict | None) -> Path:
+    """The model card ``<weights>/<name>.md`` (shipped beside the weights: ``cardioinr priors show``
+    prints it): what the prior is, its data, recipe, accuracy and speed (from
+    ``benchmarks/builtin_bench.py``'s JSON when given) and known limits."""
     from cardioinr.priors import adapt_steps, load_prior
     from cardioinr.priors.config import ADAPT_DEFAULTS
 
@@ -194,10 +203,24 @@ def write_card(name: str, entry: dict, weights: Path, docs: Path, bench: dict | 
     if dim == 3:
         lines.insert(-1, "* Through-plane motion: short-axis slices of 8-10 mm barely see the base's descent; the "
                          "fit scales the prior's through-plane start per case (`--prior-through-plane auto`).")
-    path = docs / f"{name}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lines += distribution_section(prior)
+    path = weights / f"{name}.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def distribution_section(prior) -> list[str]:
+    """What the training-distribution record says (the applicability check compares with it)."""
+    from cardioinr.priors.distribution import summarise_record
+
+    return ["## Training distribution (recorded in the checkpoint)", "",
+            "A fit says in metrics.json and its report when a case lies outside it "
+            "(docs/priors/applicability.md); `cardioinr priors show " + prior_name(prior) + " --cases` lists every case.",
+            "", *[f"* {x}" for x in summarise_record(prior.distribution)], ""]
+
+
+def prior_name(prior) -> str:
+    return prior.config.get("builtin", {}).get("name", "PRIOR")
 
 
 def bench_section(name: str, dim: int, bench: dict | None) -> list[str]:
@@ -206,7 +229,7 @@ def bench_section(name: str, dim: int, bench: dict | None) -> list[str]:
         return ["## Accuracy and speed", "", "Not measured yet: run `make bench-builtin`.", ""]
     out = ["## Accuracy and speed", "",
            "From `make bench-builtin` (whole `cardioinr fit` command, this 2-core CPU; full tables in "
-           "[builtin.md](builtin.md)).", ""]
+           "docs/priors/builtin.md).", ""]
     acc = [r for r in bench.get("accuracy", {}).values() if r["dim"] == dim]
     if acc:
         def mean(init, k):
@@ -244,17 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-real", action="store_true", help="leave the Sunnybrook cines out")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cards", action="store_true", help="only (re)write the model cards in docs/priors/")
+    ap.add_argument("--cards", action="store_true", help="only (re)write the model cards (beside the weights)")
+    ap.add_argument("--record", action="store_true",
+                    help="only (re)compute the training-distribution record of the existing checkpoints (same weights)")
     ap.add_argument("--bench", type=Path, default=Path("bench_out/builtin/builtin_bench.json"),
                     help="the accuracy and speed figures the cards quote")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.cards:
         bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
-        docs = Path(__file__).resolve().parents[1] / "docs" / "priors"
         for name, entry in json.loads((args.out / MANIFEST).read_text())["priors"].items():
-            print(f"wrote {write_card(name, entry, args.out, docs, bench)}")
+            print(f"wrote {write_card(name, entry, args.out, bench)}")
         return 0
+    if args.record:
+        return record_existing(args)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"priors": {}}
@@ -268,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         # Resumable: the per-subject fits are kept in OUT/<name>.state until the prior is written.
         state = args.out / f"{builtin_name(dim)}.state"
         prior = train_prior([s for s, _ in cases + real], cfg, progress=False, state_path=state, clear_state=False,
-                            callback=lambda i, logs: print(f"  subject {i}: loss {logs['loss']:.4f}", flush=True))
+                            callback=lambda i, logs: print(f"  subject {i}: loss {logs['loss']:.4f}", flush=True),
+                            truths=[m["truth"] for _, m in cases] + [None] * len(real))
         secs = time.perf_counter() - t0
         name = builtin_name(dim)
         prior.data_summary = dict(prior.data_summary, population={
@@ -282,11 +309,44 @@ def main(argv: list[str] | None = None) -> int:
             "file": path.name, "dim": dim, "kind": "consensus", "version": VERSION, "sha256": file_sha256(path),
             "bytes": path.stat().st_size, "train_seconds": round(secs, 1), "threads": args.threads,
             "n_phantoms": len(cases), "n_real": len(real), "torch": torch.__version__,
-            "card": f"docs/priors/{name}.md",
+            "card": f"{name}.md",
         }
         write_json_atomic(manifest_path, manifest)
         state.unlink(missing_ok=True)
         print(f"[{dim}D] {name}: trained in {secs:.0f} s -> {path} ({path.stat().st_size / 1e3:.0f} kB)", flush=True)
+    return 0
+
+
+def record_existing(args) -> int:
+    """Add (or redo) the training-distribution record of the checkpoints in ``--out``: the
+    population is regenerated from its seeds and each case evaluated with the shipped weights,
+    which stay bitwise the same; the file, its checksum and the version change."""
+    from cardioinr.priors import load_prior
+
+    manifest_path = args.out / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    for dim in (int(d) for d in args.dims.split(",")):
+        name = builtin_name(dim)
+        entry = manifest["priors"][name]
+        path = args.out / entry["file"]
+        prior = load_prior(path)
+        n = entry["n_phantoms"]
+        cases = population(dim, n, TRAIN_SEED)
+        real = [] if not entry["n_real"] else real_cases(dim)
+        if len(real) != entry["n_real"]:
+            raise SystemExit(f"{name} was trained with {entry['n_real']} real cines, {len(real)} found")
+        seqs = [s for s, _ in cases + real]
+        t0 = time.perf_counter()
+        before = {k: v.clone() for k, v in prior.field.state_dict().items()}
+        prior.distribution = training_record(
+            [prior.describe_case(s, t) for s, t in zip(seqs, [m["truth"] for _, m in cases] + [None] * len(real))],
+            prior.fit_config().to_dict())
+        assert all(torch.equal(before[k], v) for k, v in prior.field.state_dict().items())
+        prior.config = dict(prior.config, builtin=dict(prior.config.get("builtin", {}), version=VERSION))
+        save_prior(path, prior)
+        entry.update(version=VERSION, sha256=file_sha256(path), bytes=path.stat().st_size, card=f"{name}.md")
+        write_json_atomic(manifest_path, manifest)
+        print(f"[{dim}D] {name}: recorded {len(seqs)} cases in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     return 0
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 import torch
 
+from cardioinr.core.files import file_sha256
 from cardioinr.fit import load_field
 from cardioinr.io import read_nifti, save_nifti
 from cardioinr.phantoms import PhantomConfig, make_phantom, write_cases
@@ -295,6 +296,37 @@ def test_prior_training_killed_then_resumed(cohort: dict, tmp_path: Path, signam
     assert len(resumed.history) == 30
     for k, v in uninterrupted.field.state_dict().items():
         assert torch.equal(resumed.field.state_dict()[k], v), f"resumed training differs in {k}"
+
+
+def test_fine_tuning_killed_then_resumed(cohort: dict, tmp_path: Path) -> None:
+    """Fine-tuning (--from) resumes after a kill to the same weights as an uninterrupted run,
+    and a state left by a fine-tuning from another parent is not resumed."""
+    parent = tmp_path / "parent.ckpt"
+    rc, _, err = finish(start(*train_args(cohort, parent)))
+    assert rc == 0, err
+    ref = tmp_path / "ref.ckpt"
+    rc, _, err = finish(start(*train_args(cohort, ref, "--from", str(parent))))
+    assert rc == 0, err
+    out = tmp_path / "ft.ckpt"
+    state = out.with_name(out.name + ".state")
+    proc = start(*train_args(cohort, out, "--from", str(parent)))
+    assert _wait_for(state, proc), "the training state never appeared"
+    time.sleep(random.Random(7).uniform(0.05, 0.3))
+    proc.kill()
+    rc, _, err = finish(proc)
+    if rc == 0:
+        pytest.skip("fine-tuning finished before the signal")
+    assert not out.exists() and state.exists()
+    # Another parent (here: random weights) cannot pick up this state.
+    rc, _, err = finish(start(*train_args(cohort, out, "--resume")))
+    assert rc == 2 and "training state started from the prior" in err and "delete it to restart" in err, err
+    rc, _, err = finish(start(*train_args(cohort, out, "--from", str(parent), "--resume")))
+    assert rc == 0, err
+    assert not state.exists()
+    resumed, uninterrupted = load_prior(out), load_prior(ref)
+    assert [s["sha256"] for s in resumed.lineage] == [s["sha256"] for s in uninterrupted.lineage] == [file_sha256(parent)]
+    for k, v in uninterrupted.field.state_dict().items():
+        assert torch.equal(resumed.field.state_dict()[k], v), f"resumed fine-tuning differs in {k}"
 
 
 def test_prior_training_killed_while_writing_the_checkpoint_can_resume(cohort: dict, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def test_every_builtin_prior_is_shipped_intact_and_documented() -> None:
         assert prior.kind == e["kind"] == "consensus" and prior.field.dim == e["dim"]
         assert prior.config["builtin"] == {"name": name, "version": e["version"], "recipe": "benchmarks/builtin_priors.py"}
         assert prior.data_summary["population"]["phantoms"], "the training population is recorded"
-        card = REPO / e["card"]
+        card = bi.WEIGHTS_DIR / e["card"]  # shipped beside the weights (cardioinr priors show prints it)
         assert card.is_file() and e["version"] in card.read_text() and e["sha256"] in card.read_text()
     assert bi.builtin_path(2).name == entries[bi.builtin_name(2)]["file"]
 
@@ -71,8 +71,11 @@ def test_fit_starts_from_the_builtin_prior_by_default(case, tmp_path) -> None:
     rc, m = _fit(case, tmp_path / "a", "--seg", str(case["seg"]))
     assert rc == 0
     e = bi.manifest()[bi.builtin_name(2)]
+    applic = m["prior"].pop("applicability")
     assert m["prior"] == {"source": "builtin", "name": bi.builtin_name(2), "version": e["version"],
                           "kind": "consensus", "path": str(bi.WEIGHTS_DIR / e["file"]), "sha256": e["sha256"]}
+    # The tiny test cine has 10 frames; the built-in population has 20-50: a warning, not a refusal.
+    assert applic["in_distribution"] is False and applic["flags"] == ["frames"] and applic["n_training_cases"] == 27
     assert m["inputs"]["prior"]["sha256"] == e["sha256"]
     assert m["heart_location"]["method"] == "labels"
     rc, m = _fit(case, tmp_path / "b", "--seg", str(case["seg"]), "--prior", "none")
@@ -128,3 +131,26 @@ def test_a_damaged_install_is_refused(case, tmp_path, monkeypatch, capsys) -> No
     assert rc == 2 and "does not match its checksum" in err and len(err.strip().splitlines()) == 1
     (weights / bi.MANIFEST).unlink()
     assert main(["priors"]) == 0 and "ships no built-in priors" in capsys.readouterr().out
+
+
+def test_priors_show_prints_the_record_and_the_card(capsys) -> None:
+    assert main(["priors", "show", bi.builtin_name(2), "--cases"]) == 0
+    out = capsys.readouterr().out
+    e = bi.manifest()[bi.builtin_name(2)]
+    assert f"{bi.builtin_name(2)} (built-in, version {e['version']})" in out and e["sha256"] in out
+    assert "training distribution:" in out and "27 cases, 24 with ground truth" in out
+    assert "healthy10002" in out  # --cases lists every training case
+    assert f"# Built-in prior `{bi.builtin_name(2)}`" in out  # the model card
+    assert main(["priors", "show", "consensus-9d"]) == 2
+    err = capsys.readouterr().err
+    assert "consensus-9d: neither a built-in prior (builtin, consensus-2d, consensus-3d) nor a checkpoint file" in err
+
+
+def test_builtin_priors_record_their_training_distribution() -> None:
+    for dim in (2, 3):
+        prior = load_prior(bi.builtin_path(dim))
+        cases = prior.distribution["cases"]
+        e = bi.manifest()[bi.builtin_name(dim)]
+        assert len(cases) == e["n_phantoms"] + e["n_real"]
+        assert all("start_ratio" in c and "motion_scale" in c and c["heart"]["found"] for c in cases)
+        assert sum("ef" in c.get("truth", {}) for c in cases) == e["n_phantoms"]

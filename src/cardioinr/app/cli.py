@@ -49,12 +49,41 @@ def synth(
     dim: int = typer.Option(2, "--dim", min=2, max=3, help="2 for 2D+t slices, 3 for 3D+t stacks."),
     tagged: bool = typer.Option(False, "--tagged", help="Add a SPAMM tag grid."),
     seed: int = typer.Option(0, "--seed", help="Random seed (cases are reproducible)."),
+    ef: Optional[str] = typer.Option(None, "--ef", help="EF range LO,HI (fractions, e.g. 0.15,0.35; default 0.5,0.7), "
+                                                         "before any regional abnormality."),
+    regional: Optional[str] = typer.Option(
+        None, "--regional",
+        help="One LV segment with abnormal motion: its motion scale, or a range LO,HI to draw it from (1 normal, "
+             "0 akinetic, below 0 dyskinetic; e.g. -0.3,0.2). Off by default."),
+    regional_extent: str = typer.Option("60,120", "--regional-extent", help="Width range of that segment, degrees."),
 ) -> None:
     """Write synthetic short-axis cines with ground-truth motion (NIfTI + manifest.json)."""
     from cardioinr.phantoms import PhantomConfig, write_cases
 
-    manifest = write_cases(out, n=n, config=PhantomConfig(dim=dim, tagged=tagged), seed=seed)
+    changes: dict = {}
+    if ef is not None:
+        changes["ef_range"] = _number_range(ef, "--ef")
+        # A weak heart has weak strain: the default strain range (-25 to -15 %) only fits EF 50-70 %.
+        changes["circumferential_strain_range"] = (-0.25, -0.03)
+    if regional is not None:
+        changes["regional_motion_range"] = _number_range(regional, "--regional")
+        changes["regional_extent_deg_range"] = _number_range(regional_extent, "--regional-extent")
+    manifest = write_cases(out, n=n, config=PhantomConfig(dim=dim, tagged=tagged, **changes), seed=seed)
     typer.echo(f"wrote {len(manifest['cases'])} cases to {out}")
+
+
+def _number_range(text: str, option: str) -> tuple[float, float]:
+    """``"x"`` -> (x, x); ``"lo,hi"`` -> (lo, hi); a one-line :class:`ConfigError` otherwise."""
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise ConfigError(f"{option} {text!r}: expected a number or LO,HI")
+    lo, hi = parts[0], parts[-1]
+    if lo > hi:
+        raise ConfigError(f"{option} {text!r}: LO must not exceed HI")
+    return lo, hi
 
 
 @app.command()
@@ -123,6 +152,11 @@ def fit(
     cfg = dc_replace(cfg, **changes)
     through_plane = check_through_plane(prior_through_plane, with_prior=start.prior is not None)
     init, extra = start.init_field(seq, through_plane, cfg)
+    applic = extra["prior"].get("applicability")
+    if applic and applic.get("in_distribution") is False:
+        from cardioinr.priors import applicability_words
+
+        typer.echo(f"warning: {seq.name} lies {applicability_words(applic)}", err=True)
     result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
@@ -216,10 +250,17 @@ def train_prior_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the training state left by an interrupted run."),
+    from_prior: Optional[str] = typer.Option(
+        None, "--from",
+        help="Fine-tune an existing prior instead of starting from random weights: builtin (the built-in prior of "
+             "the data's dimension) or a checkpoint PATH. Its kind and field architecture are kept (--kind may "
+             "switch between kinds of the same architecture); the new checkpoint records its lineage."),
+    subject_steps: Optional[int] = typer.Option(None, "--subject-steps", min=1,
+                                                help="consensus: steps of each per-subject fit."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Learn a motion prior from a cohort (data-parallel under torchrun)."""
+    """Learn a motion prior from a cohort, or fine-tune one (--from) on your own (data-parallel under torchrun)."""
     from dataclasses import replace as dc_replace
 
     from cardioinr.app.distributed import init_from_env, is_rank0, shutdown
@@ -228,33 +269,77 @@ def train_prior_cmd(
     pin_threads(threads)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; --out names the checkpoint file to write (e.g. {out / 'prior.ckpt'})")
+    seqs = load_training_sequences(data, label_map, dim)
+    parent, parent_record = None, None
+    if from_prior is not None:
+        from cardioinr.priors import NO_PRIOR, resolve_prior
+
+        if from_prior == NO_PRIOR:
+            raise ConfigError("--from none: leave --from out to train from random weights")
+        choice = resolve_prior(from_prior, seqs[0].ndim_space, device)
+        parent, parent_record = choice.prior, choice.record
     base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)
+    # The kind: --kind when given, else the settings file's, else the parent's (fine-tuning
+    # continues the parent's kind), else the default.
+    if not kind_was_given():
+        from cardioinr.core.config import read_config_table
+
+        in_file = config is not None and "kind" in read_config_table(config, "prior")
+        kind = base.kind if in_file or parent is None else parent.kind
     changes: dict = {"kind": kind, "device": device, "seed": seed}
     if steps is not None:
         changes["steps"] = steps
-    if model is not None:
+    if subject_steps is not None:
+        changes["subject_steps"] = subject_steps
+    if parent is not None:
+        if model is not None and model != parent.field.config.model:
+            raise ConfigError(f"--model {model}: fine-tuning keeps the parent prior's {parent.field.config.model} field")
+        pf = parent.field.config
+        changes["field"] = dc_replace(pf, latent_dim=0)
+        if pf.latent_dim:
+            changes["latent_dim"] = pf.latent_dim
+    elif model is not None:
         changes["field"] = dc_replace(base.field, model=model)
     cfg = dc_replace(base, **changes)
-    seqs = load_training_sequences(data, label_map, dim)
     state = out.with_name(out.name + ".state")
     if state.exists() and not resume:
         raise ConfigError(f"{state}: an interrupted training left its state here; pass --resume or delete it")
     dist = init_from_env(device)
-    prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist, clear_state=False)
+    prior = train_prior(seqs, cfg, progress=not quiet, state_path=state, dist=dist, clear_state=False,
+                        parent=parent, parent_record=parent_record)
     if is_rank0(dist):
         save_prior(out, prior)
         # Only now is the training safe in the checkpoint: a kill before this line resumes.
         state.unlink(missing_ok=True)
-        typer.echo(f"trained a {kind} prior on {len(seqs)} sequences in "
-                   f"{prior.config['train_seconds']:.0f} s -> {out}")
+        what = f"fine-tuned {parent_record.get('name') or parent_record.get('path')} as a {cfg.kind} prior" \
+            if parent_record else f"trained a {cfg.kind} prior"
+        typer.echo(f"{what} on {len(seqs)} sequences in {prior.config['train_seconds']:.0f} s -> {out}")
     # Not in a `finally`: after a failure on one rank the others never reach the barrier, and
     # torchrun stops them anyway.
     shutdown(dist)
 
 
-@app.command("priors")
-def priors_cmd() -> None:
-    """List the built-in priors shipped with cardioinr (the ones 'fit' starts from by default)."""
+def kind_was_given() -> bool:
+    """Whether --kind was on the command line (click knows where each value came from)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    src = ctx.get_parameter_source("kind")
+    return src is not None and src.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+priors_app = typer.Typer(help="The built-in priors; what a prior was trained on (show).", no_args_is_help=False)
+app.add_typer(priors_app, name="priors")
+
+
+@priors_app.callback(invoke_without_command=True)
+def priors_cmd(ctx: typer.Context) -> None:
+    """List the built-in priors shipped with cardioinr (the ones 'fit' starts from by default);
+    'cardioinr priors show PRIOR' describes one."""
+    if ctx.invoked_subcommand is not None:
+        return
     from cardioinr.priors import list_builtin
 
     rows = list_builtin()
@@ -266,6 +351,20 @@ def priors_cmd() -> None:
         typer.echo(f"{r['name']:<14} {r['dim']:>3}  {r['kind']:<10} {r['version']:<8} {r['bytes'] / 1e3:>5.0f}kB  "
                    f"{r['sha256'][:12]:<12}  {r['state']:<7} {r['card']}")
     typer.echo("fit uses the one of the cine's dimension unless --prior none or --prior PATH is given")
+
+
+@priors_app.command("show")
+def priors_show_cmd(
+    prior: str = typer.Argument(..., help="A built-in prior's name (consensus-2d, consensus-3d) or a checkpoint PATH."),
+    cases: bool = typer.Option(False, "--cases", help="Also list every training case."),
+    card: bool = typer.Option(True, "--card/--no-card", help="Print a built-in prior's model card."),
+) -> None:
+    """What a prior is and what it was trained on: kind, architecture, recipe, lineage, the
+    training-distribution record (and a built-in prior's model card)."""
+    from cardioinr.priors import show_prior
+
+    for line in show_prior(prior, cases=cases, card=card):
+        typer.echo(line)
 
 
 @app.command()

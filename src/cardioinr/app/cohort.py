@@ -65,7 +65,7 @@ SUMMARY_PARQUET = "cohort_summary.parquet"
 COLUMNS = (
     "subject", "status", "stage", "error", "seconds", "steps", "dice_mean", "dice_min", "epe_myo_mm",
     "percent_negative_jacobian", "peak_radial_pct", "peak_circumferential_pct", "peak_longitudinal_pct",
-    "ef_pct", "worker_peak_rss_mb", "output",
+    "ef_pct", "worker_peak_rss_mb", "prior_in_distribution", "prior_warning", "output",
 )
 STATUSES = ("ok", "failed", "skipped", "not_run")
 #: Where a failed subject failed, in pipeline order (empty for the other statuses).
@@ -182,6 +182,12 @@ def summary_row(subject: str, folder: Path | None, status: str, *, error: str = 
     cohort = metrics.get("cohort") if isinstance(metrics.get("cohort"), Mapping) else {}
     if cohort.get("worker_peak_rss_mb") is not None:
         row["worker_peak_rss_mb"] = _num(cohort.get("worker_peak_rss_mb"))
+    prior = metrics.get("prior") if isinstance(metrics.get("prior"), Mapping) else {}
+    applic = prior.get("applicability") if isinstance(prior.get("applicability"), Mapping) else {}
+    if applic.get("in_distribution") is not None:
+        # Outside what the prior was trained on: a warning for this subject, not a failure.
+        row["prior_in_distribution"] = bool(applic["in_distribution"])
+        row["prior_warning"] = "; ".join(str(r) for r in applic.get("reasons", []))
     ev = metrics.get("evaluation") if isinstance(metrics.get("evaluation"), Mapping) else {}
     ref = (metrics.get("sequence") or {}).get("ref_frame") if isinstance(metrics.get("sequence"), Mapping) else None
     frames = (ev.get("labels") or {}).get("frames") if isinstance(ev.get("labels"), Mapping) else None
@@ -341,7 +347,10 @@ def fit_subject(entry, folder: str, fit_config: dict, prior_path: str | None = N
             prior = _cached_prior(prior_path, cfg.device)
             init, used = prior.start(seq, prior_through_plane, cfg)
             extra["prior"] = {"path": str(prior_path), "kind": prior.kind, "through_plane": used,
-                              "through_plane_requested": prior_through_plane}
+                              "through_plane_requested": prior_through_plane,
+                              # Described with every labelled frame of the dataset: EF, where
+                              # ES labels exist, is part of what the prior is checked against.
+                              "applicability": prior.applicability(prior.describe_case(seq_full))}
         result = Fitter(cfg).fit(seq, init=init, callback=_fault_hook(entry.name))
         ev = _evaluation(seq_full, truth_disp, result)
         if ev is not None:
@@ -543,9 +552,10 @@ def write_summary(rows: list[dict], out_dir: Path) -> tuple[Path, Path | None]:
     except ImportError:
         pq = None
     if pq is not None:
-        floats = {c for c in COLUMNS if c not in ("subject", "status", "stage", "error", "output", "steps")}
-        schema = pa.schema([(c, pa.float64() if c in floats else pa.int64() if c == "steps" else pa.string())
-                            for c in COLUMNS])
+        text = ("subject", "status", "stage", "error", "output", "prior_warning")
+        floats = {c for c in COLUMNS if c not in (*text, "steps", "prior_in_distribution")}
+        schema = pa.schema([(c, pa.float64() if c in floats else pa.int64() if c == "steps"
+                             else pa.bool_() if c == "prior_in_distribution" else pa.string()) for c in COLUMNS])
         table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema)
         parquet = out_dir / SUMMARY_PARQUET
         with atomic_path(parquet) as tmp:
@@ -797,6 +807,11 @@ def cohort_command(
     typer.echo(f"cohort: {s.n_ok} ok, {s.n_failed} failed, {s.n_skipped} skipped of {len(s.rows)} subjects in "
                f"{s.seconds:.0f} s ({s.subjects_per_minute:.2f} subjects/min over {fitted} fitted, {s.slots} at once) "
                f"-> {s.csv}")
+    outside = [r for r in s.rows if r.get("prior_in_distribution") is False]
+    if outside:
+        typer.echo(f"  {len(outside)} subject(s) lie outside what the prior was trained on (prior_warning in "
+                   f"{s.csv.name}): {', '.join(r['subject'] for r in outside[:10])}{' ...' if len(outside) > 10 else ''}",
+                   err=True)
     for r in s.failed[:10]:
         typer.echo(f"  failed {r['subject']} ({r['stage']}): {r['error']}", err=True)
     if s.n_failed > 10:

@@ -25,7 +25,10 @@ round-off and fast, rather than a slow global fixed point):
    axis, ``r^2 = r_en^2 + (R^2 - R_en^2) / lambda`` in the wall (area scales by ``1/lambda``,
    so with stage 2 the myocardium keeps its volume exactly), uniform scaling of the blood pool,
    and a smooth fall-off of the change in ``r^2`` outside the epicardium; plus a twist (rotation
-   by an angle that decreases from endo- to epicardium and fades outside the heart).
+   by an angle that decreases from endo- to epicardium and fades outside the heart). Optionally
+   (``PhantomConfig.regional_motion_range``) one angular segment contracts less, not at all
+   or bulges outward (a regional wall-motion abnormality): the cavity shrink then depends on
+   the material angle, the twist on the deformed radius, and the wall stays incompressible.
 2. *Base descent* (3D only): ``u_z = b(t) (Z_apex - Z) / (Z_apex - Z_base)`` inside the heart
    (the base moves toward the apex; uniform longitudinal stretch ``lambda = 1 - b / L``),
    fading out radially beyond the heart.

@@ -44,6 +44,20 @@ class PhantomConfig:
             rejection so that the combination is anatomically plausible; see ``draw_motion``).
         long_axis_mm_range: 3D base-to-apex length of the LV, mm (capped by the stack); ``None``
             stretches the LV over the whole stack (apex near the last slice).
+        regional_motion_range: a regional wall-motion abnormality (post-infarct): the motion
+            scale ``s`` of one segment of the LV wall, drawn from this range within [-1, 1]
+            (1 normal, 0 akinetic, < 0 dyskinetic: the segment bulges out in systole); the
+            segment's cavity shrink is ``s`` times the normal one. ``None`` (the default): no
+            abnormality, and every phantom is bit for bit what it was without these settings.
+            ``s`` may be raised toward 1 for a strongly contracting heart (see ``draw_motion``).
+        regional_extent_deg_range: the segment's angular width (full width at half maximum,
+            degrees, in (0, 240]): full abnormality over the central half, none beyond 1.5 times
+            the width; the segment takes ``extent / 360`` of the circumference (an AHA segment
+            is 60 degrees). In 3D it spans the whole long axis.
+        regional_centre_deg_range: the segment's centre, degrees counter-clockwise in the (i, j)
+            plane from the RV direction (0: mid-septum, 180: the free wall opposite).
+        The three regional values are drawn after everything else, so a seed's other
+        parameters do not change when the abnormality is switched on.
     """
 
     dim: int = 2
@@ -74,6 +88,9 @@ class PhantomConfig:
     rv_width_mm_range: Range = (12.0, 20.0)
     rv_shortening_range: Range = (0.35, 0.46)
     translation_mm_range: Range = (1.0, 2.0)
+    regional_motion_range: Range | None = None  # None: no regional wall-motion abnormality
+    regional_extent_deg_range: Range = (60.0, 120.0)
+    regional_centre_deg_range: Range = (0.0, 360.0)
 
     def __post_init__(self) -> None:
         if self.dim not in (2, 3):
@@ -121,6 +138,12 @@ class PhantomConfig:
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                     raise ConfigError(f"{f.name} must be (low, high) with low <= high, got {(lo, hi)}")
                 object.__setattr__(self, f.name, (float(lo), float(hi)))
+        if self.regional_motion_range is not None and not (
+            -1.0 <= self.regional_motion_range[0] and self.regional_motion_range[1] <= 1.0
+        ):
+            raise ConfigError(f"regional_motion_range must lie within [-1, 1], got {self.regional_motion_range}")
+        if not (0.0 < self.regional_extent_deg_range[0] and self.regional_extent_deg_range[1] <= 240.0):
+            raise ConfigError(f"regional_extent_deg_range must lie within (0, 240] degrees, got {self.regional_extent_deg_range}")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "n_frames", n_frames)
@@ -129,5 +152,10 @@ class PhantomConfig:
         object.__setattr__(self, "z_supersample", int(self.z_supersample))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-ready copy (tuples become lists). The regional-abnormality settings are left out
+        while it is off, so that manifests written without it stay what they were."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.regional_motion_range is None:
+            for k in ("regional_motion_range", "regional_extent_deg_range", "regional_centre_deg_range"):
+                del d[k]
+        return d

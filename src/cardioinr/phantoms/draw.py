@@ -13,7 +13,7 @@ from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.appearance import PhantomAppearance
 from cardioinr.phantoms.config import PhantomConfig
 from cardioinr.phantoms.motion import PhantomMotion
-from cardioinr.phantoms.profiles import _FALLOFF_MAX_SLOPE
+from cardioinr.phantoms.profiles import _FALLOFF_MAX_SLOPE, segment_weight, segment_weight_slope
 
 __all__ = ["draw_appearance", "draw_motion"]
 
@@ -22,6 +22,9 @@ __all__ = ["draw_appearance", "draw_motion"]
 # of |grad u| <= 0.9, so fixed-point inversion of the field (cardioinr.fit.warp) converges.
 _MAX_ENDO_STRETCH = 1.9
 _RV_MAX_GRADIENT = 0.7  # bound on |grad u| of the RV bump (keeps its det(I + grad u) >= 0.3)
+# The same bound as the endocardial stretch, on |grad u| of the LV map where a regional
+# abnormality's border zone adds a shear (the segment's endocardium moves less than its neighbours').
+_MAX_REGIONAL_GRADIENT = 0.9
 
 
 def _wall_from_strain(endo: float, shrink: float, lam: float, strain: float) -> float:
@@ -38,6 +41,52 @@ def _wall_from_strain(endo: float, shrink: float, lam: float, strain: float) -> 
     return 2.0 * endo * math.sqrt(num / den) - endo
 
 
+def _regional_endo_gradient(shrink: float, lam: float, scale: float, extent: float) -> float:
+    """Largest in-plane ``|grad u|`` (spectral norm) of the LV map at ES at the endocardium over
+    the angles of a regional abnormality (motion scale ``scale``, FWHM ``extent`` rad), twist
+    left out as for ``_MAX_ENDO_STRETCH``.
+
+    In the local polar frame the gradient at the endocardium is ``[[e - 1, b], [0, a - 1]]`` with
+    ``a = sqrt(1 - k g)`` (hoop stretch), ``e = a`` on the blood side and ``1 / (lambda a)`` on
+    the wall side (radial stretch), and the border zone's shear ``b = (1/R) dr/dtheta =
+    k (1 - s) |w'| / (2 a)``, for ``g = 1 - (1 - s) w(theta)``. The wall side is the worst place:
+    inside the wall both stretches and the shear fall off.
+    """
+    delta = np.linspace(0.0, 0.75 * extent, 301)  # the core and the transition; beyond, normal
+    w = segment_weight(delta, extent)
+    a = np.sqrt(1.0 - shrink * (1.0 - (1.0 - scale) * w))
+    b = shrink * (1.0 - scale) * np.abs(segment_weight_slope(delta, extent)) / (2.0 * a)
+    worst = 0.0
+    for e in (a - 1.0, 1.0 / (lam * a) - 1.0):
+        ss = e * e + b * b + (a - 1.0) ** 2
+        det = e * (a - 1.0)
+        sigma = np.sqrt(0.5 * (ss + np.sqrt(np.maximum(ss * ss - 4.0 * det * det, 0.0))))
+        worst = max(worst, float(sigma.max()))
+    return worst
+
+
+def _cap_regional_scale(scale: float, shrink: float, lam: float, endo: float, epi: float, falloff_mm: float,
+                        extent: float) -> float:
+    """The drawn motion scale ``s`` of a regional abnormality, raised toward 1 (less abnormal)
+    where needed so that (a) the outer fall-off of the change in ``r^2`` stays monotone with the
+    same margin as the draw keeps at the normal angle (``D`` grows by ``R_en^2 k (1 - s)`` at
+    the segment), and (b) the border zone keeps ``|grad u| <= 0.9`` (see
+    :func:`_regional_endo_gradient`). Both only loosen as ``s`` approaches 1, where they hold."""
+    d_normal = endo**2 * (1.0 - shrink) + (epi**2 - endo**2) / lam - epi**2
+    d_limit = 0.5 * (falloff_mm**2 + 2.0 * falloff_mm * epi) / _FALLOFF_MAX_SLOPE
+    scale = max(scale, 1.0 - (d_limit - d_normal) / (endo**2 * shrink))
+    if _regional_endo_gradient(shrink, lam, scale, extent) <= _MAX_REGIONAL_GRADIENT:
+        return scale
+    lo, hi = scale, 1.0  # hi always satisfies the bound
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _regional_endo_gradient(shrink, lam, mid, extent) <= _MAX_REGIONAL_GRADIENT:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[PhantomMotion, dict[str, Any]]:
     """Draw a plausible heart and its motion.
 
@@ -50,8 +99,23 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
     high EF goes with weak strain and a thick wall). In 3D the base descent is capped at 20 % of
     the base-to-apex length (only binding for short stacks).
 
+    With ``config.regional_motion_range`` set, a regional wall-motion abnormality is drawn last
+    (motion scale ``s``, width, centre), so the rest is the heart of the same seed without it;
+    the drawn EF, strain and wall describe the *normal* myocardium, and ``s`` is raised toward 1
+    where the heart contracts so strongly that the segment's border zone would break the
+    limits above (|grad u| <= 0.9 there too, the fall-off margin at the worst angle).
+
     Returns:
-        The motion and a JSON-ready dict of parameters (EF, strain, ES frame, radii, ...).
+        The motion and a JSON-ready dict of parameters (EF, strain, ES frame, radii, ...). The
+        strains, ``cavity_area_shrink`` and the ES radii are those of the normal myocardium.
+        With a regional abnormality, ``ef`` is the true EF including the segment (the angular
+        mean of the cavity shrink is exactly ``k (1 - (1 - s) extent / 360)``; in 3D times the
+        longitudinal factor: volume ratio ``lambda (1 - mean shrink)``), ``ef_global_drawn`` the
+        drawn EF of a heart without the segment, and ``regional_motion_scale`` (``s``),
+        ``regional_motion_scale_drawn`` (before the cap), ``regional_extent_deg`` (FWHM),
+        ``regional_centre_deg`` (counter-clockwise from +i in the (i, j) plane),
+        ``regional_centre_from_rv_deg`` (from the RV direction), and the segment core's
+        ``regional_peak_circumferential_strain`` and ``regional_peak_radial_strain``.
     """
     T = config.n_frames
     sx, sy, sz = config.spacing
@@ -145,6 +209,17 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
     t_mag = np.array([rng.uniform(*config.translation_mm_range), rng.uniform(0.0, 0.5)])
     trans_sys = (float(t_mag[0] * math.cos(t_angle[0])), float(t_mag[0] * math.sin(t_angle[0])))
     trans_osc = (float(t_mag[1] * math.cos(t_angle[1])), float(t_mag[1] * math.sin(t_angle[1])))
+    regional = config.regional_motion_range is not None
+    if regional:
+        # after every other draw: switching the abnormality on leaves the rest of the seed's heart
+        scale_drawn = float(rng.uniform(*config.regional_motion_range))
+        extent = float(rng.uniform(*config.regional_extent_deg_range))
+        centre_from_rv = float(rng.uniform(*config.regional_centre_deg_range))
+        scale = _cap_regional_scale(scale_drawn, shrink, lam_es, endo, float(epi), falloff_mm, math.radians(extent))
+        centre_deg = (math.degrees(angle) + centre_from_rv) % 360.0
+        segment = dict(regional_scale=scale, regional_centre_deg=centre_deg, regional_extent_deg=extent)
+    else:
+        segment = {}
 
     geometry = HeartGeometry(
         dim=config.dim,
@@ -175,6 +250,7 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         translation_sys_mm=trans_sys,
         translation_osc_mm=trans_osc,
         falloff_mm=falloff_mm,
+        **segment,
     )
     # analytic ES quantities of the equatorial (2D: the) slice
     r_en_es = endo * math.sqrt(1.0 - shrink)
@@ -221,6 +297,24 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         )
     else:
         params["twist_deg"] = twist_base
+    if regional:
+        # the true EF: the cavity shrink's angular mean (the segment takes extent / 360 of the
+        # circumference, exactly), times the longitudinal factor in 3D
+        mean_shrink = shrink * (1.0 - (1.0 - scale) * extent / 360.0)
+        r_en_c = endo * math.sqrt(1.0 - shrink * scale)  # the segment's core at ES
+        r_ep_c = math.sqrt(r_en_c**2 + (epi**2 - endo**2) / lam_es)
+        r_mid = 0.5 * (endo + epi)
+        params["ef"] = 1.0 - lam_es * (1.0 - mean_shrink)
+        params.update(
+            ef_global_drawn=ef,
+            regional_motion_scale=scale,
+            regional_motion_scale_drawn=scale_drawn,
+            regional_extent_deg=extent,
+            regional_centre_deg=centre_deg,
+            regional_centre_from_rv_deg=centre_from_rv,
+            regional_peak_circumferential_strain=math.sqrt(r_en_c**2 + (r_mid**2 - endo**2) / lam_es) / r_mid - 1.0,
+            regional_peak_radial_strain=(r_ep_c - r_en_c) / (epi - endo) - 1.0,
+        )
     return motion, params
 
 

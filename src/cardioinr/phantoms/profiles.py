@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["contraction_profile", "falloff", "falloff_slope"]
+__all__ = ["contraction_profile", "falloff", "falloff_slope", "segment_weight", "segment_weight_slope"]
 
 def falloff(s: np.ndarray | float) -> np.ndarray:
     """Smooth step down: 1 for ``s <= 0``, 0 for ``s >= 1``, ``1 - s^2 (3 - 2 s)`` between.
@@ -25,6 +25,31 @@ def falloff_slope(s: np.ndarray | float) -> np.ndarray:
 
 
 _FALLOFF_MAX_SLOPE = 1.5  # max |falloff_slope|: bounds the gradient of every fall-off (see draw_motion)
+
+
+def segment_weight(delta: np.ndarray | float, extent: float) -> np.ndarray:
+    """Angular bump of a regional wall-motion abnormality: 1 in the core, 0 far from it.
+
+    ``w = falloff((|delta| - extent / 4) / (extent / 2))``: 1 for ``|delta| <= extent / 4``, 1/2 at
+    ``extent / 2`` and 0 from ``3 extent / 4`` on, so ``extent`` is the full width at half maximum.
+    The fall-off is point-symmetric about its midpoint, so the bump's integral over the circle is
+    exactly ``extent`` (for ``extent <= 4 pi / 3``, where its support fits): the segment takes the
+    fraction ``extent / (2 pi)`` of the circumference. C1, and its slope is at most
+    ``1.5 / (extent / 2)`` (a wide transition keeps the border zone's shear small).
+
+    Args:
+        delta: angular distance to the segment centre, rad, any shape (taken in absolute value).
+        extent: full width at half maximum, rad, > 0.
+
+    Returns:
+        ``w`` in [0, 1], shape of ``delta``.
+    """
+    return falloff((np.abs(np.asarray(delta, dtype=np.float64)) - 0.25 * extent) / (0.5 * extent))
+
+
+def segment_weight_slope(delta: np.ndarray | float, extent: float) -> np.ndarray:
+    """Derivative of :func:`segment_weight` with respect to ``|delta|``, 1/rad (in ``[-3 / extent, 0]``)."""
+    return falloff_slope((np.abs(np.asarray(delta, dtype=np.float64)) - 0.25 * extent) / (0.5 * extent)) / (0.5 * extent)
 
 
 def contraction_profile(phase: np.ndarray | float, systole: float) -> np.ndarray:

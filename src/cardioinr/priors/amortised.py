@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from cardioinr.core.console import progress_bar
+from cardioinr.core.errors import ConfigError
 from cardioinr.fit.fields import MotionField
 from cardioinr.priors.autodecoder import train_autodecoder
 from cardioinr.priors.checkpoint import TrainState
@@ -20,9 +21,11 @@ from cardioinr.priors.prior import Prior
 
 
 def train_encoder(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, state: TrainState, progress: bool,
-                  callback: Callable[[int, dict], None] | None, dist: DistContext) -> Prior:
+                  callback: Callable[[int, dict], None] | None, dist: DistContext,
+                  parent_encoder: CodeEncoder | None = None) -> Prior:
     """Auto-decoder first, then a CNN that maps images to codes, trained on the decoder's
-    fitting loss (amortised) plus a pull towards the auto-decoded codes."""
+    fitting loss (amortised) plus a pull towards the auto-decoded codes; the CNN starts from
+    ``parent_encoder``'s weights when fine-tuning (same input size and code length)."""
     ad_state = TrainState(None, cfg, dist)
     prior = train_autodecoder(f, cohort, cfg, ad_state, progress, callback, dist)
     codes = prior.codes.to(f.latent.device)
@@ -33,6 +36,12 @@ def train_encoder(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, stat
     ]).to(device)
     torch.manual_seed(cfg.seed)
     enc = CodeEncoder(inputs.shape[1], cfg.latent_dim).to(device)
+    if parent_encoder is not None:
+        if (parent_encoder.in_channels, parent_encoder.latent_dim) != (enc.in_channels, enc.latent_dim):
+            raise ConfigError(f"the parent prior's encoder takes {parent_encoder.in_channels} phases and gives codes "
+                              f"of {parent_encoder.latent_dim}; the settings ask for {enc.in_channels} and "
+                              f"{enc.latent_dim} (keep encoder_phases and latent_dim)")
+        enc.load_state_dict(parent_encoder.state_dict())
     for p in f.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3)

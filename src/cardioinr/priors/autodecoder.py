@@ -22,7 +22,9 @@ def train_autodecoder(f: MotionField, cohort: TrainingCohort, cfg: PriorConfig, 
     """The shared field and one code per sequence trained jointly (:func:`shared_step_loop`);
     the prior keeps the codes, and its field starts from their mean."""
     g = torch.Generator().manual_seed(cfg.seed)
-    codes = nn.Parameter(torch.randn(len(cohort), cfg.latent_dim, generator=g).to(f.latent.device) * 0.01)
+    # Codes start near the field's own code: zero for a fresh field, the mean code of a prior
+    # being fine-tuned (so its decoder starts from the motion it already knows).
+    codes = nn.Parameter(f.latent.detach() + torch.randn(len(cohort), cfg.latent_dim, generator=g).to(f.latent.device) * 0.01)
     history = shared_step_loop(f, cohort, cfg, state, progress, callback, dist, codes, "autodecoder")
     with torch.no_grad():
         f.latent.copy_(codes.mean(0))  # a new heart starts from the mean code

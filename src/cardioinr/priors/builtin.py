@@ -96,6 +96,7 @@ class PriorChoice:
         record = dict(self.record)
         if seq.ndim_space == 3:
             record.update(through_plane=used, through_plane_requested=through_plane)
+        record["applicability"] = self.prior.applicability(self.prior.describe_case(seq))
         return init, {"prior": record}
 
 
@@ -118,7 +119,11 @@ def resolve_prior(spec: str | Path | None, dim: int, device: str = "cpu") -> Pri
                                             "kind": prior.kind, "path": str(path), "sha256": entry["sha256"]})
     path = Path(text)
     prior = load_prior(path, device=device)
-    return PriorChoice(text, prior, {"source": "file", "path": str(path), "kind": prior.kind})
+    record = {"source": "file", "path": str(path), "kind": prior.kind, "sha256": file_sha256(path)}
+    if prior.lineage:  # a fine-tuned prior: say what it was fine-tuned from
+        top = prior.lineage[-1]
+        record["fine_tuned_from"] = {k: top.get(k) for k in ("name", "source", "version", "sha256")}
+    return PriorChoice(text, prior, record)
 
 
 def choose_start(seq: Sequence, spec: str | Path | None, explicit: dict | None = None, device: str = "cpu",
@@ -159,6 +164,15 @@ def choose_start(seq: Sequence, spec: str | Path | None, explicit: dict | None =
     return PriorChoice(NO_PRIOR, None, {"source": NO_PRIOR, "kind": "random", "reason": reason}, explicit)
 
 
+def applicability_words(app: dict | None) -> str:
+    """One line on a case's applicability (:meth:`Prior.applicability`), for notices and reports."""
+    if not app or app.get("in_distribution") is None:
+        return "unknown (the prior records no training distribution)"
+    if app["in_distribution"]:
+        return f"within what the prior was trained on ({app.get('n_training_cases', 0)} cases)"
+    return "outside what the prior was trained on: " + "; ".join(app.get("reasons", []))
+
+
 def describe_field(cfg: FieldConfig) -> str:
     """``siren 3 x 128`` and the like."""
     return f"{cfg.model} {cfg.layers} x {cfg.hidden}"
@@ -174,5 +188,5 @@ def list_builtin() -> list[dict]:
     return rows
 
 
-__all__ = ["BUILTIN", "MANIFEST", "NO_PRIOR", "WEIGHTS_DIR", "PriorChoice", "builtin_name", "builtin_path",
+__all__ = ["BUILTIN", "MANIFEST", "NO_PRIOR", "WEIGHTS_DIR", "PriorChoice", "applicability_words", "builtin_name", "builtin_path",
            "choose_start", "describe_field", "list_builtin", "manifest", "resolve_prior"]

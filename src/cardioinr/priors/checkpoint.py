@@ -1,7 +1,8 @@
 """What prior training writes to disk: the prior checkpoint and the resumable training state.
 
 A checkpoint is one self-describing torch file (format name, version, kind, field architecture,
-weights, training settings and a summary of the training data), written atomically; loading
+weights, training settings, a summary of the training data, the training-distribution record
+case by case, and the lineage of the priors it was fine-tuned from), written atomically; loading
 checks all of it and fails with a one-line :class:`CheckpointError`. The training state is
 written atomically every few steps by rank 0 and resumed from when present.
 """
@@ -51,6 +52,8 @@ def save_prior(path: str | Path, prior: Prior) -> Path:
         "config": prior.config,
         "data_summary": prior.data_summary,
         "history": prior.history,
+        "lineage": prior.lineage,
+        "distribution": prior.distribution,
     }
     if prior.encoder is not None:
         payload["encoder"] = {
@@ -100,7 +103,8 @@ def load_prior(path: str | Path, device: str = "cpu", kind: str | None = None) -
         raise CheckpointError(f"{path}: checkpoint content does not match its description ({detail})") from None
     dev = resolve_device(device)
     return Prior(obj["kind"], f.to(dev), enc.to(dev) if enc is not None else None, obj.get("config", {}),
-                 obj.get("data_summary", {}), obj.get("history", []), obj.get("codes"))
+                 obj.get("data_summary", {}), obj.get("history", []), obj.get("codes"),
+                 list(obj.get("lineage") or []), dict(obj.get("distribution") or {}))
 
 
 def _load_problem(e: BaseException) -> str:
@@ -136,8 +140,10 @@ def summarise_data(seqs: Seq[Sequence]) -> dict:
 class TrainState:
     """Resumable training state: written atomically every few steps by rank 0."""
 
-    def __init__(self, path: Path | None, config: PriorConfig, dist: DistContext) -> None:
-        self.path, self.config, self.dist = path, config, dist
+    def __init__(self, path: Path | None, config: PriorConfig, dist: DistContext, parent: str | None = None) -> None:
+        """``parent``: SHA-256 of the prior a fine-tuning starts from (a state left by a run
+        from another parent, or from scratch, is not resumed)."""
+        self.path, self.config, self.dist, self.parent = path, config, dist, parent
 
     def load(self) -> dict | None:
         if self.path is None or not self.path.is_file():
@@ -151,12 +157,16 @@ class TrainState:
             raise CheckpointError(f"{self.path}: not a cardioinr training state; delete it to restart")
         if st.get("config") != self.config.to_dict():
             raise CheckpointError(f"{self.path}: training state was made with other settings; delete it to restart")
+        if st.get("parent") != self.parent:
+            what = f"the prior {st['parent'][:12]}" if st.get("parent") else "random weights"
+            raise CheckpointError(f"{self.path}: training state started from {what}, not from this run's start; "
+                                  "delete it to restart")
         return st
 
     def save(self, step: int, payload: dict) -> None:
         if self.path is None or self.dist.rank != 0:
             return
-        payload = dict(payload, step=step, config=self.config.to_dict())
+        payload = dict(payload, step=step, config=self.config.to_dict(), parent=self.parent)
         with atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
 

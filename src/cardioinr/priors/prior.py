@@ -16,6 +16,7 @@ from cardioinr.fit.fitter import FitResult, Fitter, evaluate_losses
 from cardioinr.fit.preprocess import frame_of_reference, frame_reflection
 from cardioinr.io import Sequence
 from cardioinr.priors.config import ADAPT_DEFAULTS, adapt_steps
+from cardioinr.priors.distribution import applicability, case_record, start_losses
 from cardioinr.priors.encoder import CodeEncoder, encoder_input
 
 THROUGH_PLANE_AUTO = "auto"
@@ -62,6 +63,25 @@ class Prior:
     data_summary: dict = dc_field(default_factory=dict)
     history: list = dc_field(default_factory=list)
     codes: torch.Tensor | None = None
+    # Where the weights come from: one entry per ancestor (oldest first) that they were
+    # fine-tuned from (:func:`~cardioinr.priors.training.train_prior` with ``parent``).
+    lineage: list = dc_field(default_factory=list)
+    # What the last training stage saw, case by case (:mod:`cardioinr.priors.distribution`).
+    distribution: dict = dc_field(default_factory=dict)
+
+    def describe_case(self, seq: Sequence, truth: dict | None = None) -> dict:
+        """``seq`` as the training-distribution record describes a case: geometry, heart, labelled
+        volumes, truth (:func:`~cardioinr.priors.distribution.case_record`) and the fitting loss
+        of this prior's unscaled start against no motion (the kind's adaptation settings)."""
+        rec = case_record(seq, truth)
+        start, _ = self.start(seq, 1.0)
+        rec.update(start_losses(start, seq, self.fit_config()))
+        return rec
+
+    def applicability(self, case: dict) -> dict:
+        """Whether ``case`` (:meth:`describe_case`) lies inside what this prior was trained on
+        (:func:`~cardioinr.priors.distribution.applicability`)."""
+        return applicability(case, self.distribution, self.lineage)
 
     def init_field(self, seq: Sequence, through_plane: float | str = THROUGH_PLANE_AUTO,
                    config: FitConfig | None = None) -> MotionField:

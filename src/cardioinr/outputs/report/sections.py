@@ -81,7 +81,25 @@ def describe_start(prior: Any) -> str:
     if src == "none" or (src is None and not prior.get("path")):
         why = prior.get("reason")
         return "random weights (a fit from scratch)" + (f": {why}" if why else "")
-    return f"prior {prior.get('path')} ({prior.get('kind')})"
+    text = f"prior {prior.get('path')} ({prior.get('kind')})"
+    parent = prior.get("fine_tuned_from")
+    if isinstance(parent, Mapping) and parent.get("name"):
+        text += f", fine-tuned from {parent.get('name')}" + (f" {parent['version']}" if parent.get("version") else "")
+    return text
+
+
+def describe_applicability(prior: Any) -> tuple[str, bool] | None:
+    """Whether the case lies inside the prior's training distribution, in words, and whether
+    that is a warning (metrics.json's ``prior.applicability``); None when not checked."""
+    app = prior.get("applicability") if isinstance(prior, Mapping) else None
+    if not isinstance(app, Mapping):
+        return None
+    if app.get("in_distribution") is None:
+        return "unknown: the prior records no training distribution", False
+    if app.get("in_distribution"):
+        return f"within what the prior was trained on ({app.get('n_training_cases', 0)} cases)", False
+    reasons = [str(r) for r in app.get("reasons", [])]
+    return "outside what the prior was trained on: " + "; ".join(reasons), True
 
 
 def fit_section(f: FitFolder) -> str:
@@ -98,7 +116,14 @@ def fit_section(f: FitFolder) -> str:
     loc = m.get("heart_location")
     if isinstance(loc, Mapping) and loc.get("method"):
         items.insert(1, ("heart located by", f"{loc['method']}: {loc.get('detail', '')}"))
+    applic = describe_applicability(m.get("prior"))
+    if applic is not None:
+        items.insert(1, ("prior applicability", applic[0]))
     parts = [kv(items)]
+    if applic is not None and applic[1]:
+        parts.insert(0, note("Warning: this case lies " + applic[0] + ". The fit may need more steps than the "
+                             "prior's default budget, or a prior fine-tuned on similar cases "
+                             "(cardioinr train-prior --from).", bad=True))
     curve = m.get("loss_curve")
     row = []
     if isinstance(curve, list) and len(curve) > 1:

@@ -47,6 +47,13 @@ class PhantomMotion:
         falloff_mm: distance over which motion fades outside the heart.
         base_fade_mm: distance over which the LV in-plane motion fades above the base plane and
             below the apex (3D); long enough that this shear stays below ~0.6.
+        regional_scale: motion scale ``s`` of a regional wall-motion abnormality: the cavity
+            shrink is ``cavity_shrink * (1 - (1 - s) w(theta))`` at the material angle ``theta``
+            (1: none, the default; 0: akinetic; < 0: dyskinetic, bulging out in systole).
+        regional_centre_deg: the segment's centre, degrees counter-clockwise from +i in the
+            (i, j) plane about the LV centre. regional_extent_deg: its full width at half
+            maximum, degrees (0: none); the segment spans the whole long axis in 3D. See
+            :mod:`.lv` and :func:`~cardioinr.phantoms.profiles.segment_weight`.
     """
 
     geometry: HeartGeometry
@@ -63,6 +70,9 @@ class PhantomMotion:
     translation_osc_mm: tuple[float, float]
     falloff_mm: float = 35.0
     base_fade_mm: float = 20.0
+    regional_scale: float = 1.0
+    regional_centre_deg: float = 0.0
+    regional_extent_deg: float = 0.0
 
     # -- time ------------------------------------------------------------------------------------
     @property
@@ -96,12 +106,27 @@ class PhantomMotion:
             epi_twist_weight=self.epi_twist_weight,
             falloff_mm=self.falloff_mm,
             base_fade_mm=self.base_fade_mm,
+            regional_scale=self.regional_scale,
+            regional_centre_deg=self.regional_centre_deg,
+            regional_extent_deg=self.regional_extent_deg,
         )
+
+    @property
+    def _regional_min_scale(self) -> float:
+        """The least motion scale of the LV cavity shrink over angles: 1 without a segment.
+        The later stages start acting beyond the LV wall as far as it then reaches."""
+        return min(self.regional_scale, 1.0) if self.lv_stage.regional else 1.0
 
     @property
     def descent_stage(self) -> BaseDescent:
         """Stage 2: base descent (3D)."""
-        return BaseDescent(geometry=self.geometry, base_descent_mm=self.base_descent_mm, falloff_mm=self.falloff_mm)
+        return BaseDescent(
+            geometry=self.geometry,
+            base_descent_mm=self.base_descent_mm,
+            falloff_mm=self.falloff_mm,
+            cavity_shrink=self.cavity_shrink,
+            regional_min_scale=self._regional_min_scale,
+        )
 
     @property
     def rv_stage(self) -> RVShortening:
@@ -112,6 +137,7 @@ class PhantomMotion:
             cavity_shrink=self.cavity_shrink,
             base_descent_mm=self.base_descent_mm,
             falloff_mm=self.falloff_mm,
+            regional_min_scale=self._regional_min_scale,
         )
 
     @property

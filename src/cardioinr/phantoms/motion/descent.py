@@ -8,11 +8,13 @@ See :mod:`cardioinr.phantoms` for the whole map.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from cardioinr.phantoms.anatomy import HeartGeometry
+from cardioinr.phantoms.motion.lv import epi_reach_r2
 from cardioinr.phantoms.profiles import falloff
 
 __all__ = ["BaseDescent"]
@@ -26,18 +28,28 @@ class BaseDescent:
         geometry: the reference anatomy (3D).
         base_descent_mm: peak base-to-apex motion of the base plane ``b``, mm.
         falloff_mm: distance over which the descent fades outside the heart, mm.
+        cavity_shrink, regional_min_scale: the LV cavity shrink and the least motion scale over
+            angles of a regional abnormality (1: none). Below 1 the LV wall ends beyond the
+            normal epicardium in the segment, and the fade starts beyond the farthest LV wall,
+            so that the whole wall descends uniformly (incompressibility).
     """
 
     geometry: HeartGeometry
     base_descent_mm: float
     falloff_mm: float
+    cavity_shrink: float = 0.0
+    regional_min_scale: float = 1.0
 
     def amount(self, xy: np.ndarray, p: float) -> np.ndarray:
         """``b p g(rho)``: descent of the base plane at in-plane positions ``(N, 2)``, mm; ``g`` is
         1 within the (deformed) heart and fades over ``falloff_mm`` beyond it."""
         c = self.geometry.center_mm
         rho = np.hypot(xy[:, 0] - c[0], xy[:, 1] - c[1])
-        return self.base_descent_mm * p * falloff((rho - self.geometry.epi_radius_mm - 1.0) / self.falloff_mm)
+        reach = self.geometry.epi_radius_mm
+        if self.regional_min_scale != 1.0:
+            reach = math.sqrt(epi_reach_r2(self.geometry, self.cavity_shrink, self.base_descent_mm,
+                                           self.regional_min_scale, p))
+        return self.base_descent_mm * p * falloff((rho - reach - 1.0) / self.falloff_mm)
 
     def forward(self, x: np.ndarray, p: float) -> np.ndarray:
         """Stage 2 forward: ``(N, 3)`` mm -> ``(N, 3)`` mm (only z changes)."""

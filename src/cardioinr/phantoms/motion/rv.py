@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardioinr.phantoms.anatomy import HeartGeometry
+from cardioinr.phantoms.motion.lv import epi_reach_r2
 from cardioinr.phantoms.profiles import falloff, falloff_slope
 
 __all__ = ["RVShortening"]
@@ -29,6 +30,9 @@ class RVShortening:
         cavity_shrink: peak LV cavity area shrink (locates the deformed LV epicardium in 2D).
         base_descent_mm: peak base descent ``b``, mm (locates it in 3D; 0 in 2D).
         falloff_mm: distance over which the motion fades beyond the free wall, mm.
+        regional_min_scale: the least motion scale of the LV cavity shrink over angles (``s`` of
+            a regional abnormality, 1 without): below 1 the LV wall ends beyond the normal
+            epicardium in the segment, and the band starts beyond the farthest LV wall.
     """
 
     geometry: HeartGeometry
@@ -36,6 +40,7 @@ class RVShortening:
     cavity_shrink: float
     base_descent_mm: float
     falloff_mm: float
+    regional_min_scale: float = 1.0
 
     def band(self, u: np.ndarray, z: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where the RV motion acts along rays from the LV centre.
@@ -60,14 +65,26 @@ class RVShortening:
         w_eff = w * w / (w + 3.0)  # C1 at w = 0 (no kink in the field at the insertion points)
         if g.dim == 2:
             # the deformed epicardium is exactly the circle r_ep(p)^2 = R_ep^2 - k R_en^2
-            r_ep2 = g.epi_radius_mm**2 - self.cavity_shrink * p * g.endo_radius_mm**2
+            # (with a segment: the circle of the least shrink bounds it)
+            shrink = self.cavity_shrink if self.regional_min_scale == 1.0 else self.cavity_shrink * self.regional_min_scale
+            r_ep2 = g.epi_radius_mm**2 - shrink * p * g.endo_radius_mm**2
             r_in = np.full(z.shape, math.sqrt(r_ep2) + 0.5)
         else:
             # material now at z came from Z in [z - b p, z] (descent), whose deformed epicardial
             # radius is at most R_ep(Z) / sqrt(lambda) <= R_ep(z - b p) / sqrt(lambda)
             lam = 1.0 - self.base_descent_mm * p / g.long_axis_mm
-            r_ep = np.sqrt(g.epi_r2(z - self.base_descent_mm * p) / lam)
-            r_in = np.minimum(r_ep, g.epi_radius_mm) + 1.0
+            if self.regional_min_scale == 1.0:
+                r_ep = np.sqrt(g.epi_r2(z - self.base_descent_mm * p) / lam)
+                r_in = np.minimum(r_ep, g.epi_radius_mm) + 1.0
+            else:
+                # r_ep^2 = R_ep^2 / lambda - R_en^2 (1 / lambda - 1 + k): where the least shrink k
+                # makes the bracket negative the endocardial term adds; and the heart's widest
+                # deformed epicardium may exceed R_ep (the segment's wall ends farther out)
+                zz = z - self.base_descent_mm * p
+                c = 1.0 / lam - 1.0 + self.cavity_shrink * p * self.regional_min_scale
+                r_ep = np.sqrt(g.epi_r2(zz) / lam + max(-c, 0.0) * g.endo_r2(zz))
+                reach = math.sqrt(epi_reach_r2(g, self.cavity_shrink, self.base_descent_mm, self.regional_min_scale, p))
+                r_in = np.minimum(r_ep, reach) + 1.0
         return r_in, w_eff + g.rv_wall_mm, w_eff
 
     def profile(self, R: np.ndarray, r_in: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
