@@ -193,9 +193,10 @@ def write_card(name: str, entry: dict, weights: Path, bench: dict | None) -> Pat
     lines += ["## Known limits", "",
               "* Phantom hearts are smooth rings with an analytic motion: no papillary muscles, trabeculae or "
               "flow artefacts; the three real cines are the only real appearance it saw.",
-              "* Not in the population: regional wall-motion abnormalities (akinetic or dyskinetic segments) and "
-              "dyssynchrony (the phantom model has no such option yet). Such hearts still adapt from it, "
-              "with the step budget doing the regional work.",
+              "* Not in the population: regional wall-motion abnormalities (akinetic or dyskinetic segments; the "
+              "phantoms can draw them now, `cardioinr synth --regional`, but these weights predate that) and "
+              "dyssynchrony. Such hearts still adapt from it, with the step budget doing the regional work; "
+              "fine-tuning on such hearts: `cardioinr train-prior --from builtin` (docs/priors/finetune.md).",
               "* Short-axis cines only; the normalised frame is centred on the LV (labels, or the images when "
               "none are given).",
               "* The right ventricle is only in the phantoms, and no RV accuracy is claimed beyond the tables above.",

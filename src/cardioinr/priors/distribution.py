@@ -50,7 +50,7 @@ MIN_CASES_FOR_LOSS = 3
 # voxel grid give EF to about +-0.02 (partial volume at the endocardium).
 EF_MARGIN = 0.02
 # Scales of the prior's starting motion whose losses are compared (:func:`start_losses`).
-MOTION_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+MOTION_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def orientation(affine: np.ndarray) -> dict:
@@ -193,7 +193,8 @@ def applicability(case: dict, record: dict | None, lineage: Seq[dict] = ()) -> d
         :data:`TOLERANCE` (a factor each side); the start-loss ratio when it exceeds the worst
         training case by :data:`START_MARGIN` (the prior's motion explains this case's images
         markedly worse than any training case's); the motion scale the images prefer
-        (:func:`start_losses`) when outside the training cases'; EF from the labels (when at
+        (:func:`start_losses`) when below the training cases' or more than one step of
+        :data:`MOTION_SCALES` above; EF from the labels (when at
         least two frames are labelled) when more than :data:`EF_MARGIN` outside the training
         cases' EF (truth or labels); a heart not found in the images.
     """
@@ -248,8 +249,12 @@ def applicability(case: dict, record: dict | None, lineage: Seq[dict] = ()) -> d
     scale = case.get("motion_scale")
     if isinstance(scale, (int, float)) and "motion_scale" in loss_ranges and len(loss_cases) >= MIN_CASES_FOR_LOSS:
         lo, hi = loss_ranges["motion_scale"]
-        ok = lo <= scale <= hi
-        checks["motion_scale"] = {"value": scale, "training_range": [lo, hi], "allowed": [lo, hi], "ok": ok}
+        # The grid is coarse above 1 (steps of a third to a half): one step beyond the largest
+        # training scale is still "as much motion" (held-out phantoms of the built-in population
+        # reach it); below, the smallest training scale is the limit (0 means no motion at all).
+        top = min([s for s in MOTION_SCALES if s > hi], default=hi)
+        ok = lo <= scale <= top
+        checks["motion_scale"] = {"value": scale, "training_range": [lo, hi], "allowed": [lo, top], "ok": ok}
         if not ok:
             reasons.append(f"the images call for {scale:g} x the prior's motion (training cases {lo:g}-{hi:g} x): "
                            + ("the heart barely moves, or there is none" if scale < lo else "far more motion than it has seen"))
