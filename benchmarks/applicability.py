@@ -158,7 +158,7 @@ def run(dim: int, n_in: int, with_real: bool, held_seed: int) -> list[dict]:
             rows.append({"dim": dim, "group": group, "expected_ood": expected, "name": seq.name, "flagged": flagged,
                          "reasons": verdict["reasons"], "flags": verdict.get("flags", []), "start_ratio": case.get("start_ratio"),
                          "ef": (case.get("truth") or {}).get("ef"), "motion_scale": case.get("motion_scale"),
-                         "ef_labels": case.get("ef_labels"), "seconds": round(time.perf_counter() - t0, 2)})
+                         "ef_labels": case.get("ef_labels"), "case": case, "seconds": round(time.perf_counter() - t0, 2)})
             print(f"[{dim}D] {group:<44} {seq.name:<22} flagged={flagged!s:<5} ratio={case.get('start_ratio')} "
                   f"scale={case.get('motion_scale')} ef={case.get('ef_labels')} "
                   f"{'; '.join(verdict['reasons'])[:120]}", flush=True)

@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         prior = train_prior([s for s, _ in cases + real], cfg, progress=False, state_path=state, clear_state=False,
                             callback=lambda i, logs: print(f"  subject {i}: loss {logs['loss']:.4f}", flush=True),
                             truths=[m["truth"] for _, m in cases] + [None] * len(real))
+        prior.distribution["declared"] = {k: list(v) for k, v in declared_ranges().items()}
         secs = time.perf_counter() - t0
         name = builtin_name(dim)
         prior.data_summary = dict(prior.data_summary, population={
@@ -316,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         state.unlink(missing_ok=True)
         print(f"[{dim}D] {name}: trained in {secs:.0f} s -> {path} ({path.stat().st_size / 1e3:.0f} kB)", flush=True)
     return 0
+
+
+def declared_ranges() -> dict[str, tuple[float, float]]:
+    """The ranges the population's phantoms are drawn from (what the applicability check may
+    accept beyond the sample's own extremes): EF over the groups."""
+    return {"ef": (min(g["ef_range"][0] for g in GROUPS.values()), max(g["ef_range"][1] for g in GROUPS.values()))}
 
 
 def record_existing(args) -> int:
@@ -341,7 +348,7 @@ def record_existing(args) -> int:
         before = {k: v.clone() for k, v in prior.field.state_dict().items()}
         prior.distribution = training_record(
             [prior.describe_case(s, t) for s, t in zip(seqs, [m["truth"] for _, m in cases] + [None] * len(real))],
-            prior.fit_config().to_dict())
+            prior.fit_config().to_dict(), declared=declared_ranges())
         assert all(torch.equal(before[k], v) for k, v in prior.field.state_dict().items())
         prior.config = dict(prior.config, builtin=dict(prior.config.get("builtin", {}), version=VERSION))
         save_prior(path, prior)

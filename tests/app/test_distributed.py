@@ -117,3 +117,32 @@ def test_torchrun_command_matches_one_process(tmp_path) -> None:
     one = train_prior(load_training_sequences(data), cfg)
     assert _max_diff(_weights(one), _weights(dist_prior)) < ATOL
     assert not Path(str(out) + ".state").exists()  # rank 0 cleaned up its training state
+
+
+def test_torchrun_fine_tuning_matches_one_process(tmp_path) -> None:
+    """``train-prior --from`` under torchrun: the parent on every rank, the same weights and
+    lineage as one process."""
+    from cardioinr.app.cli import load_training_sequences
+    from cardioinr.core.files import file_sha256
+    from cardioinr.priors import save_prior
+
+    data = tmp_path / "data"
+    write_cases(data, 3, SMALL, seed=5, progress=False)
+    seqs = load_training_sequences(data)
+    parent = tmp_path / "parent.ckpt"
+    save_prior(parent, train_prior(seqs, _config("population"), record_distribution=False))
+    cfg = _config("population")
+    cfg_file = tmp_path / "prior.json"
+    cfg_file.write_text(json.dumps({"prior": cfg.to_dict()}, default=list))
+    out = tmp_path / "ft.ckpt"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "cardioinr.app.cli", "train-prior", str(data), "--from", str(parent), "--out", str(out),
+           "--config", str(cfg_file), "--threads", "1", "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dist_prior = load_prior(out)
+    assert dist_prior.config["world_size"] == 2 and dist_prior.lineage[0]["sha256"] == file_sha256(parent)
+    one = train_prior(seqs, cfg, parent=load_prior(parent), record_distribution=False)
+    assert _max_diff(_weights(one), _weights(dist_prior)) < ATOL
+    assert 100 * ATOL < _max_diff(_weights(one), _weights(load_prior(parent)))  # it did train

@@ -215,3 +215,13 @@ def test_case_record_reads_phantom_truth() -> None:
     rec = case_record(seq)
     assert rec["truth"]["ef"] == pytest.approx(ph.params["ef"], abs=1e-4)
     assert rec["ef_labels"] == pytest.approx(ph.params["ef"], abs=0.06)  # labelled ED and ES frames
+
+
+def test_ef_check_and_the_declared_population_ranges() -> None:
+    cases = [dict(name="a", dim=2, frames=20, ef_labels=0.30), dict(name="b", dim=2, frames=20, truth={"ef": 0.50})]
+    high = dict(dim=2, frames=20, ef_labels=0.70)
+    v = applicability(high, {"cases": cases})
+    assert v["flags"] == ["ef"] and "EF 70 % (from the labels) is outside the training cases' 30-50 %" in v["reasons"][0]
+    # A population drawn from EF 15-78 % covers it, though its sample did not reach it.
+    assert applicability(high, {"cases": cases, "declared": {"ef": [0.15, 0.78]}})["in_distribution"] is True
+    assert applicability(dict(high, ef_labels=0.49), {"cases": cases})["in_distribution"] is True

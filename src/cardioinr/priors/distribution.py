@@ -141,9 +141,17 @@ def start_losses(start: MotionField, seq: Sequence, config: FitConfig) -> dict:
             "motion_scale": best, "scale_losses": [round(v, 6) for v in losses]}
 
 
-def training_record(cases: Seq[dict], fit_config: dict | None = None) -> dict:
-    """The checkpoint's ``distribution`` entry from its cases (:func:`case_record` plus losses)."""
-    return {"version": RECORD_VERSION, "cases": list(cases), "loss_settings": fit_config or {}}
+def training_record(cases: Seq[dict], fit_config: dict | None = None,
+                    declared: dict[str, Seq[float]] | None = None) -> dict:
+    """The checkpoint's ``distribution`` entry from its cases (:func:`case_record` plus losses).
+
+    ``declared``: ranges the training population was drawn from (e.g. ``{"ef": (0.15, 0.78)}``
+    for phantoms drawn from EF ranges), which a small sample need not reach; the check accepts
+    the union of these and the cases' own ranges."""
+    rec = {"version": RECORD_VERSION, "cases": list(cases), "loss_settings": fit_config or {}}
+    if declared:
+        rec["declared"] = {k: [float(v[0]), float(v[1])] for k, v in declared.items()}
+    return rec
 
 
 def _ranges(cases: Seq[dict]) -> dict[str, tuple[float, float]]:
@@ -199,10 +207,14 @@ def applicability(case: dict, record: dict | None, lineage: Seq[dict] = ()) -> d
         cases' EF (truth or labels); a heart not found in the images.
     """
     geo_cases, loss_cases = distribution_cases(record, lineage)
-    if not geo_cases:
+    if not geo_cases:  # (declared ranges alone are no record of what was seen)
         return {"in_distribution": None, "reasons": ["the prior records no training distribution"], "checks": {},
                 "n_training_cases": 0}
     ranges = _ranges(geo_cases)
+    for rec in [record or {}, *[stage.get("distribution") or {} for stage in lineage]]:
+        for key, (lo, hi) in (rec.get("declared") or {}).items():
+            old_lo, old_hi = ranges.get(key, (lo, hi))
+            ranges[key] = (min(lo, old_lo), max(hi, old_hi))
     checks: dict[str, dict] = {}
     reasons: list[str] = []
     value_of = {"in_plane_mm": case.get("in_plane_mm"), "slice_mm": case.get("slice_mm"),
@@ -285,7 +297,9 @@ def summarise_record(record: dict | None) -> list[str]:
         f"(up to {max(oblique):.0f} deg oblique)",
     ]
     if efs:
-        lines.append(f"EF {min(efs) * 100:.0f}-{max(efs) * 100:.0f} % ({len(efs)} cases)")
+        drawn = (record or {}).get("declared", {}).get("ef")
+        lines.append(f"EF {min(efs) * 100:.0f}-{max(efs) * 100:.0f} % ({len(efs)} cases"
+                     + (f"; drawn from {drawn[0] * 100:.0f}-{drawn[1] * 100:.0f} %)" if drawn else ")"))
     if "start_ratio" in r:
         lines.append(f"start loss / no-motion loss {rng('start_ratio', '{:.2f}')}")
     return lines
