@@ -130,6 +130,10 @@ def test_cli_fine_tunes_and_records_the_parent(parent, tmp_path, capsys) -> None
     assert main(["train-prior", str(tmp_path / "data"), "--from", str(parent), "--out", str(tmp_path / "x.ckpt"),
                  "--model", "hashgrid", "--quiet"]) == 2
     assert "fine-tuning keeps the parent prior's siren field" in capsys.readouterr().err
+    assert main(["train-prior", str(tmp_path / "data"), "--from", str(tmp_path / "missing.ckpt"),
+                 "--out", str(tmp_path / "y.ckpt"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"cardioinr: error: {tmp_path / 'missing.ckpt'}: prior checkpoint not found"]
 
 
 # -- the training-distribution record and the applicability flag --------------------------------
@@ -171,6 +175,16 @@ def test_flag_fires_on_out_of_distribution_geometry_not_on_a_training_like_case(
     still = replace(like, image=np.repeat(like.image[..., :1], like.n_frames, axis=3), labels={})
     verdict = a.applicability(a.describe_case(still))
     assert verdict["in_distribution"] is False and any("no beating heart" in r for r in verdict["reasons"])
+    # The reference frame slid across the field of view, beating not at all.
+    from scipy.ndimage import shift
+
+    frames = [shift(like.image[..., 0], (3 * np.sin(np.pi * t / 8), -2 * np.sin(np.pi * t / 8), 0), order=3,
+                    mode="nearest") for t in range(8)]
+    slide = replace(like, image=np.stack(frames, axis=-1).astype(np.float32))
+    case = a.describe_case(slide)
+    assert case["rigid_fraction"] > 0.9 > max(c["rigid_fraction"] for c in a.distribution["cases"])
+    verdict = a.applicability(case)
+    assert "rigid_fraction" in verdict["flags"] and any("slide rather than beat" in r for r in verdict["reasons"])
 
 
 def test_start_loss_rule() -> None:

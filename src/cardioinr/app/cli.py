@@ -269,6 +269,7 @@ def train_prior_cmd(
     pin_threads(threads)
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; --out names the checkpoint file to write (e.g. {out / 'prior.ckpt'})")
+    base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)  # a bad file stops before any loading
     seqs = load_training_sequences(data, label_map, dim)
     parent, parent_record = None, None
     if from_prior is not None:
@@ -278,7 +279,6 @@ def train_prior_cmd(
             raise ConfigError("--from none: leave --from out to train from random weights")
         choice = resolve_prior(from_prior, seqs[0].ndim_space, device)
         parent, parent_record = choice.prior, choice.record
-    base = PriorConfig.from_file(config) if config else PriorConfig(kind=kind)
     # The kind: --kind when given, else the settings file's, else the parent's (fine-tuning
     # continues the parent's kind), else the default.
     if not kind_was_given():
