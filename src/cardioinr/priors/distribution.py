@@ -4,19 +4,19 @@ Every checkpoint carries a *training-distribution record*: one entry per trainin
 its geometry (shape, spacing, slices, frames, frame interval, slice orientation), the size of
 its heart (the LV's equivalent diameter of the heart-centred frame a prior is placed in), its
 LV volumes and EF where at least two frames are labelled, the ground-truth EF and peak strains
-where the case is a phantom that records them, and the fitting loss the prior starts from on
-it (against the loss of no motion), and how much of its images' change a mere translation
-explains. :func:`applicability` compares a new case with that record
-at fit time: a warning in words when the case lies outside what the prior has seen, never a
-refusal.
+where the case is a phantom that records them, the fitting loss the prior starts from on it
+(against the loss of no motion), and how much of its images' change a mere translation
+explains. :func:`applicability` compares a new case with that record at fit time: a warning
+in words when the case lies outside what the prior has seen, never a refusal.
 
 The start loss is the per-sequence objective of the kind's default adaptation settings
 (:meth:`Prior.fit_config`), evaluated on fixed point draws at the finest scale, for the
-prior's start unscaled and for zero motion; their ratio (below 1 when the prior's motion
-explains the images better than no motion) is what is compared, since the loss itself
-depends on image noise and contrast, with the scale of the prior's motion the images prefer. Geometry and heart size come from the training cases
-of the prior and of its ancestors (fine-tuned weights still carry them); the start loss only
-from the last stage's cases, the only ones evaluated with these weights.
+prior's start at several scales of its motion; the ratio of the unscaled start's loss to
+no motion's (below 1 when the prior's motion explains the images better than no motion) and
+the scale the images prefer are what is compared, since the loss itself depends on image
+noise and contrast. Geometry, heart size, EF and the rigid fraction come from the training
+cases of the prior and of its ancestors (fine-tuned weights still carry them); the start loss
+only from the last stage's cases, the only ones evaluated with these weights.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ TOLERANCE = {"in_plane_mm": 1.5, "slice_mm": 1.5, "slices": 1.5, "frames": 1.5, 
 # flagged; measured on held-out phantoms (docs/priors/applicability.md).
 START_MARGIN = 0.10
 MIN_CASES_FOR_LOSS = 3
-# EF (from labels) may lie this far (absolute) outside the training cases' EF: label maps on a
-# voxel grid give EF to about +-0.02 (partial volume at the endocardium).
+# EF (from labels) may lie this far (absolute) outside the training cases' EF. 2D label maps give
+# EF to about +-0.02 (partial volume at the endocardium); thick-slice 3D ones only to about
+# +-0.05, so a wider margin would hide EF under 15 % in 2D (docs/priors/applicability.md).
 EF_MARGIN = 0.02
 # The rigid fraction (:func:`rigid_fraction`) may exceed the training cases' largest by this much.
 RIGID_MARGIN = 0.15
