@@ -206,7 +206,8 @@ def test_fit_killed_mid_write_leaves_complete_files_of_one_run(data: dict, refer
         elif hit != "finished" and rc != 0:
             code = {"SIGTERM": 143, "SIGINT": 130}[signame]
             assert rc == code, (signame, rc, err)
-            lines = err.strip().splitlines()
+            # The tiny cine lies outside the built-in prior's frame counts: a warning line comes first.
+            lines = [x for x in err.strip().splitlines() if not x.startswith("warning: ")]
             assert len(lines) == 1 and lines[0].startswith("cardioinr: "), err
             assert "Traceback" not in err
         run = check_folder(out, references, started, leftovers_allowed=signame == "SIGKILL")
