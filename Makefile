@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cardioinr-installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-priors bench-builtin priors bench-peers bench-scale bench-faults clean
+.PHONY: install demo test test-fast bench bench-priors bench-builtin bench-finetune bench-applicability priors bench-peers bench-scale bench-faults clean
 
 install: $(STAMP)
 
@@ -36,7 +36,7 @@ bench-priors: install
 	$(PY) benchmarks/priors.py --out bench_out/priors
 
 # The built-in priors shipped in src/cardioinr/priors/weights (about 25 minutes on 2 cores; resumable).
-# Retraining changes their checksums: update the model cards in docs/priors/ with the new figures.
+# Retraining changes their checksums: the model cards beside the weights are rewritten (--cards).
 priors: install
 	$(PY) benchmarks/builtin_priors.py
 
@@ -44,6 +44,17 @@ priors: install
 # accuracy against 800-step scratch fits on held-out phantoms and Sunnybrook (about 40 minutes).
 bench-builtin: install
 	$(PY) benchmarks/builtin_bench.py --out bench_out/builtin
+
+# Fine-tuning the built-in priors (Sunnybrook leave one out, failing hearts with an akinetic
+# segment), consensus and population (about 35 minutes each on one core): docs/priors/finetune.md.
+bench-finetune: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/finetune.py --out bench_out/finetune
+	OMP_NUM_THREADS=1 $(PY) benchmarks/finetune.py --out bench_out/finetune --kind population
+
+# The applicability flag on held-out, real and out-of-distribution cases (about 25 minutes):
+# docs/priors/applicability.md.
+bench-applicability: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/applicability.py --out bench_out/applicability
 
 bench-scale: install
 	$(PY) benchmarks/scale.py --out bench_out/scale
