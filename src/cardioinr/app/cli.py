@@ -154,9 +154,7 @@ def fit(
     init, extra = start.init_field(seq, through_plane, cfg)
     applic = extra["prior"].get("applicability")
     if applic and applic.get("in_distribution") is False:
-        from cardioinr.priors import applicability_words
-
-        typer.echo(f"warning: {seq.name} lies {applicability_words(applic)}", err=True)
+        typer.echo(f"warning: {seq.name} lies {applic['summary']}", err=True)
     result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics

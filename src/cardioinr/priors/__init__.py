@@ -41,7 +41,6 @@ from cardioinr.priors.builtin import (
                                       BUILTIN,
                                       NO_PRIOR,
                                       PriorChoice,
-                                      applicability_words,
                                       builtin_name,
                                       builtin_path,
                                       choose_start,
@@ -66,7 +65,7 @@ from cardioinr.priors.prior import (
 from cardioinr.priors.training import train_prior
 
 __all__ = ["ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "BUILTIN", "FORMAT", "NO_PRIOR", "PriorChoice", "applicability",
-           "applicability_words", "builtin_name", "case_record", "show_prior",
+           "builtin_name", "case_record", "show_prior",
            "builtin_path", "choose_start", "list_builtin", "resolve_prior", "KINDS", "THROUGH_PLANE_AUTO", "THROUGH_PLANE_GRID", "VERSION",
            "CodeEncoder", "DistContext", "Prior", "PriorConfig", "adapt_steps", "check_through_plane", "encoder_input",
            "fit_from_prior", "load_prior", "random_prior", "save_prior", "summarise_data", "train_prior",

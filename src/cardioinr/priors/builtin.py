@@ -164,15 +164,6 @@ def choose_start(seq: Sequence, spec: str | Path | None, explicit: dict | None =
     return PriorChoice(NO_PRIOR, None, {"source": NO_PRIOR, "kind": "random", "reason": reason}, explicit)
 
 
-def applicability_words(app: dict | None) -> str:
-    """One line on a case's applicability (:meth:`Prior.applicability`), for notices and reports."""
-    if not app or app.get("in_distribution") is None:
-        return "unknown (the prior records no training distribution)"
-    if app["in_distribution"]:
-        return f"within what the prior was trained on ({app.get('n_training_cases', 0)} cases)"
-    return "outside what the prior was trained on: " + "; ".join(app.get("reasons", []))
-
-
 def describe_field(cfg: FieldConfig) -> str:
     """``siren 3 x 128`` and the like."""
     return f"{cfg.model} {cfg.layers} x {cfg.hidden}"
@@ -188,5 +179,5 @@ def list_builtin() -> list[dict]:
     return rows
 
 
-__all__ = ["BUILTIN", "MANIFEST", "NO_PRIOR", "WEIGHTS_DIR", "PriorChoice", "applicability_words", "builtin_name", "builtin_path",
+__all__ = ["BUILTIN", "MANIFEST", "NO_PRIOR", "WEIGHTS_DIR", "PriorChoice", "builtin_name", "builtin_path",
            "choose_start", "describe_field", "list_builtin", "manifest", "resolve_prior"]

@@ -236,7 +236,7 @@ def applicability(case: dict, record: dict | None, lineage: Seq[dict] = ()) -> d
 
     Returns:
         ``{"in_distribution": bool | None, "reasons": [words], "flags": [failed checks],
-        "checks": {quantity: {"value",
+        "summary": one line in words (what the CLI, report and cohort say), "checks": {quantity: {"value",
         "training_range", "allowed", "ok"}}, "n_training_cases": n}``; ``in_distribution`` is
         None when the prior records no training distribution (checkpoints made before it
         existed). A quantity is flagged when it lies outside the training range widened by
@@ -251,8 +251,9 @@ def applicability(case: dict, record: dict | None, lineage: Seq[dict] = ()) -> d
     """
     geo_cases, loss_cases = distribution_cases(record, lineage)
     if not geo_cases:  # (declared ranges alone are no record of what was seen)
-        return {"in_distribution": None, "reasons": ["the prior records no training distribution"], "checks": {},
-                "n_training_cases": 0}
+        return {"in_distribution": None, "reasons": ["the prior records no training distribution"], "flags": [],
+                "checks": {}, "n_training_cases": 0,
+                "summary": "unknown: the prior records no training distribution"}
     ranges = _ranges(geo_cases)
     for rec in [record or {}, *[stage.get("distribution") or {} for stage in lineage]]:
         for key, (lo, hi) in (rec.get("declared") or {}).items():
@@ -322,8 +323,10 @@ def applicability(case: dict, record: dict | None, lineage: Seq[dict] = ()) -> d
         if not ok:
             reasons.append(f"the images call for {scale:g} x the prior's motion (training cases {lo:g}-{hi:g} x): "
                            + ("the heart barely moves, or there is none" if scale < lo else "far more motion than it has seen"))
+    summary = (f"within what the prior was trained on ({len(geo_cases)} cases)" if not reasons
+               else "outside what the prior was trained on: " + "; ".join(reasons))
     return {"in_distribution": not reasons, "reasons": reasons, "flags": [k for k, c in checks.items() if not c["ok"]],
-            "checks": checks, "n_training_cases": len(geo_cases)}
+            "checks": checks, "n_training_cases": len(geo_cases), "summary": summary}
 
 
 def summarise_record(record: dict | None) -> list[str]:

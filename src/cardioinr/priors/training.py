@@ -63,7 +63,8 @@ def train_prior(
         truths: per sequence, a phantom's drawn parameters for the distribution record
             (default: ``seq.meta["params"]`` where present).
         record_distribution: evaluate the trained prior on every training case for the
-            training-distribution record (:mod:`cardioinr.priors.distribution`).
+            training-distribution record (:mod:`cardioinr.priors.distribution`; on rank 0,
+            the one that writes the checkpoint).
     """
     device = resolve_device(config.device)
     dist = dist or DistContext()
@@ -102,7 +103,7 @@ def train_prior(
     out = prior.__class__(prior.kind, prior.field.cpu(), None if prior.encoder is None else prior.encoder.cpu(),
                           prior.config, prior.data_summary, prior.history,
                           None if prior.codes is None else prior.codes.cpu(), prior.lineage)
-    if record_distribution:
+    if record_distribution and dist.rank == 0:  # only rank 0 writes the checkpoint
         truths = list(truths) if truths is not None else [None] * len(seqs)
         out.distribution = training_record([out.describe_case(s, t) for s, t in zip(seqs, truths)],
                                            out.fit_config().to_dict())

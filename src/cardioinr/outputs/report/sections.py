@@ -89,17 +89,13 @@ def describe_start(prior: Any) -> str:
 
 
 def describe_applicability(prior: Any) -> tuple[str, bool] | None:
-    """Whether the case lies inside the prior's training distribution, in words, and whether
-    that is a warning (metrics.json's ``prior.applicability``); None when not checked."""
+    """Whether the case lies inside the prior's training distribution, in words (the check's own
+    summary, :func:`cardioinr.priors.distribution.applicability`), and whether that is a warning
+    (metrics.json's ``prior.applicability``); None when not checked."""
     app = prior.get("applicability") if isinstance(prior, Mapping) else None
-    if not isinstance(app, Mapping):
+    if not isinstance(app, Mapping) or not isinstance(app.get("summary"), str):
         return None
-    if app.get("in_distribution") is None:
-        return "unknown: the prior records no training distribution", False
-    if app.get("in_distribution"):
-        return f"within what the prior was trained on ({app.get('n_training_cases', 0)} cases)", False
-    reasons = [str(r) for r in app.get("reasons", [])]
-    return "outside what the prior was trained on: " + "; ".join(reasons), True
+    return app["summary"], app.get("in_distribution") is False
 
 
 def fit_section(f: FitFolder) -> str:
