@@ -97,22 +97,28 @@ def test_the_check_can_fail(seqs, two_ranks) -> None:
     assert _max_diff(half, two_ranks["population"]) > 100 * ATOL
 
 
+def _torchrun_train_prior(data: Path, cfg: PriorConfig, out: Path, *extra: str):
+    """``cardioinr train-prior DATA`` with ``cfg`` (a settings file beside ``out``) in two
+    processes under torchrun; the checkpoint it wrote."""
+    cfg_file = out.with_suffix(".json")
+    cfg_file.write_text(json.dumps({"prior": cfg.to_dict()}, default=list))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "cardioinr.app.cli", "train-prior", str(data), *extra, "--out", str(out),
+           "--config", str(cfg_file), "--threads", "1", "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_prior(out)
+
+
 def test_torchrun_command_matches_one_process(tmp_path) -> None:
     from cardioinr.app.cli import load_training_sequences
 
     data = tmp_path / "data"
     write_cases(data, 3, SMALL, seed=0, progress=False)
     cfg = _config("population")
-    cfg_file = tmp_path / "prior.json"
-    cfg_file.write_text(json.dumps({"prior": cfg.to_dict()}, default=list))
     out = tmp_path / "prior.ckpt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cardioinr.app.cli", "train-prior", str(data), "--kind", "population", "--out", str(out),
-           "--config", str(cfg_file), "--threads", "1", "--quiet"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    dist_prior = load_prior(out)
+    dist_prior = _torchrun_train_prior(data, cfg, out, "--kind", "population")
     assert dist_prior.config["world_size"] == 2
     one = train_prior(load_training_sequences(data), cfg)
     assert _max_diff(_weights(one), _weights(dist_prior)) < ATOL
@@ -132,16 +138,7 @@ def test_torchrun_fine_tuning_matches_one_process(tmp_path) -> None:
     parent = tmp_path / "parent.ckpt"
     save_prior(parent, train_prior(seqs, _config("population"), record_distribution=False))
     cfg = _config("population")
-    cfg_file = tmp_path / "prior.json"
-    cfg_file.write_text(json.dumps({"prior": cfg.to_dict()}, default=list))
-    out = tmp_path / "ft.ckpt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cardioinr.app.cli", "train-prior", str(data), "--from", str(parent), "--out", str(out),
-           "--config", str(cfg_file), "--threads", "1", "--quiet"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    dist_prior = load_prior(out)
+    dist_prior = _torchrun_train_prior(data, cfg, tmp_path / "ft.ckpt", "--from", str(parent))
     assert dist_prior.config["world_size"] == 2 and dist_prior.lineage[0]["sha256"] == file_sha256(parent)
     one = train_prior(seqs, cfg, parent=load_prior(parent), record_distribution=False)
     assert _max_diff(_weights(one), _weights(dist_prior)) < ATOL
