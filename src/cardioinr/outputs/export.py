@@ -17,7 +17,7 @@ axes, every frame in one file); this module writes, beside it (names in
     reference labels pushed forward by the motion, ``x = X + u(X, NN)``, so carrying the
     reference to frame ``NN`` needs ``d(y) = X(y) - y``, defined on frame ``NN``'s points: the
     displacement of the *inverse* map, ``v = -u o (id + u)^-1``. It is computed by the same
-    fixed-point inversion (:func:`cardioinr.fit.warp.invert_displacement`, 40 iterations) that
+    Newton inversion (:func:`cardioinr.fit.warp.invert_displacement`, at most 40 steps) that
     ``labels.nii.gz`` was made with: resampling the reference labels' smoothed signed distances
     (:func:`cardioinr.fit.warp.structure_distances`) linearly through this file gives
     ``labels.nii.gz`` at frame ``NN`` back exactly, and nearest-neighbour resampling of the labels
@@ -107,7 +107,7 @@ __all__ = ["FORMATS", "ExportResult", "export_folder", "export_itk", "export_mes
 
 #: ``--format`` values: ``itk`` (displacement fields) and ``vtk`` (meshes).
 FORMATS = ("itk", "vtk")
-#: Iterations of the fixed-point inversion: those ``labels.nii.gz`` was carried with.
+#: Steps (at most) of the inversion: those ``labels.nii.gz`` was carried with.
 INVERSION_ITERATIONS = 40
 
 

@@ -17,10 +17,9 @@ from cardioinr.phantoms.profiles import _FALLOFF_MAX_SLOPE, segment_weight, segm
 
 __all__ = ["draw_appearance", "draw_motion"]
 
-# Limits the draw keeps so that the ground truth stays easy to invert: the largest radial stretch
-# of the LV map (at the endocardium at end-systole) is R_en / (lambda r_en); 1.9 keeps that part
-# of |grad u| <= 0.9, so fixed-point inversion of the field (cardioinr.fit.warp) converges.
-_MAX_ENDO_STRETCH = 1.9
+# Limits the draw keeps so that the ground truth stays easy to invert (the largest radial stretch
+# of the LV map, at the endocardium at end-systole, R_en / (lambda r_en), is a setting:
+# PhantomConfig.max_endo_stretch).
 _RV_MAX_GRADIENT = 0.7  # bound on |grad u| of the RV bump (keeps its det(I + grad u) >= 0.3)
 # The same bound as the endocardial stretch, on |grad u| of the LV map where a regional
 # abnormality's border zone adds a shear (the segment's endocardium moves less than its neighbours').
@@ -44,7 +43,7 @@ def _wall_from_strain(endo: float, shrink: float, lam: float, strain: float) -> 
 def _regional_endo_gradient(shrink: float, lam: float, scale: float, extent: float) -> float:
     """Largest in-plane ``|grad u|`` (spectral norm) of the LV map at ES at the endocardium over
     the angles of a regional abnormality (motion scale ``scale``, FWHM ``extent`` rad), twist
-    left out as for ``_MAX_ENDO_STRETCH``.
+    left out as for ``PhantomConfig.max_endo_stretch``.
 
     In the local polar frame the gradient at the endocardium is ``[[e - 1, b], [0, a - 1]]`` with
     ``a = sqrt(1 - k g)`` (hoop stretch), ``e = a`` on the blood side and ``1 / (lambda a)`` on
@@ -93,7 +92,7 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
     EF, peak mid-wall circumferential strain, endocardial radius (and in 3D base descent) are
     drawn uniformly from their ranges; the wall thickness follows from incompressibility; draws
     are rejected unless the wall thickness is in range, the endocardial radial stretch at ES is
-    at most 1.9 (|grad u| <= 0.9), the heart fits the field of view with a margin, and the
+    at most ``config.max_endo_stretch`` (default 1.9: |grad u| <= 0.9), the heart fits the field of view with a margin, and the
     outer fall-off stays far from folding; the RV shortening is capped so that its |grad u|
     stays <= 0.7. So the accepted parameters are a correlated subset of the box of ranges (e.g.
     high EF goes with weak strain and a thick wall). In 3D the base descent is capped at 20 % of
@@ -162,7 +161,7 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         lo, hi = config.wall_thickness_mm_range
         if not (np.isfinite(epi) and lo <= thick <= hi):
             continue
-        if 1.0 / (lam_es * math.sqrt(1.0 - shrink)) > _MAX_ENDO_STRETCH:
+        if 1.0 / (lam_es * math.sqrt(1.0 - shrink)) > config.max_endo_stretch:
             continue
         # outer fall-off of the change in r^2 must stay monotone with a wide margin
         d_max = abs(endo**2 * (1.0 / lam_es - 1.0 + shrink) - epi**2 * (1.0 / lam_es - 1.0))

@@ -1,0 +1,79 @@
+"""Phantom groups (hypertrophic, dilated, post-infarct, abnormal RV) and ED/ES pairs: each group
+draws the hearts it names, the strong contraction of a hypertrophic heart stays an exact,
+invertible map, and a pair is the cine's two frames with their labels and truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cardioinr.core.errors import ConfigError
+from cardioinr.phantoms import make_phantom
+from cardioinr.phantoms.config import PhantomConfig
+from cardioinr.phantoms.draw import draw_motion
+from cardioinr.phantoms.groups import GROUPS, ed_es_pair, group_config
+
+FAST = dict(noise_sigma=0.0, supersample=1, z_supersample=1)
+
+
+def _draws(group: str, dim: int, n: int = 12) -> list[dict]:
+    cfg = group_config(group, dim)
+    return [draw_motion(cfg, np.random.default_rng(s))[1] for s in range(n)]
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_each_group_draws_the_hearts_it_names(dim: int) -> None:
+    normal, hyp, dil, inf, rv = (_draws(g, dim) for g in ("normal", "hypertrophic", "dilated", "infarct", "rv"))
+    for p in hyp:
+        assert 0.70 <= p["ef"] <= 0.85 and 12.0 <= p["wall_thickness_mm"] <= 20.0
+    # the ES cavity keeps 15-30 % of its volume: the wall next to it is stretched beyond the
+    # default draw's limit (1.9) in some of them
+    stretch = [p["endo_radius_mm"] / p["endo_radius_es_mm"] / (1.0 + p.get("peak_longitudinal_strain", 0.0)) for p in hyp]
+    assert max(stretch) > 2.0 and max(stretch) <= 3.0 + 1e-9
+    for p in dil:
+        assert 0.15 <= p["ef"] <= 0.35 and p["endo_radius_mm"] >= 27.0 and p["wall_thickness_mm"] <= 10.0
+    for p in inf:
+        assert p["regional_motion_scale"] <= 0.2 + 1e-9 or p["regional_motion_scale"] > p["regional_motion_scale_drawn"]
+        assert p["ef"] < p["ef_global_drawn"]  # the segment takes its share of the EF
+    assert np.mean([p["rv_width_mm"] for p in rv]) > np.mean([p["rv_width_mm"] for p in normal]) + 5.0
+    assert max(p["rv_shortening"] for p in rv) <= 0.25 < min(p["rv_shortening"] for p in normal)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_hypertrophic_contraction_is_an_exact_invertible_map(dim: int) -> None:
+    cfg = group_config("hypertrophic", dim, **FAST)
+    motion, params = draw_motion(cfg, np.random.default_rng(4))
+    g = motion.geometry
+    rng = np.random.default_rng(0)
+    z = rng.uniform(g.z_base_mm, g.z_apex_mm, 4000) if dim == 3 else np.zeros(4000)
+    ang, rad = rng.uniform(0, 2 * np.pi, 4000), rng.uniform(0, g.epi_radius_mm + 10.0, 4000)
+    X = np.stack([g.center_mm[0] + rad * np.cos(ang), g.center_mm[1] + rad * np.sin(ang), z], 1)
+    x = motion.forward(X, motion.es_frame)
+    np.testing.assert_allclose(motion.inverse(x, motion.es_frame), X, atol=1e-6)
+    # the cavity at ES is what the EF says (2D: area; the equatorial slice in 3D)
+    ph = make_phantom(group_config("hypertrophic", 2, **FAST), 4)
+    assert abs(ph.params["ef_labels"] - ph.params["ef"]) < 0.02
+
+
+def test_unknown_group_is_a_config_error_and_defaults_are_unchanged() -> None:
+    with pytest.raises(ConfigError, match="unknown phantom group"):
+        group_config("athlete")
+    with pytest.raises(ConfigError, match="max_endo_stretch"):
+        PhantomConfig(max_endo_stretch=0.5)
+    assert "max_endo_stretch" not in PhantomConfig().to_dict()  # old manifests stay what they were
+    assert group_config("normal") == PhantomConfig()
+    assert set(GROUPS) == {"normal", "hypertrophic", "dilated", "infarct", "rv"}
+
+
+def test_pair_is_the_cines_ed_and_es_frames() -> None:
+    cine = make_phantom(PhantomConfig(ed_frame=3, n_frames=12, **FAST), 7)
+    es = cine.motion.es_frame
+    pair = ed_es_pair(cine)
+    seq = pair.sequence
+    assert seq.n_frames == 2 and seq.ref_frame == 0 and seq.meta["es_frame"] == 1
+    np.testing.assert_array_equal(seq.image[..., 0], cine.sequence.image[..., 3])
+    np.testing.assert_array_equal(seq.image[..., 1], cine.sequence.image[..., es])
+    np.testing.assert_array_equal(seq.labels[1], cine.sequence.labels[es])
+    np.testing.assert_array_equal(pair.displacement[..., 1, :], cine.displacement[..., es, :])
+    assert not pair.displacement[..., 0, :].any()
+    assert pair.params["pair_frames"] == [3, es]
