@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cardioinr-installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-priors bench-builtin bench-finetune bench-applicability priors bench-peers bench-scale bench-faults clean
+.PHONY: install demo test test-fast bench bench-priors bench-builtin bench-finetune bench-applicability bench-groups priors bench-peers bench-scale bench-faults clean
 
 install: $(STAMP)
 
@@ -55,6 +55,12 @@ bench-finetune: install
 # docs/priors/applicability.md.
 bench-applicability: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/applicability.py --out bench_out/applicability
+
+# Phantom groups (hypertrophic, dilated, infarct, abnormal RV, normal), ED/ES pairs and cines, the
+# default fit; 2D and 3D with 10 mm slices (about 25 minutes on one core): docs/groups.md.
+bench-groups: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/groups.py --out bench_out/groups --dim 2
+	OMP_NUM_THREADS=1 $(PY) benchmarks/groups.py --out bench_out/groups --dim 3 --slice-mm 10
 
 bench-scale: install
 	$(PY) benchmarks/scale.py --out bench_out/scale

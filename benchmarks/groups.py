@@ -43,14 +43,14 @@ SEED0 = 31000  # held out: training and tuning phantoms use other seeds
 STRUCTURES = {"LV": 3, "MYO": 2, "RV": 1}  # ACDC codes of the phantoms
 
 
-def fit_case(ph, prior: str, device: str = "cpu", settings: dict | None = None):
+def fit_case(ph, prior: str, device: str = "cpu", settings: dict | None = None, through_plane: float | str = "auto"):
     """Fit as the ``fit`` command does, from the ED labels only: ``(result, seconds)``."""
     full = ph.sequence
     seq = replace(full, labels={full.ref_frame: full.labels[full.ref_frame]}, label_sources={})
     t0 = time.perf_counter()
     start = choose_start(seq, prior, explicit=settings or {}, device=device)
     cfg = start.fit_config(replace(FitConfig(device=device), **(settings or {})))
-    init, _ = start.init_field(seq, "auto", cfg)
+    init, _ = start.init_field(seq, through_plane, cfg)
     res = Fitter(cfg).fit(seq, init=init, progress=False)
     return res, time.perf_counter() - t0
 
