@@ -77,3 +77,17 @@ def test_pair_is_the_cines_ed_and_es_frames() -> None:
     np.testing.assert_array_equal(pair.displacement[..., 1, :], cine.displacement[..., es, :])
     assert not pair.displacement[..., 0, :].any()
     assert pair.params["pair_frames"] == [3, es]
+
+
+def test_synth_command_writes_a_group(tmp_path, capsys) -> None:
+    import json
+
+    from cardioinr.app.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "h"), "--n", "1", "--group", "hypertrophic"]) == 0
+    manifest = json.loads((tmp_path / "h" / "manifest.json").read_text())
+    p = manifest["cases"][0]["params"]
+    assert 0.70 <= p["ef"] <= 0.85 and 12.0 <= p["wall_thickness_mm"] <= 20.0
+    assert manifest["config"]["max_endo_stretch"] == 3.0
+    assert main(["synth", "--out", str(tmp_path / "x"), "--group", "athlete"]) == 2
+    assert "unknown phantom group 'athlete'" in capsys.readouterr().err

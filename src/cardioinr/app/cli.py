@@ -56,9 +56,12 @@ def synth(
         help="One LV segment with abnormal motion: its motion scale, or a range LO,HI to draw it from (1 normal, "
              "0 akinetic, below 0 dyskinetic; e.g. -0.3,0.2). Off by default."),
     regional_extent: str = typer.Option("60,120", "--regional-extent", help="Width range of that segment, degrees."),
+    group: str = typer.Option("normal", "--group", help="Kind of heart: normal, hypertrophic, dilated, infarct or rv "
+                                                        "(abnormal right ventricle); --ef and --regional override it."),
 ) -> None:
     """Write synthetic short-axis cines with ground-truth motion (NIfTI + manifest.json)."""
-    from cardioinr.phantoms import PhantomConfig, write_cases
+    from cardioinr.phantoms import write_cases
+    from cardioinr.phantoms.groups import group_config
 
     changes: dict = {}
     if ef is not None:
@@ -68,7 +71,7 @@ def synth(
     if regional is not None:
         changes["regional_motion_range"] = _number_range(regional, "--regional")
         changes["regional_extent_deg_range"] = _number_range(regional_extent, "--regional-extent")
-    manifest = write_cases(out, n=n, config=PhantomConfig(dim=dim, tagged=tagged, **changes), seed=seed)
+    manifest = write_cases(out, n=n, config=group_config(group, dim, tagged=tagged, **changes), seed=seed)
     typer.echo(f"wrote {len(manifest['cases'])} cases to {out}")
 
 
