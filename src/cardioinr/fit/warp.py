@@ -78,30 +78,34 @@ def displacement_gradient(u: torch.Tensor, spacing: torch.Tensor) -> torch.Tenso
 
 
 def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int = 40, tol_mm: float = 1e-4,
-                        where: torch.Tensor | None = None) -> torch.Tensor:
-    """Invert a dense displacement field by Newton's method.
+                        where: torch.Tensor | None = None, fixed_point_steps: int = 10) -> torch.Tensor:
+    """Invert a dense displacement field: fixed-point steps, then Newton's method for the
+    points they leave unsettled.
 
     Given ``u`` with ``x = X + u(X)``, returns ``v`` on the same grid with ``X = x + v(x)``,
-    i.e. the root of ``r(v) = v + u(x + v)``. Each step solves ``(I + grad u) dv = -r`` with
-    ``grad u`` interpolated at ``x + v``, which converges wherever the map is one-to-one (det
-    F > 0). The plain fixed point ``v <- -u(x + v)`` converges only where its slope,
-    ``grad u``, is below 1 in norm: a strongly contracting ventricle breaks that at
-    end-systole (next to the endocardium the wall is stretched radially ``1 / sqrt(keep)``
-    times when the cavity keeps ``keep`` of its cross-section: 2.9-3.5 for 8-12 %), and there
-    it left points 2-3 mm off (tests/fit/test_warp.py). Where det F is near zero (folding, outside the heart at worst) a point
-    takes a fixed-point step instead, and every step is capped at two voxels so that a poor
-    linearisation cannot throw a point across the image.
+    i.e. the root of ``r(v) = v + u(x + v)``. The fixed point ``v <- -u(x + v)`` is cheap (three
+    channels sampled per step) and settles most points within ten steps, but converges only
+    where its slope, ``grad u``, is below 1 in norm: a strongly contracting ventricle breaks
+    that at end-systole (next to the endocardium the wall is stretched radially ``1 /
+    sqrt(keep)`` times when the cavity keeps ``keep`` of its cross-section: 2.9-3.5 for 8-12 %),
+    and so does a rough field; there it left points 2-3 mm off (tests/fit/test_warp.py). The
+    points still moving after ``fixed_point_steps`` therefore take Newton steps, solving
+    ``(I + grad u) dv = -r`` with ``grad u`` interpolated at ``x + v``, which converge wherever
+    the map is one-to-one (det F > 0). Where det F is near zero (folding, outside the heart at
+    worst) a point keeps taking fixed-point steps, and every Newton step is capped at two voxels
+    so that a poor linearisation cannot throw a point across the image.
 
     The iteration is pointwise, so a point stops once its update is below ``tol_mm`` and only
-    the points still moving are sampled (most settle within 3-5 steps); ``where`` restricts the
-    work to a region without changing any value in it.
+    the points still moving are sampled; ``where`` restricts the work to a region without
+    changing any value in it.
 
     Args:
         u: ``(X, Y, Z, 3)`` displacement in mm along the array axes.
         spacing: ``(3,)`` mm.
-        iterations: at most this many updates per point.
+        iterations: at most this many updates per point (both kinds together).
         tol_mm: a point whose update is below this (mm, largest component) is done.
         where: optional ``(X, Y, Z)`` bool mask of the points wanted; ``v`` is 0 elsewhere.
+        fixed_point_steps: fixed-point updates before the unsettled points switch to Newton.
 
     Returns:
         ``(X, Y, Z, 3)`` inverse displacement in mm.
@@ -109,31 +113,40 @@ def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int 
     shape = tuple(u.shape[:3])
     dims = spatial_dim(shape)
     grid = voxel_grid_mm_torch(shape, spacing, u.dtype, u.device).reshape(-1, 3)
-    # u and its gradient as 12 channels, sampled together at each step
-    channels = torch.cat([u, displacement_gradient(u, spacing).reshape(*shape, 9)], -1).permute(3, 0, 1, 2)
+    field = u.permute(3, 0, 1, 2)  # (3, X, Y, Z) channels for sampling
     v = -u.reshape(-1, 3).clone()
     idx = torch.arange(grid.shape[0], device=u.device) if where is None else torch.nonzero(where.reshape(-1))[:, 0]
-    eye = torch.eye(3, dtype=u.dtype, device=u.device)
-    cap = 2.0 * float(torch.as_tensor(spacing)[:dims].max())
-    for _ in range(iterations):
+    n_fixed = min(fixed_point_steps, iterations)
+    for _ in range(n_fixed):
         if idx.numel() == 0:
             break
-        s = sample(channels, (grid[idx] + v[idx])[:, :dims], spacing)
-        r = v[idx] + s[:, :3]
-        jac = eye + s[:, 3:].reshape(-1, 3, 3)
-        if dims == 2:  # nothing moves or varies through a single slice
-            jac[:, 2, :2] = 0.0
-            jac[:, :2, 2] = 0.0
-            jac[:, 2, 2] = 1.0
-        det = torch.linalg.det(jac)
-        ok = det > 0.05
-        step = r.clone()  # the fixed-point step where the Jacobian cannot be trusted
-        if ok.any():
-            step[ok] = torch.linalg.solve(jac[ok], r[ok].unsqueeze(-1)).squeeze(-1)
-        size = step.abs().amax(dim=1)
-        step = step * torch.clamp(cap / size.clamp(min=1e-12), max=1.0).unsqueeze(1)
-        v[idx] = v[idx] - step
-        idx = idx[size >= tol_mm]
+        new = -sample(field, (grid[idx] + v[idx])[:, :dims], spacing)
+        moving = (new - v[idx]).abs().amax(dim=1) >= tol_mm
+        v[idx] = new
+        idx = idx[moving]
+    if idx.numel() > 0 and iterations > n_fixed:
+        # u and its gradient as 12 channels, sampled together at each Newton step
+        channels = torch.cat([u, displacement_gradient(u, spacing).reshape(*shape, 9)], -1).permute(3, 0, 1, 2)
+        eye = torch.eye(3, dtype=u.dtype, device=u.device)
+        cap = 2.0 * float(torch.as_tensor(spacing)[:dims].max())
+        for _ in range(iterations - n_fixed):
+            if idx.numel() == 0:
+                break
+            s = sample(channels, (grid[idx] + v[idx])[:, :dims], spacing)
+            r = v[idx] + s[:, :3]
+            jac = eye + s[:, 3:].reshape(-1, 3, 3)
+            if dims == 2:  # nothing moves or varies through a single slice
+                jac[:, 2, :2] = 0.0
+                jac[:, :2, 2] = 0.0
+                jac[:, 2, 2] = 1.0
+            ok = torch.linalg.det(jac) > 0.05
+            step = r.clone()  # the fixed-point step where the Jacobian cannot be trusted
+            if ok.any():
+                step[ok] = torch.linalg.solve(jac[ok], r[ok].unsqueeze(-1)).squeeze(-1)
+            size = step.abs().amax(dim=1)
+            step = step * torch.clamp(cap / size.clamp(min=1e-12), max=1.0).unsqueeze(1)
+            v[idx] = v[idx] - step
+            idx = idx[size >= tol_mm]
     if where is not None:
         v[~where.reshape(-1)] = 0.0
     return v.reshape(*shape, 3)
