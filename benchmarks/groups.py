@@ -40,7 +40,6 @@ from cardioinr.phantoms.groups import GROUPS, ed_es_pair, group_config  # noqa: 
 from cardioinr.priors.builtin import choose_start  # noqa: E402
 
 SEED0 = 31000  # held out: training and tuning phantoms use other seeds
-STRUCTURES = {"LV": 3, "MYO": 2, "RV": 1}  # ACDC codes of the phantoms
 
 
 def fit_case(ph, prior: str, device: str = "cpu", settings: dict | None = None, through_plane: float | str = "auto"):
@@ -55,9 +54,9 @@ def fit_case(ph, prior: str, device: str = "cpu", settings: dict | None = None, 
     return res, time.perf_counter() - t0
 
 
-def ef_of(labels: np.ndarray, spacing: np.ndarray) -> float:
-    """EF of the LV cavity (code 3) from label counts over the frames, %."""
-    sizes, _ = cavity_sizes(labels, spacing, STRUCTURES["LV"])
+def ef_of(labels: np.ndarray, spacing: np.ndarray, lv_code: int) -> float:
+    """EF of the LV cavity from label counts over the frames, %."""
+    sizes, _ = cavity_sizes(labels, spacing, lv_code)
     return ejection_fraction(sizes)[0]
 
 
@@ -66,15 +65,16 @@ def score(ph, res, seconds: float) -> dict:
     seq = ph.sequence
     es = int(seq.meta["es_frame"])
     truth = ph.labels
-    sp = seq.spacing
+    sp, lm = seq.spacing, seq.label_map
     ev = evaluate_arrays(res.displacement, res.labels, ph.displacement, truth, spacing=sp,
                          label_map=seq.label_map, ref_frame=seq.ref_frame)
     ceiling = propagate_labels(seq.labels[seq.ref_frame], ph.displacement, sp)
     row = {"seconds": round(seconds, 2), "steps": res.metrics["steps"],
            "epe_myo": ev["epe"]["MYO"]["mean"], "folded_heart_pct": ev["folding"]["heart"]["percent_folded"],
-           "ef_truth": ef_of(truth, sp), "ef_carried": ef_of(res.labels, sp), "ef_true_motion": ef_of(ceiling, sp)}
+           "ef_truth": ef_of(truth, sp, lm.lv), "ef_carried": ef_of(res.labels, sp, lm.lv),
+           "ef_true_motion": ef_of(ceiling, sp, lm.lv)}
     row["ef_error_points"] = row["ef_carried"] - row["ef_truth"]
-    for name, code in STRUCTURES.items():
+    for name, code in (("LV", lm.lv), ("MYO", lm.myo), ("RV", lm.rv)):
         row[f"dice_{name}_es"] = dice(res.labels[..., es] == code, truth[..., es] == code)
         row[f"ceiling_{name}_es"] = dice(ceiling[..., es] == code, truth[..., es] == code)
     return row

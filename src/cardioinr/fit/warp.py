@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cardioinr.geometry.grid import spatial_dim, voxel_grid_mm_torch
+from cardioinr.geometry.kinematics import displacement_gradient_grid
 
 
 def to_sampling_layout(volume: torch.Tensor) -> torch.Tensor:
@@ -58,23 +59,6 @@ def sample(
     g = mm_to_grid(points_mm, (nx, ny, nz), spacing).view(1, 1, 1, -1, 3)
     out = F.grid_sample(to_sampling_layout(volume), g, mode=mode, padding_mode=padding_mode, align_corners=True)
     return out.view(c, -1).t()
-
-
-def displacement_gradient(u: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
-    """``grad u`` of a dense field by central differences (one-sided at the edges).
-
-    Args:
-        u: ``(X, Y, Z, 3)`` displacement, mm. spacing: ``(3,)`` mm.
-
-    Returns:
-        ``(X, Y, Z, 3, 3)``, entry ``[..., i, j] = d u_i / d x_j`` (dimensionless); zero along
-        axes of size 1 (a 2D slice has no through-plane derivative).
-    """
-    g = torch.zeros(*u.shape[:3], 3, 3, dtype=u.dtype, device=u.device)
-    for j in range(3):
-        if u.shape[j] > 1:
-            g[..., :, j] = torch.gradient(u, spacing=float(spacing[j]), dim=j)[0]
-    return g
 
 
 def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int = 40, tol_mm: float = 1e-4,
@@ -126,7 +110,12 @@ def invert_displacement(u: torch.Tensor, spacing: torch.Tensor, iterations: int 
         idx = idx[moving]
     if idx.numel() > 0 and iterations > n_fixed:
         # u and its gradient as 12 channels, sampled together at each Newton step
-        channels = torch.cat([u, displacement_gradient(u, spacing).reshape(*shape, 9)], -1).permute(3, 0, 1, 2)
+        # (the one implementation of grid differences, geometry.kinematics; a single slice gives
+        # its 2 x 2 in-plane block, the rest stays 0)
+        grad = torch.zeros(*shape, 3, 3, dtype=u.dtype, device=u.device)
+        j = torch.from_numpy(displacement_gradient_grid(u.detach().cpu().numpy(), np.asarray(torch.as_tensor(spacing).cpu())))
+        grad[..., :dims, :dims] = j.reshape(*shape, dims, dims).to(grad)
+        channels = torch.cat([u, grad.reshape(*shape, 9)], -1).permute(3, 0, 1, 2)
         eye = torch.eye(3, dtype=u.dtype, device=u.device)
         cap = 2.0 * float(torch.as_tensor(spacing)[:dims].max())
         for _ in range(iterations - n_fixed):
