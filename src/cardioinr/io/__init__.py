@@ -88,10 +88,12 @@ from cardioinr.io.sequence import (
     check_frame_index,
     validate_image,
 )
+from cardioinr.io.study import LAX_VIEWS, Study, phase_to_sax_frame, plane_crosses_grid
 
 __all__ = [
     "ACDC",
     "DEFAULT_MAX_GIB",
+    "LAX_VIEWS",
     "SUNNYBROOK",
     "ConfigError",
     "Grid",
@@ -99,6 +101,7 @@ __all__ = [
     "LabelMap",
     "LabelSource",
     "Sequence",
+    "Study",
     "atomic_path",
     "attach_label_arrays",
     "attach_labels",
@@ -119,6 +122,8 @@ __all__ = [
     "make_affine",
     "max_input_gib",
     "mm_to_voxel",
+    "phase_to_sax_frame",
+    "plane_crosses_grid",
     "read_nifti",
     "save_nifti",
     "save_npz",
