@@ -132,6 +132,8 @@ class Fitter:
                 groups.append({"params": enc, "base": lr * cfg.encoding_lr_scale})
             if z is not None:
                 groups.append({"params": [z], "base": cfg.latent_lr})
+            # what the problem learns besides the field (a multi-view fit's slice offsets)
+            groups.extend(dict(g) for g in getattr(problem, "param_groups", lambda _lr: [])(lr))
             for g in groups:
                 g["lr"] = g["base"]
             return Adam(groups)

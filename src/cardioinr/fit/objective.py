@@ -96,6 +96,17 @@ class Objective:
                 return i
         return self.n_levels - 1
 
+    def _offsets(self, slice_shift: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        """``(..., 3)`` offsets at stack points ``pts`` ``(..., 3)`` mm: the slices' ``(Z, 2)``
+        in-plane offsets, linear between slice centres (as the images are read), 0 along k."""
+        nz = self.shape[2]
+        k = (pts[..., 2] / self.spacing[2]).clamp(0, nz - 1)
+        k0 = k.floor().long().clamp(max=nz - 1)
+        k1 = (k0 + 1).clamp(max=nz - 1)
+        w = (k - k0.to(k.dtype)).unsqueeze(-1)
+        off = (1 - w) * slice_shift[k0] + w * slice_shift[k1]
+        return torch.cat([off, torch.zeros_like(off[..., :1])], -1)
+
     def sample_points(self, n: int, gen: torch.Generator, jitter_z: bool) -> torch.Tensor:
         """``(n, D)`` reference points in mm, drawn from the sampling weights, jittered in-voxel."""
         idx = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=gen).to(self.device)
@@ -109,8 +120,11 @@ class Objective:
         return pts[:, : self.dim]
 
     def loss(self, field_: MotionField, level: int, gen: torch.Generator,
-             latent: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        """Total loss of one step and its terms (floats); ``latent`` for modulated fields."""
+             latent: torch.Tensor | None = None, slice_shift: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Total loss of one step and its terms (floats); ``latent`` for modulated fields.
+
+        ``slice_shift``: ``(Z, 2)`` mm in-plane offsets of the slices of a misaligned stack (the
+        anatomy at ``y`` is read at ``y + s``; see :mod:`cardioinr.fit.multiview`), or None."""
         cfg = self.cfg
         frames = self.levels[level]
         ref_t = self.seq.ref_frame
@@ -123,8 +137,14 @@ class Objective:
         coeffs = field_.coefficients(x, latent)
         basis = field_.basis()[self.others]  # (T-1, 2K)
         u = torch.einsum("nkd,tk->tnd", coeffs, basis)  # (T-1, N, D)
-        fixed = sample(frames[ref_t].unsqueeze(0), x, self.spacing).t()  # (1, N)
-        moving = sample_frames(frames[self.others], x.unsqueeze(0) + u, self.spacing)  # (T-1, N)
+        if slice_shift is not None:
+            x_read = x + self._offsets(slice_shift, x)
+            fixed = sample(frames[ref_t].unsqueeze(0), x_read, self.spacing).t()  # (1, N)
+            xt = x.unsqueeze(0) + u
+            moving = sample_frames(frames[self.others], xt + self._offsets(slice_shift, xt), self.spacing)
+        else:
+            fixed = sample(frames[ref_t].unsqueeze(0), x, self.spacing).t()  # (1, N)
+            moving = sample_frames(frames[self.others], x.unsqueeze(0) + u, self.spacing)  # (T-1, N)
         if cfg.similarity == "ncc":
             sim = ncc_loss(fixed.t(), moving.t())
         elif cfg.similarity == "mse":

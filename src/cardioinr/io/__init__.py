@@ -20,6 +20,8 @@ Modules
 * :mod:`cardioinr.io.npz`, :mod:`cardioinr.io.frames` (per-frame folders),
   :mod:`cardioinr.io.dicom` (DICOM series and their geometry);
 * :mod:`cardioinr.io.load`: :func:`load_sequence`, which picks one of the above;
+* :mod:`cardioinr.io.study`, :mod:`cardioinr.io.studies`: :class:`Study` (a short-axis stack and
+  long-axis cines) and its loaders (:func:`load_study_any`);
 * :mod:`cardioinr.io.datasets`: dataset indexes (manifest, Sunnybrook, ACDC, plain folders).
 
 This module only re-exports them, together with the geometry (:mod:`cardioinr.geometry`) and
@@ -63,7 +65,13 @@ from cardioinr.geometry.grid import (
     voxel_to_world,
     world_to_voxel,
 )
-from cardioinr.io.dicom import dicom_affine, load_dicom_folder
+from cardioinr.io.dicom import (
+    DicomSeriesInfo,
+    dicom_affine,
+    list_dicom_series,
+    load_dicom_folder,
+    load_dicom_series,
+)
 from cardioinr.io.frames import load_nifti_frames
 from cardioinr.io.load import load_folder, load_sequence
 from cardioinr.io.nifti import (
@@ -88,6 +96,14 @@ from cardioinr.io.sequence import (
     check_frame_index,
     validate_image,
 )
+from cardioinr.io.studies import (
+    UKBB,
+    lax_view_name,
+    load_dicom_study,
+    load_study,
+    load_study_any,
+    load_study_folder,
+)
 from cardioinr.io.study import LAX_VIEWS, Study, phase_to_sax_frame, plane_crosses_grid
 
 __all__ = [
@@ -95,7 +111,9 @@ __all__ = [
     "DEFAULT_MAX_GIB",
     "LAX_VIEWS",
     "SUNNYBROOK",
+    "UKBB",
     "ConfigError",
+    "DicomSeriesInfo",
     "Grid",
     "InputError",
     "LabelMap",
@@ -111,7 +129,11 @@ __all__ = [
     "file_sha256",
     "files_sha256",
     "label_source",
+    "lax_view_name",
+    "list_dicom_series",
     "load_dicom_folder",
+    "load_dicom_series",
+    "load_dicom_study",
     "load_folder",
     "load_label_file",
     "load_label_volume",
@@ -119,6 +141,9 @@ __all__ = [
     "load_nifti_sequence",
     "load_npz",
     "load_sequence",
+    "load_study",
+    "load_study_any",
+    "load_study_folder",
     "make_affine",
     "max_input_gib",
     "mm_to_voxel",

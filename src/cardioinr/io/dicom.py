@@ -28,7 +28,7 @@ from cardioinr.geometry import RAS_TO_LPS
 from cardioinr.io._common import is_nifti_name, natural_key, no_warnings, shown
 from cardioinr.io.sequence import ACDC, LabelMap, Sequence
 
-__all__ = ["dicom_affine", "load_dicom_folder"]
+__all__ = ["DicomSeriesInfo", "dicom_affine", "list_dicom_series", "load_dicom_folder", "load_dicom_series"]
 
 # Images closer than this along the slice normal belong to one slice (scanners write positions
 # with a few decimals; no cine has slices this thin).
@@ -58,6 +58,8 @@ class _DicomImage:
     intercept: float
     nominal_interval_ms: float | None = None
     n_cardiac_images: int | None = None
+    protocol: str = ""  # ProtocolName
+    series_number: int | None = None  # SeriesNumber
 
 
 def dicom_affine(iop: np.ndarray, ipp: np.ndarray, pixel_spacing: np.ndarray, slice_step: float) -> np.ndarray:
@@ -131,6 +133,9 @@ def _scan_dicom_file(f: Path, ds: object) -> list[_DicomImage]:
     n_cardiac = int(_float_or_none(g("CardiacNumberOfImages")) or 0) or None
     n_frames = int(_float_or_none(g("NumberOfFrames")) or 1)
     per_frame = g("PerFrameFunctionalGroupsSequence")
+    protocol = str(g("ProtocolName", "") or "")
+    number = _float_or_none(g("SeriesNumber"))
+    series_number = int(number) if number is not None else None
     out: list[_DicomImage] = []
 
     def need(value: np.ndarray | None, what: str, frame: int | None = None) -> np.ndarray:
@@ -163,6 +168,7 @@ def _scan_dicom_file(f: Path, ds: object) -> list[_DicomImage]:
                 slope=_float_or_none(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0,
                 intercept=_float_or_none(_fg(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0,
                 nominal_interval_ms=nominal, n_cardiac_images=n_cardiac,
+                protocol=protocol, series_number=series_number,
             ))
         return out
 
@@ -192,6 +198,7 @@ def _scan_dicom_file(f: Path, ds: object) -> list[_DicomImage]:
             iop=iop, ipp=ipp, pixel_spacing=ps, slice_step=step, trigger_ms=triggers[k],
             instance=instance, slope=slope, intercept=intercept,
             nominal_interval_ms=nominal, n_cardiac_images=n_cardiac,
+            protocol=protocol, series_number=series_number,
         ))
     return out
 
@@ -342,6 +349,19 @@ def load_dicom_folder(
             for uid, ims in sorted(by_series.items())
         )
         raise InputError(f"{path}: holds {len(by_series)} DICOM series ({listed}); choose one with series_uid")
+    return _sequence_of_images(path, images, label_map=label_map, ref_frame=ref_frame,
+                               frame_interval_ms=frame_interval_ms)
+
+
+def _sequence_of_images(
+    path: Path,
+    images: list[_DicomImage],
+    *,
+    label_map: LabelMap = ACDC,
+    ref_frame: int = 0,
+    frame_interval_ms: float | None = None,
+) -> Sequence:
+    """The cine of one series' images (checked as :func:`load_dicom_folder` describes)."""
     uid = images[0].series_uid
 
     # One geometry for the whole series.
@@ -452,3 +472,91 @@ def load_dicom_folder(
         meta["trigger_times_ms"] = [float(im.trigger_ms) for im in slices[0]]  # type: ignore[arg-type]
     return Sequence(image=volume, affine=affine, frame_interval_ms=dt, ref_frame=ref_frame,
                     label_map=label_map, name=path.name, meta=meta)
+
+
+@dataclass(frozen=True, eq=False)
+class DicomSeriesInfo:
+    """One series of a DICOM folder, from its headers: what :func:`list_dicom_series` finds.
+
+    Attributes:
+        folder: the folder scanned.
+        series_uid, description, protocol, series_number: ``SeriesInstanceUID``,
+            ``SeriesDescription``, ``ProtocolName``, ``SeriesNumber`` (None when absent).
+        n_images: 2D images (frames of multi-frame files counted one by one).
+        n_slices: distinct slice positions along the normal (0 when orientations are mixed).
+        n_frames: images at the most populated slice position (the frame count of a cine).
+        normal: unit slice normal ``row x col`` in world RAS coordinates, shape ``(3,)``.
+        mixed_orientation: images of several orientations (a localizer, not one slice stack).
+    """
+
+    folder: Path
+    series_uid: str
+    description: str
+    protocol: str
+    series_number: int | None
+    n_images: int
+    n_slices: int
+    n_frames: int
+    normal: np.ndarray
+    mixed_orientation: bool
+    images: tuple = ()  # the scanned headers (_DicomImage), for load_dicom_series
+
+    def __repr__(self) -> str:
+        return (f"DicomSeriesInfo({self.series_number}, {self.description!r}, {self.n_slices} slices x "
+                f"{self.n_frames} frames, uid={self.series_uid!r})")
+
+
+def _series_info(path: Path, images: list[_DicomImage]) -> DicomSeriesInfo:
+    first = images[0]
+    mixed = any(np.max(np.abs(im.iop - first.iop)) > 1e-3 for im in images[1:])
+    row, col = first.iop[:3], first.iop[3:]
+    normal = np.cross(row / max(np.linalg.norm(row), 1e-12), col / max(np.linalg.norm(col), 1e-12))
+    normal = normal / max(np.linalg.norm(normal), 1e-12)
+    slices = [] if mixed else _group_slices(images, normal)
+    return DicomSeriesInfo(
+        folder=path, series_uid=first.series_uid, description=first.series_desc, protocol=first.protocol,
+        series_number=first.series_number, n_images=len(images), n_slices=len(slices),
+        n_frames=max((len(s) for s in slices), default=0), normal=RAS_TO_LPS @ normal,
+        mixed_orientation=mixed, images=tuple(images),
+    )
+
+
+def list_dicom_series(path: str | os.PathLike) -> list[DicomSeriesInfo]:
+    """Every series of a DICOM folder (files may sit in subfolders) with its geometry, read from
+    the headers only, in ``SeriesNumber`` order (then UID). Corrupt files raise as in
+    :func:`load_dicom_folder`; a folder without DICOM images gives an empty list."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder")
+    images, _ = _scan_dicom_folder(path)
+    by_series: dict[str, list[_DicomImage]] = {}
+    for im in images:
+        by_series.setdefault(im.series_uid, []).append(im)
+    infos = [_series_info(path, ims) for ims in by_series.values()]
+    return sorted(infos, key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
+
+
+def load_dicom_series(
+    series: DicomSeriesInfo | list[DicomSeriesInfo],
+    *,
+    label_map: LabelMap = ACDC,
+    ref_frame: int = 0,
+    frame_interval_ms: float | None = None,
+    name: str | None = None,
+) -> Sequence:
+    """The cine of a series listed by :func:`list_dicom_series`, without reading the headers
+    again; a list of series sharing one orientation (a short-axis stack stored one series per
+    slice) is read as one stack. Checks and geometry as in :func:`load_dicom_folder`."""
+    group = [series] if isinstance(series, DicomSeriesInfo) else list(series)
+    if not group:
+        raise InputError("load_dicom_series: no series given")
+    images = [im for s in group for im in s.images]
+    if not images:
+        raise InputError(f"{group[0].folder}: series {group[0].series_uid!r} has no images")
+    seq = _sequence_of_images(group[0].folder, images, label_map=label_map, ref_frame=ref_frame,
+                              frame_interval_ms=frame_interval_ms)
+    if len(group) > 1:
+        seq.meta["series_uids"] = [s.series_uid for s in group]
+    if name is not None:
+        seq.name = " ".join(str(name).split()) or seq.name
+    return seq

@@ -57,6 +57,7 @@ class Study:
         lax: view name (``"2ch"``, ``"3ch"``, ``"4ch"`` or any other) -> single-slice cine
             ``(X, Y, 1, T_v)`` with its own affine in the same world frame; labels optional.
         name: subject identifier.
+        meta: free-form provenance, e.g. ``"notes"``: what a loader skipped and why.
 
     Construction checks that each long-axis view is one slice, shares the SAX label map and
     crosses the SAX stack; it raises a one-line :class:`InputError` naming the view otherwise.
@@ -65,6 +66,7 @@ class Study:
     sax: Sequence
     lax: dict[str, Sequence] = field(default_factory=dict)
     name: str = "study"
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.sax, Sequence):
