@@ -58,9 +58,16 @@ def synth(
     regional_extent: str = typer.Option("60,120", "--regional-extent", help="Width range of that segment, degrees."),
     group: str = typer.Option("normal", "--group", help="Kind of heart: normal, hypertrophic, dilated, infarct or rv "
                                                         "(abnormal right ventricle); --ef and --regional override it."),
+    views: str = typer.Option(
+        "sax", "--views",
+        help="Views to write (dim 3): sax plus any of 2ch, 3ch, 4ch, e.g. sax,2ch,4ch; with long-axis views each case "
+             "is a folder caseNNN/ of sa.nii.gz, la_2ch.nii.gz, ... (UK Biobank names) with seg_ and truth_ files (also with --misalign)."),
+    misalign: float = typer.Option(
+        0.0, "--misalign", min=0.0, metavar="MM",
+        help="Largest breath-hold shift of a slice or view, mm (dim 3; default 0: aligned)."),
 ) -> None:
     """Write synthetic short-axis cines with ground-truth motion (NIfTI + manifest.json)."""
-    from cardioinr.phantoms import write_cases
+    from cardioinr.phantoms import write_cases, write_studies
     from cardioinr.phantoms.groups import group_config
 
     changes: dict = {}
@@ -71,7 +78,18 @@ def synth(
     if regional is not None:
         changes["regional_motion_range"] = _number_range(regional, "--regional")
         changes["regional_extent_deg_range"] = _number_range(regional_extent, "--regional-extent")
-    manifest = write_cases(out, n=n, config=group_config(group, dim, tagged=tagged, **changes), seed=seed)
+    names = [v.strip().lower() for v in views.split(",") if v.strip()]
+    unknown = [v for v in names if v not in ("sax", "2ch", "3ch", "4ch")]
+    if unknown or "sax" not in names or len(set(names)) != len(names):
+        raise ConfigError(f"--views {views!r}: expected sax plus any of 2ch, 3ch, 4ch, each once (e.g. sax,2ch,4ch)")
+    lax = tuple(v for v in names if v != "sax")
+    if (lax or misalign > 0) and dim != 3:
+        raise ConfigError("--views with long-axis views and --misalign need --dim 3")
+    config = group_config(group, dim, tagged=tagged, **changes)
+    if lax or misalign > 0:
+        manifest = write_studies(out, n=n, config=config, seed=seed, views=lax, misalign_mm=misalign)
+    else:
+        manifest = write_cases(out, n=n, config=config, seed=seed)
     typer.echo(f"wrote {len(manifest['cases'])} cases to {out}")
 
 
@@ -103,7 +121,21 @@ def fit(
         "auto", "--prior-through-plane",
         help="3D priors: scale in [0, 1] of the prior's starting motion along the slices' normal (0: in-plane "
              "start only), or auto: the scale whose start fits the images best."),
-    label_map: str = typer.Option("acdc", "--label-map", help="acdc (1 RV, 2 MYO, 3 LV), sunnybrook (1 LV, 2 MYO), or 'lv=N,myo=N,rv=N'."),
+    label_map: Optional[str] = typer.Option(
+        None, "--label-map",
+        help="acdc (1 RV, 2 MYO, 3 LV; the default), sunnybrook (1 LV, 2 MYO), ukbb (1 LV, 2 MYO, 3 RV; the default "
+             "for a UK Biobank study folder), or 'lv=N,myo=N,rv=N'."),
+    lax: Optional[list[Path]] = typer.Option(
+        None, "--lax",
+        help="A long-axis cine (2-, 3- or 4-chamber; repeat for several) of the same exam: one 3D+t field is fitted "
+             "to the short-axis stack and every view at once. A study folder (sa.nii.gz, la_2ch.nii.gz, ...) or a "
+             "DICOM exam with several orientations given as SEQUENCE is read as such without it."),
+    lax_seg: Optional[list[Path]] = typer.Option(None, "--lax-seg", help="Labels of a long-axis view's reference "
+                                                 "frame, in --lax order (optional)."),
+    align_views: bool = typer.Option(
+        False, "--align-views",
+        help="Multi-view fits: learn a rigid in-plane offset per short-axis slice and per long-axis view (breath-hold "
+             "misalignment), jointly with the motion; metrics.json reports them."),
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default from the config)."),
     model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
     similarity: Optional[str] = typer.Option(None, "--similarity", help="ncc, lncc or mse."),
@@ -133,9 +165,23 @@ def fit(
 
         formats = parse_formats(export)  # a bad format or a missing library stops here, not after the fit
         require_libraries(formats)
-    seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
-    if seg is not None:
-        seq = attach_labels(seq, {seq.ref_frame: seg})
+    from cardioinr.io.studies import load_study_any, looks_like_study
+
+    study = None
+    if lax or looks_like_study(sequence):
+        study = load_study_any(sequence, lax or (), seg=seg, lax_segs=lax_seg, label_map=label_map,
+                               ref_frame=ref_frame)
+        seq = study.sax
+        typer.echo(f"note: study {study.name}: short axis {seq.shape} and long-axis views "
+                   f"{', '.join(study.lax) or 'none'}")
+    else:
+        if lax_seg:
+            raise ConfigError("--lax-seg needs --lax (or a study folder)")
+        seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
+        if seg is not None:
+            seq = attach_labels(seq, {seq.ref_frame: seg})
+    if align_views and (study is None or not study.lax):
+        raise ConfigError("--align-views needs long-axis views (--lax or a study folder)")
     if formats is not None and "vtk" in formats and seq.ref_labels is None:
         raise ConfigError("--export vtk: the meshes are cut from the reference labels; pass --seg (or export itk only)")
     from cardioinr.priors import check_through_plane, choose_start
@@ -158,7 +204,12 @@ def fit(
     applic = extra["prior"].get("applicability")
     if applic and applic.get("in_distribution") is False:
         typer.echo(f"warning: {seq.name} lies {applic['summary']}", err=True)
-    result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
+    if study is not None and study.lax:
+        from cardioinr.fit.multiview import ViewsConfig, fit_study
+
+        result = fit_study(study, cfg, ViewsConfig(align=align_views), init=init, progress=not quiet)
+    else:
+        result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
     typer.echo(

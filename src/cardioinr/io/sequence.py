@@ -26,6 +26,7 @@ from cardioinr.geometry.grid import Grid, spacing_from_affine, spatial_dim, vali
 __all__ = [
     "ACDC",
     "SUNNYBROOK",
+    "UKBB",
     "LabelMap",
     "LabelSource",
     "Sequence",
@@ -49,7 +50,7 @@ class LabelMap:
 
     @classmethod
     def parse(cls, text: str | None) -> "LabelMap":
-        """Parse ``"acdc"``, ``"sunnybrook"`` or ``"lv=1,myo=2[,rv=3]"``."""
+        """Parse ``"acdc"``, ``"sunnybrook"``, ``"ukbb"`` or ``"lv=1,myo=2[,rv=3]"``."""
         if text is None or text == "":
             return ACDC
         if not isinstance(text, str):
@@ -122,7 +123,9 @@ class LabelMap:
 
 ACDC = LabelMap(lv=3, myo=2, rv=1)
 SUNNYBROOK = LabelMap(lv=1, myo=2, rv=None)
-_PRESETS = {"acdc": ACDC, "sunnybrook": SUNNYBROOK}
+#: UK Biobank's short-axis segmentations (Bai et al. 2018): 1 LV, 2 MYO, 3 RV.
+UKBB = LabelMap(lv=1, myo=2, rv=3)
+_PRESETS = {"acdc": ACDC, "sunnybrook": SUNNYBROOK, "ukbb": UKBB}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,10 +29,11 @@ from cardioinr.io._common import file_stem, is_nifti_name, shown, visible_files
 from cardioinr.io.dicom import DicomSeriesInfo, list_dicom_series, load_dicom_series
 from cardioinr.io.load import load_sequence
 from cardioinr.io.nifti import label_source, load_label_file
-from cardioinr.io.sequence import LabelMap, Sequence, attach_label_arrays
+from cardioinr.io.sequence import UKBB, LabelMap, Sequence, attach_label_arrays
 from cardioinr.io.study import Study, plane_crosses_grid
 
 __all__ = [
+    "looks_like_study",
     "UKBB",
     "lax_view_name",
     "load_dicom_study",
@@ -43,9 +44,8 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
-#: UK Biobank label codes (Bai et al. 2018): 1 LV blood pool, 2 LV myocardium, 3 RV blood pool;
-#: the default of :func:`load_study_folder`. Its 4-chamber ``seg4_la_4ch`` adds 4 LA and 5 RA.
-UKBB = LabelMap(lv=1, myo=2, rv=3)
+# UKBB (io.sequence): UK Biobank label codes, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool;
+# the default of load_study_folder. Its 4-chamber seg4_la_4ch adds 4 LA and 5 RA.
 
 # A long-axis view named in a file name or DICOM description: "2ch", "la_4CH", "4 chamber",
 # "two_chamber", and the usual acronyms (VLA = 2-chamber, LVOT = 3-chamber, HLA = 4-chamber).
@@ -400,6 +400,24 @@ def load_dicom_study(
     study = Study(sax=sax, lax=lax, name=name or folder.name)
     study.meta["notes"] = notes
     return study
+
+
+def looks_like_study(path: PathLike) -> bool:
+    """Whether ``path`` is a multi-view study by itself: a folder holding ``sa.nii*``, or a DICOM
+    folder whose cine series have at least two orientations more than 20 degrees apart (a
+    short-axis stack and long-axis views). A plain cine or a one-orientation DICOM folder is not."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    files = visible_files(path)
+    if any(is_nifti_name(f) for f in files):
+        return any(is_nifti_name(f) and file_stem(f).lower() == _SAX_STEM for f in files)
+    try:
+        series = [s for s in list_dicom_series(path) if not s.mixed_orientation and s.n_frames > 1]
+    except InputError:
+        return False
+    normals = [s.normal for s in series]
+    return any(abs(float(a @ b)) <= _PARALLEL_COS for i, a in enumerate(normals) for b in normals[i + 1:])
 
 
 def _is_dicom_exam(folder: Path) -> bool:

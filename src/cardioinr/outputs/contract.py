@@ -12,6 +12,15 @@ A fit folder (see the README, "Output contract") holds:
 * :data:`STRAIN` ``strain.csv``: one row per frame and region (:mod:`cardioinr.outputs.tables`).
 * :data:`REPORT` ``report.html``: the self-contained report (:mod:`cardioinr.outputs.report`).
 
+A multi-view fit (a short-axis stack with long-axis cines, :mod:`cardioinr.fit.multiview`) keeps
+all of the above on the short-axis grid and adds, per long-axis view ``V`` (``2ch``, ``4ch``, ...):
+
+* ``displacement_V.nii.gz`` (:func:`view_displacement_name`): float32 ``(X, Y, 1, T_V, 3)`` with
+  the view's affine: the same field on the view's pixels at the view's frames, mm along the
+  view's array axes (component 2 is the motion through the view's plane);
+* ``labels_V.nii.gz`` (:func:`view_labels_name`): uint8 ``(X, Y, 1, T_V)``, the view's reference
+  labels carried by the in-plane motion, when the view has labels.
+
 ``cardioinr export`` (:mod:`cardioinr.outputs.export`) adds two folders beside them, named here too:
 
 * :data:`EXPORT_ITK` ``itk/``: per frame ``NN`` (:func:`frame_tag`), ``displacement_tNN.nii.gz``
@@ -70,7 +79,22 @@ __all__ = ["CORE_FILES", "DISPLACEMENT", "EXPORT_ITK", "EXPORT_MESH", "EXPORT_PA
            "ITK_REFERENCE_LABELS", "LABELS", "MARKER", "MESH_SERIES", "METRICS", "REPORT", "STRAIN",
            "clear_exports", "expected_files", "frame_tag", "itk_displacement_name", "itk_inverse_name",
            "mesh_frame_name", "is_complete", "mark_complete", "read_displacement", "read_labels_4d", "read_metrics",
-           "read_marker", "read_ref_frame", "require_files", "write_fit_outputs"]
+           "read_marker", "read_ref_frame", "require_files", "VIEW_PATTERNS", "view_displacement_name", "view_labels_name",
+           "write_fit_outputs"]
+
+
+def view_displacement_name(view: str) -> str:
+    """File of a long-axis view's displacement in a multi-view fit folder."""
+    return f"displacement_{view}.nii.gz"
+
+
+def view_labels_name(view: str) -> str:
+    """File of a long-axis view's carried labels in a multi-view fit folder."""
+    return f"labels_{view}.nii.gz"
+
+
+#: Patterns of the per-view files (removed with the contract's files before a fit writes).
+VIEW_PATTERNS = ("displacement_*.nii.gz", "labels_*.nii.gz")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +165,9 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
         out.mkdir(parents=True, exist_ok=True)
         for name in FILES:
             (out / name).unlink(missing_ok=True)
+        for pattern in VIEW_PATTERNS:  # views of an earlier multi-view fit
+            for p in out.glob(pattern):
+                p.unlink(missing_ok=True)
         clear_exports(out)  # exports of an earlier fit describe another motion
     except OSError as e:
         raise ConfigError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
@@ -149,6 +176,11 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
     if result.labels is not None:
         save_nifti(out / LABELS, result.labels.astype(np.uint8), seq.affine,
                    frame_interval_ms=seq.frame_interval_ms)
+    for view in getattr(result, "views", None) or []:
+        save_nifti(out / view_displacement_name(view.name), view.displacement.astype(np.float32), view.sequence.affine)
+        if view.labels is not None:
+            save_nifti(out / view_labels_name(view.name), view.labels.astype(np.uint8), view.sequence.affine,
+                       frame_interval_ms=view.sequence.frame_interval_ms)
     save_field(out / FIELD, result.field)
     metrics = dict(result.metrics)
     metrics.update({
