@@ -44,6 +44,8 @@ from cardioinr.fit.optim import Adam
 from cardioinr.fit.warp import propagate_labels, sample, sample_frames
 from cardioinr.io import Sequence, Study, phase_to_sax_frame
 
+_SLAB_SAMPLES = 5  # samples across the other image's slab in the intersection term
+
 __all__ = ["StudyFitResult", "StudyObjective", "ViewFit", "ViewsConfig", "fit_study", "view_transform"]
 
 
@@ -202,11 +204,22 @@ class StudyObjective:
         # view frame nearest in phase to each SAX frame
         phase_sax = np.mod((np.arange(sax.n_frames) - sax.ref_frame) / sax.n_frames, 1.0)
         tv = np.mod(np.round(view.ref_frame + phase_sax * view.n_frames), view.n_frames).astype(int)
+        # Each image averages over its own slab: a SAX slice over its thickness along k, a LAX
+        # view over its thickness along its normal. Comparing a SAX pixel with a LAX pixel would
+        # compare two different averages wherever the anatomy changes along either (the base, the
+        # apex) and bias the offsets; so each side is averaged over the other's slab too, and both
+        # then stand for the same box of tissue.
+        f = (np.arange(_SLAB_SAMPLES) + 0.5) / _SLAB_SAMPLES - 0.5
+        along_k = (a.T @ np.array([0.0, 0.0, 1.0]))[:2] * sax.spacing[2]  # SAX thickness, in the view's plane
+        across_view = a[:2, 2] * view.spacing[2]  # the view's thickness, in the SAX plane
         return {
             "xv": torch.as_tensor(xv[keep], dtype=torch.float32, device=self.device),
             "xs": torch.as_tensor(np.c_[xs[keep, :2], np.round(k[keep]) * sax.spacing[2]], dtype=torch.float32,
                                   device=self.device),
             "tv": torch.as_tensor(tv, device=self.device),
+            "slab_v": torch.as_tensor(f[:, None] * along_k, dtype=torch.float32, device=self.device),  # (S, 2)
+            "slab_s": torch.as_tensor(np.c_[f[:, None] * across_view, np.zeros(len(f))], dtype=torch.float32,
+                                      device=self.device),  # (S, 3)
         }
 
     def intersection_loss(self, gen: torch.Generator, level: int | None = None) -> torch.Tensor:
@@ -221,11 +234,15 @@ class StudyObjective:
             m = setup["xv"].shape[0]
             idx = torch.randint(0, m, (min(self.views_cfg.intersection_points, m),), generator=gen).to(self.device)
             xv, xs = setup["xv"][idx], setup["xs"][idx]
-            read_v = xv[:, :2] + self.lax_shift[i]
-            read_s = xs + self.sax._offsets(self.sax_shift(), xs)
-            lv = sample_frames(term.obj.levels[level][setup["tv"]], read_v.unsqueeze(0).expand(len(setup["tv"]), -1, -1),
-                               term.obj.spacing)  # (T, N)
-            ls = sample_frames(sax_frames, read_s.unsqueeze(0).expand(sax_frames.shape[0], -1, -1), self.sax.spacing)
+            n_pts, n_slab = xv.shape[0], setup["slab_v"].shape[0]
+            read_v = (xv[:, None, :2] + setup["slab_v"] + self.lax_shift[i]).reshape(-1, 2)
+            read_s = (xs + self.sax._offsets(self.sax_shift(), xs))[:, None, :] + setup["slab_s"]
+            read_s = read_s.reshape(-1, 3)
+            t_v, t_s = len(setup["tv"]), sax_frames.shape[0]
+            lv = sample_frames(term.obj.levels[level][setup["tv"]], read_v.unsqueeze(0).expand(t_v, -1, -1),
+                               term.obj.spacing).reshape(t_v, n_pts, n_slab).mean(2)  # (T, N)
+            ls = sample_frames(sax_frames, read_s.unsqueeze(0).expand(t_s, -1, -1),
+                               self.sax.spacing).reshape(t_s, n_pts, n_slab).mean(2)
             total = total + ncc_loss(lv.t(), ls.t())
             n += 1
         return total / max(n, 1)
