@@ -10,6 +10,8 @@ Modules, each building on the ones before it:
 * :mod:`~cardioinr.analysis.cavity`: LV cavity size and ejection fraction;
 * :mod:`~cardioinr.analysis.metrics`: overlap, surface distance, end-point error, folding and
   scoring against ground truth;
+* :mod:`~cardioinr.analysis.longitudinal`: clinical GLS, the length change of the midwall
+  line (3D stack: :func:`midwall_gls`; one long-axis slice: :func:`lax_gls`);
 * :mod:`~cardioinr.analysis.strain`: the strain entry points (``analyse_*``) and
   :class:`StrainResult`.
 """
@@ -18,6 +20,7 @@ from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name,
 from cardioinr.analysis.cardiac_frame import CardiacFrame, cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
+from cardioinr.analysis.longitudinal import LAX_SEGMENTS, LaxGLS, MidwallGLS, lax_gls, midwall_gls
 from cardioinr.analysis.metrics import (
     dice,
     dice_per_label,
@@ -33,6 +36,7 @@ from cardioinr.analysis.metrics import (
 from cardioinr.analysis.strain import (
     CSV_COLUMNS,
     CYCLE_COLUMNS,
+    GLS_MIDWALL,
     StrainResult,
     analyse_displacement,
     analyse_field,
@@ -55,7 +59,11 @@ __all__ = [
     "CSV_COLUMNS",
     "CYCLE_COLUMNS",
     "GLOBAL",
+    "GLS_MIDWALL",
+    "LAX_SEGMENTS",
     "CardiacFrame",
+    "LaxGLS",
+    "MidwallGLS",
     "StrainConfig",
     "StrainResult",
     "aha_segments",
@@ -83,6 +91,8 @@ __all__ = [
     "heart_mask",
     "jacobian_determinant_grid",
     "label_scores",
+    "lax_gls",
+    "midwall_gls",
     "normal_strain",
     "region_name",
     "segment_of_angle",

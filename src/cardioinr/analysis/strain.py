@@ -49,6 +49,14 @@ translation does not count). Rotations are averaged over the whole myocardium an
 twist (3D) is apical minus basal rotation and torsion is twist divided by the reference distance
 between the basal and apical levels (degrees per cm).
 
+Clinical GLS
+------------
+In 3D the result also carries the clinical global longitudinal strain: the length change of
+the myocardial midwall lines from base to apex (:func:`~cardioinr.analysis.longitudinal.midwall_gls`),
+which differs from the voxel mean ``longitudinal_pct`` (a mean of local fibre strains over the
+whole wall). It is :attr:`StrainResult.gls_midwall`, ``gls_midwall_pct`` (peak) in the summary
+and the ``gls_midwall`` rows of ``strain.csv``.
+
 Outputs: :class:`StrainResult` (per-frame tables, peaks, EF, JSON summary),
 rows for ``strain.csv`` of the output contract (columns :data:`CSV_COLUMNS`, written by
 :mod:`cardioinr.outputs.tables`) and for the per-frame cavity, rotation and twist table.
@@ -65,6 +73,7 @@ from cardioinr.analysis.aha import AHA_NAMES, GLOBAL, aha_segments, region_name
 from cardioinr.analysis.cardiac_frame import CardiacFrame, _check_ref_labels, _voxel_points, cardiac_frame
 from cardioinr.analysis.cavity import cavity_sizes, ejection_fraction
 from cardioinr.analysis.config import StrainConfig
+from cardioinr.analysis.longitudinal import MidwallGLS, MotionLike, midwall_gls
 from cardioinr.core.errors import InputError
 from cardioinr.core.serialise import json_ready
 from cardioinr.geometry import spatial_dim
@@ -86,6 +95,7 @@ __all__ = [
     "CSV_COLUMNS",
     "CYCLE_COLUMNS",
     "GLOBAL",
+    "GLS_MIDWALL",
     "StrainConfig",
     "StrainResult",
     "analyse_displacement",
@@ -97,7 +107,8 @@ __all__ = [
 
 #: Columns of ``strain.csv``, in order. ``E_*`` are mean Green-Lagrange normal strains
 #: (dimensionless), ``*_pct`` mean engineering strains in percent; ``E_ll`` and
-#: ``longitudinal_pct`` are empty for a single slice.
+#: ``longitudinal_pct`` are empty for a single slice. In 3D, rows of region :data:`GLS_MIDWALL`
+#: hold the clinical midwall GLS in ``longitudinal_pct`` only (``n_voxels`` 0, the rest empty).
 CSV_COLUMNS = ("frame", "time_ms", "region", "n_voxels", "E_rr", "E_cc", "E_ll",
                "radial_pct", "circumferential_pct", "longitudinal_pct")
 
@@ -107,6 +118,10 @@ CYCLE_COLUMNS = ("frame", "time_ms", "lv_cavity", "lv_cavity_jacobian", "cavity_
                  "torsion_deg_per_cm")
 
 _COMPONENTS = ("radial", "circumferential", "longitudinal")
+
+#: ``strain.csv`` region of the midwall GLS (length change of the midwall lines, 3D only; see
+#: :mod:`cardioinr.analysis.longitudinal`).
+GLS_MIDWALL = "gls_midwall"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +154,9 @@ class StrainResult:
         frame: the :class:`~cardioinr.analysis.cardiac_frame.CardiacFrame` used.
         spacing: ``(3,)`` mm.
         label_map: codes used.
+        config: the :class:`StrainConfig` used.
+        midwall: in 3D, the clinical midwall GLS (:func:`~cardioinr.analysis.longitudinal.midwall_gls`;
+            curve in :attr:`gls_midwall`), or None (2D, or no midwall line could be drawn).
     """
 
     dim: int
@@ -160,10 +178,16 @@ class StrainResult:
     spacing: np.ndarray
     label_map: LabelMap = ACDC
     config: StrainConfig = field(default_factory=StrainConfig)
+    midwall: MidwallGLS | None = None
 
     @property
     def n_frames(self) -> int:
         return int(self.green.shape[0])
+
+    @property
+    def gls_midwall(self) -> np.ndarray | None:
+        """``(T,)`` midwall GLS, fraction (3D), or None."""
+        return None if self.midwall is None else self.midwall.gls
 
     def region_index(self, region: str) -> int:
         try:
@@ -215,7 +239,11 @@ class StrainResult:
         return p["circumferential_frame"] if p["circumferential_frame"] >= 0 else p["radial_frame"]
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per frame and region with the :data:`CSV_COLUMNS` keys (NaN where undefined)."""
+        """One dict per frame and region with the :data:`CSV_COLUMNS` keys (NaN where undefined);
+        in 3D each frame ends with a :data:`GLS_MIDWALL` row (``longitudinal_pct`` only;
+        ``n_voxels`` 0 because it is a line measure and the column must stay an integer)."""
+        nan = float("nan")
+        gls = self.gls_midwall
         out = []
         for t in range(self.n_frames):
             for r, name in enumerate(self.regions):
@@ -226,6 +254,12 @@ class StrainResult:
                     "E_rr": float(g[0]), "E_cc": float(g[1]), "E_ll": float(g[2]),
                     "radial_pct": float(100 * e[0]), "circumferential_pct": float(100 * e[1]),
                     "longitudinal_pct": float(100 * e[2]),
+                })
+            if gls is not None:
+                out.append({
+                    "frame": t, "time_ms": float(self.times_ms[t]), "region": GLS_MIDWALL, "n_voxels": 0,
+                    "E_rr": nan, "E_cc": nan, "E_ll": nan, "radial_pct": nan, "circumferential_pct": nan,
+                    "longitudinal_pct": float(100 * gls[t]),
                 })
         return out
 
@@ -277,6 +311,10 @@ class StrainResult:
                 "slice_level_2d": self.config.slice_level_2d if self.dim == 2 else None,
             },
         }
+        if self.dim == 3:  # 2D summaries stay as they were (no midwall line in one slice)
+            peak, frame = self.midwall.peak() if self.midwall is not None else (float("nan"), -1)
+            out["gls_midwall_pct"] = peak
+            out["gls_midwall_frame"] = frame
         return json_ready(out)
 
 
@@ -380,6 +418,17 @@ def _analyse(
                         label_map=label_map, config=config)
 
 
+def _midwall(lab: np.ndarray, motion: MotionLike, frame: CardiacFrame, label_map: LabelMap) -> MidwallGLS | None:
+    """Midwall GLS of a 3D analysis, or None in 2D or where no line can be drawn (strain stays
+    defined without it, e.g. a myocardium in a single slice of the stack)."""
+    if frame.dim != 3:
+        return None
+    try:
+        return midwall_gls(lab, motion, frame.spacing, label_map, frame=frame)
+    except InputError:
+        return None
+
+
 def _prepare(ref_labels: np.ndarray, spacing: np.ndarray, label_map: LabelMap, affine: np.ndarray | None,
              config: StrainConfig) -> tuple[np.ndarray, CardiacFrame, np.ndarray, np.ndarray, np.ndarray]:
     lab = _check_ref_labels(ref_labels)
@@ -441,9 +490,11 @@ def analyse_displacement(
     u_c, F_c = deformation_gradient_dense(disp, frame.spacing, cav)
     u = np.concatenate([u_m, u_c])
     F = np.concatenate([F_m, F_c])
-    return _analyse(u, F, int(myo.sum()), _voxel_points(myo, frame.spacing), int(cav.sum()), lab, frame, segments,
-                    labels=_labels_4d(labels, lab.shape, n_t), label_map=label_map, ref_frame=int(ref_frame),
-                    times_ms=np.arange(n_t) * float(frame_interval_ms), source="displacement", config=cfg)
+    res = _analyse(u, F, int(myo.sum()), _voxel_points(myo, frame.spacing), int(cav.sum()), lab, frame, segments,
+                   labels=_labels_4d(labels, lab.shape, n_t), label_map=label_map, ref_frame=int(ref_frame),
+                   times_ms=np.arange(n_t) * float(frame_interval_ms), source="displacement", config=cfg)
+    res.midwall = _midwall(lab, disp, frame, label_map)
+    return res
 
 
 def analyse_field(
@@ -479,9 +530,12 @@ def analyse_field(
     pts_c = _voxel_points(cav, frame.spacing)
     u, F = deformation_gradient_field(field_, np.concatenate([pts_m, pts_c]), chunk=cfg.chunk)
     n_t = F.shape[1]
-    return _analyse(u, F, len(pts_m), pts_m, len(pts_c), lab, frame, segments,
-                    labels=_labels_4d(labels, lab.shape, n_t), label_map=label_map, ref_frame=int(ref_frame),
-                    times_ms=np.arange(n_t) * float(frame_interval_ms), source="field", config=cfg)
+    res = _analyse(u, F, len(pts_m), pts_m, len(pts_c), lab, frame, segments,
+                   labels=_labels_4d(labels, lab.shape, n_t), label_map=label_map, ref_frame=int(ref_frame),
+                   times_ms=np.arange(n_t) * float(frame_interval_ms), source="field", config=cfg)
+    # the midwall lines move with the field itself (its displacement at their points)
+    res.midwall = _midwall(lab, lambda p: deformation_gradient_field(field_, p, chunk=cfg.chunk)[0], frame, label_map)
+    return res
 
 
 def analyse_fit(
