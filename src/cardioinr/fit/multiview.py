@@ -385,5 +385,6 @@ def fit_study(study: Study, config: FitConfig | None = None, views: ViewsConfig 
         "aligned": vcfg.align,
         "alignment_steps": len(align_hist),
         "shifts_mm": problem.shifts() if vcfg.align else None,
+        "sources": {n: v.meta.get("source") for n, v in study.views()[1:]},
     }
     return StudyFitResult(field_.cpu(), disp, labels, history, metrics, cfg, sax, study=study, views=view_fits)

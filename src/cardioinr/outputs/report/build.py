@@ -29,6 +29,7 @@ from cardioinr.outputs.report.sections import (
     input_section,
     motion_section,
     strain_section,
+    views_section,
 )
 
 __all__ = ["build_report"]
@@ -82,7 +83,7 @@ def build_report(
     if strain is None:
         strain, why = _analyse_folder(f, strain_config)
     k = display_slice(strain, f)
-    sections = [input_section(f), fit_section(f), strain_section(f, strain, why),
+    sections = [input_section(f), fit_section(f), views_section(f, strain), strain_section(f, strain, why),
                 bullseye_section(f, strain, k), cavity_section(strain, why)]
     motion, _ = motion_section(f, k)
     sections += [motion, folding_section(f, k), accuracy_section(f)]

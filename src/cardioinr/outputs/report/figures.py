@@ -76,6 +76,9 @@ def strain_figure(s: StrainResult) -> str:
     ax = fig.add_subplot(121)
     for c in comps:
         ax.plot(t, 100 * s.curve(c), "-o", ms=3, color=_STRAIN_COLOURS[c], label=c)
+    gls = getattr(s, "gls_midwall", None)
+    if gls is not None:  # the clinical GLS: length change of the midwall lines, base to apex
+        ax.plot(t, 100 * np.asarray(gls), "--", lw=1.6, color=_STRAIN_COLOURS["longitudinal"], label="GLS (midwall)")
     ef, ed, es = s.ejection()
     if es >= 0:
         ax.axvline(t[es], color="grey", ls="--", lw=1)
@@ -334,3 +337,30 @@ def folding_figure(f: FitFolder, k: int) -> tuple[dict, str]:
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     return stats, png(fig)
+
+
+def view_figure(image: np.ndarray | None, labels: np.ndarray, spacing: np.ndarray, label_map: LabelMap,
+                frames: list[int], title: str) -> str:
+    """A long-axis view at ``frames`` (``image`` ``(X, Y, T)`` or None, ``labels`` ``(X, Y, T)``
+    carried labels) with the carried contours, one panel per frame (PNG, base64)."""
+    sp = np.asarray(spacing, dtype=float)
+    nx, ny = labels.shape[:2]
+    heart = np.argwhere(labels.any(axis=2))
+    m = 14.0
+    lo = np.maximum(heart.min(0) - (m / sp[:2]).astype(int), 0) if heart.size else np.zeros(2, int)
+    hi = np.minimum(heart.max(0) + (m / sp[:2]).astype(int) + 1, [nx, ny]) if heart.size else np.array([nx, ny])
+    si, sj = slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
+    fig = new_figure(3.2 * len(frames), 3.6)
+    for n, t in enumerate(frames):
+        ax = fig.add_subplot(1, len(frames), n + 1)
+        ext = extent_mm(si, sj, sp)
+        if image is not None:
+            ax.imshow(image[si, sj, t].T, origin="lower", cmap="gray", extent=ext, interpolation="nearest")
+        draw_contours(ax, labels[:, :, t], si, sj, sp, label_map, lw=1.0)
+        ax.set_xlim(ext[0], ext[1])
+        ax.set_ylim(ext[2], ext[3])
+        ax.set_title(f"{title}, frame {t}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return png(fig)

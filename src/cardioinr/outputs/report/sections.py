@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from cardioinr.analysis.strain import AHA_NAMES, GLOBAL, StrainResult
 from cardioinr.core.console import first_line
 from cardioinr.core.errors import CardioInrError
-from cardioinr.geometry import spatial_dim
+from cardioinr.geometry import spacing_from_affine, spatial_dim
 from cardioinr.outputs.contract import DISPLACEMENT, FIELD, METRICS, STRAIN
 from cardioinr.outputs.folder import FitFolder
 from cardioinr.outputs.report.animation import motion_gif
@@ -37,7 +38,7 @@ from cardioinr.outputs.tables import read_strain_csv
 
 __all__ = ["SECTIONS", "accuracy_section", "bullseye_section", "cavity_section", "fit_section", "folding_section",
            "input_section", "motion_section", "strain_section"]
-SECTIONS = ("input", "fit", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
+SECTIONS = ("input", "fit", "views", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
 
 
 def input_section(f: FitFolder) -> str:
@@ -279,3 +280,53 @@ def accuracy_section(f: FitFolder) -> str:
     if other:
         parts.append("<h3>Other</h3>" + table(["quantity", "value"], [[k, v] for k, v in other]))
     return section("accuracy", "Accuracy against ground truth", "".join(parts) or note("evaluation holds no tables"))
+
+
+def views_section(f: FitFolder, s: StrainResult | None) -> str:
+    """A multi-view fit's long-axis views: the offsets learned and, per view, end-diastole and
+    end-systole with the carried contours (empty for a single-cine fit)."""
+    info = f.metrics.get("views")
+    if not isinstance(info, dict) or len(info.get("names") or []) < 2:
+        return ""
+    from cardioinr.io import load_sequence, read_nifti
+    from cardioinr.outputs.contract import view_labels_name
+    from cardioinr.outputs.report.figures import view_figure
+
+    body = [f'<p class="muted">One field fitted to the short-axis stack and the long-axis views '
+            f'{esc(", ".join(info["names"][1:]))}; every view below shows its own reference labels carried by '
+            "that field.</p>"]
+    shifts = info.get("shifts_mm")
+    if shifts:
+        rows = [[f"SAX slice {k}", *v] for k, v in enumerate(shifts.get("sax", []))]
+        rows += [[n, *v] for n, v in shifts.items() if n != "sax"]
+        body.append("<h3>Breath-hold offsets learned (mm, along each slice's first two axes)</h3>"
+                    + table(["slice or view", "offset i", "offset j"], rows))
+    sources = info.get("sources") or {}
+    es_sax = s.ejection()[2] if s is not None else -1
+    n_sax = len(s.times_ms) if s is not None else 0
+    for name in info["names"][1:]:
+        path = f.path / view_labels_name(name)
+        if not path.is_file():
+            body.append(note(f"{name}: no labels for this view (give --lax-seg to see its contours)"))
+            continue
+        try:
+            lab, aff, _ = read_nifti(path)
+            image = None
+            src = sources.get(name)
+            if src and Path(src).exists():
+                image = load_sequence(src).image[:, :, 0, :]
+        except CardioInrError as e:  # the report shows what it can
+            body.append(note(f"{name}: {first_line(str(e))}"))
+            continue
+        lab = np.asarray(lab)[:, :, 0, :]
+        t_v = lab.shape[2]
+        lv = f.label_map.lv
+        if es_sax >= 0 and n_sax:
+            es_v = int(round(es_sax / n_sax * t_v)) % t_v
+        elif lv is not None:
+            es_v = int(np.argmin((lab == lv).sum((0, 1))))
+        else:
+            es_v = t_v // 3
+        frames = sorted({int(f.ref_frame * t_v / max(n_sax, 1)) % t_v if n_sax else 0, es_v})
+        body.append(img(view_figure(image, lab, spacing_from_affine(aff), f.label_map, frames, name), f"{name} view"))
+    return section("views", "Long-axis views", "".join(body))
