@@ -38,7 +38,8 @@ from cardioinr.outputs.tables import read_strain_csv
 
 __all__ = ["SECTIONS", "accuracy_section", "bullseye_section", "cavity_section", "fit_section", "folding_section",
            "input_section", "motion_section", "strain_section"]
-SECTIONS = ("input", "fit", "views", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
+# Sections every report has, in order (a multi-view fit adds "views" after "fit").
+SECTIONS = ("input", "fit", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
 
 
 def input_section(f: FitFolder) -> str:
