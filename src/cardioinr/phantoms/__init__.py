@@ -46,7 +46,9 @@ inversion of a sampled field.
 
 Public API: :class:`PhantomConfig`, :class:`HeartGeometry`, :class:`PhantomMotion`,
 :class:`PhantomAppearance`, :class:`Phantom`, :func:`make_phantom`, :func:`write_cases`,
-:func:`phantom_truth_paths`, :func:`contraction_profile`.
+:func:`phantom_truth_paths`, :func:`contraction_profile`; studies with long-axis views and
+breath-hold misalignment: :func:`make_phantom_study`, :class:`PhantomStudy`, :func:`lax_view_grid`,
+:func:`render_view`, :func:`draw_shifts`, :func:`write_studies`.
 
 Modules, in the order of the pipeline:
 
@@ -57,7 +59,8 @@ Modules, in the order of the pipeline:
 - :mod:`.appearance`: :class:`PhantomAppearance`, the material intensity;
 - :mod:`.draw`: :func:`draw_motion`, :func:`draw_appearance`, the random physiology;
 - :mod:`.render`: :func:`make_phantom`, sampling a drawn case on the voxel grid;
-- :mod:`.write`: :func:`write_cases`, :func:`phantom_truth_paths`, the files on disk.
+- :mod:`.views`: :func:`make_phantom_study`, long-axis views of a 3D phantom and misalignment;
+- :mod:`.write`: :func:`write_cases`, :func:`write_studies`, :func:`phantom_truth_paths`, the files on disk.
 """
 
 from cardioinr.phantoms.anatomy import HeartGeometry
@@ -67,7 +70,20 @@ from cardioinr.phantoms.draw import draw_appearance, draw_motion
 from cardioinr.phantoms.motion import PhantomMotion
 from cardioinr.phantoms.profiles import contraction_profile, falloff, falloff_slope
 from cardioinr.phantoms.render import Phantom, case_seed, make_phantom
-from cardioinr.phantoms.write import phantom_truth_paths, write_cases
+from cardioinr.phantoms.views import (
+    FOUR_CHAMBER_ANGLE_DEG,
+    LAX_PIXEL_MM,
+    LAX_THICKNESS_MM,
+    THREE_CHAMBER_ANGLE_DEG,
+    TWO_CHAMBER_ANGLE_DEG,
+    VIEW_ANGLES_DEG,
+    PhantomStudy,
+    draw_shifts,
+    lax_view_grid,
+    make_phantom_study,
+    render_view,
+)
+from cardioinr.phantoms.write import phantom_truth_paths, write_cases, write_studies
 
 __all__ = [
     "Phantom",
@@ -86,4 +102,16 @@ __all__ = [
     "phantom_truth_paths",
     "write_cases",
     "case_seed",
+    "FOUR_CHAMBER_ANGLE_DEG",
+    "LAX_PIXEL_MM",
+    "LAX_THICKNESS_MM",
+    "THREE_CHAMBER_ANGLE_DEG",
+    "TWO_CHAMBER_ANGLE_DEG",
+    "VIEW_ANGLES_DEG",
+    "PhantomStudy",
+    "draw_shifts",
+    "lax_view_grid",
+    "make_phantom_study",
+    "render_view",
+    "write_studies",
 ]
