@@ -62,7 +62,7 @@ def _sax_plane_grid(j0: int) -> Grid:
 @pytest.mark.parametrize("ratio", [1, 2])
 def test_view_agrees_with_the_stack_where_pixels_are_voxels(ratio):
     ph = make_phantom(CFG_EXACT, SEED)
-    j0 = int(round(ph.motion.geometry.center_mm[1] / CFG_EXACT.spacing[1]))
+    j0 = round(ph.motion.geometry.center_mm[1] / CFG_EXACT.spacing[1])
     grid = _sax_plane_grid(j0)
     T = CFG_EXACT.n_frames
     seq, truth = render_view(ph, grid, n_frames=ratio * T, view="test", supersample=1, slab_samples=1)
@@ -237,7 +237,7 @@ def test_bad_requests_are_config_errors():
 @pytest.fixture
 def small_configs(monkeypatch):
     """``synth`` with the small test configs (its group machinery is tested elsewhere)."""
-    import cardioinr.phantoms.groups as groups
+    from cardioinr.phantoms import groups
 
     small2 = PhantomConfig(dim=2, shape=(64, 64, 1), spacing=(1.8, 1.8, 8.0), n_frames=5, supersample=1)
     monkeypatch.setattr(groups, "group_config", lambda group, dim, **kw: CFG if dim == 3 else small2)

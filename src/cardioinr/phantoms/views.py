@@ -40,17 +40,23 @@ from cardioinr.geometry import Grid
 from cardioinr.io import ACDC, LAX_VIEWS, Sequence, Study
 from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.config import PhantomConfig, SeedLike
-from cardioinr.phantoms.render import Phantom, _seed_sequence, add_rician_noise, make_phantom, render_points
+from cardioinr.phantoms.render import (
+    Phantom,
+    _seed_sequence,
+    add_rician_noise,
+    make_phantom,
+    render_points,
+)
 
 __all__ = [
     "FOUR_CHAMBER_ANGLE_DEG",
     "LAX_MARGIN_MM",
     "LAX_PIXEL_MM",
     "LAX_THICKNESS_MM",
-    "PhantomStudy",
     "THREE_CHAMBER_ANGLE_DEG",
     "TWO_CHAMBER_ANGLE_DEG",
     "VIEW_ANGLES_DEG",
+    "PhantomStudy",
     "draw_shifts",
     "lax_view_grid",
     "make_phantom_study",
@@ -131,7 +137,7 @@ def lax_view_grid(
     sx, sy, sz = sax_grid.spacing
     width = max(nx * sx, ny * sy)
     length = nz * sz + 2.0 * margin_mm
-    nu, nl = int(math.ceil(width / pixel_mm - 1e-9)), int(math.ceil(length / pixel_mm - 1e-9))
+    nu, nl = math.ceil(width / pixel_mm - 1e-9), math.ceil(length / pixel_mm - 1e-9)
     centre = np.array([geometry.center_mm[0], geometry.center_mm[1], 0.5 * (nz - 1) * sz])
     origin = centre - 0.5 * (nu - 1) * pixel_mm * across - 0.5 * (nl - 1) * pixel_mm * along
     # built in the stack's mm, then carried to world (the identity for a phantom's own grid)
@@ -208,8 +214,11 @@ def render_view(
     centres = grid.points_mm().reshape(-1, 3)
     sample = centres.copy()
     sample[:, :2] -= shift  # a shifted slice shows at p what the aligned one shows at p - s
-    # view mm -> world -> phantom mm (the last is the identity for a phantom's own grid)
-    to_phantom = lambda p: sax.world_to_mm(grid.mm_to_world(p))  # noqa: E731
+
+    def to_phantom(p: np.ndarray) -> np.ndarray:
+        # view mm -> world -> phantom mm (the last step is the identity for a phantom's own grid)
+        return sax.world_to_mm(grid.mm_to_world(p))
+
     offsets = sax.world_vectors_to_mm(grid.mm_vectors_to_world(_view_offsets(grid, n_sub, n_slab)))
     ed = cfg.ed_frame
     times = [ed + t * T / T_v for t in range(T_v)]
@@ -219,7 +228,7 @@ def render_view(
     truth = grid.world_vectors_to_mm(sax.mm_vectors_to_world(disp)).astype(np.float32)
 
     shape = grid.shape
-    es_v = int(round(((motion.es_frame - ed) % T) * T_v / T)) % T_v
+    es_v = round(((motion.es_frame - ed) % T) * T_v / T) % T_v
     dt = float(phantom.sequence.frame_interval_ms) * T / T_v
     seq = Sequence(
         image=image.reshape(*shape, T_v),
