@@ -54,17 +54,17 @@ def test_view_displacement_of_the_true_motion_is_the_view_truth(aligned):
 
 
 def test_a_known_rigid_misalignment_is_recovered(misaligned):
-    """The intersection term alone recovers random offsets of up to 3 mm (every slice and view)."""
-    prob = StudyObjective(misaligned.study, FitConfig(), ViewsConfig(align=True, intersection_points=2048),
-                          torch.device("cpu"))
+    """The intersection term alone recovers random offsets of up to 3 mm (every slice and view):
+    0.18 mm on average, 0.56 mm at worst when this was written."""
+    prob = StudyObjective(misaligned.study, FitConfig(), ViewsConfig(align=True), torch.device("cpu"))
     before = np.r_[np.linalg.norm(misaligned.shifts["sax"], axis=1),
                    [np.linalg.norm(misaligned.shifts[v]) for v in misaligned.study.lax]]
-    prob.align_only(200)
+    prob.align_only(ViewsConfig().align_steps)
     got = prob.shifts()
     err = np.r_[np.linalg.norm(np.asarray(got["sax"]) - misaligned.shifts["sax"], axis=1),
                 [np.linalg.norm(np.asarray(got[v]) - misaligned.shifts[v]) for v in misaligned.study.lax]]
     assert before.mean() > 1.5
-    assert err.mean() < 0.6 and err.mean() < 0.3 * before.mean()
+    assert err.mean() < 0.3 and err.max() < 0.8, err
     assert abs(np.asarray(got["sax"]).mean(0)).max() < 1e-3  # the stack's mean position is the gauge
 
 
