@@ -249,13 +249,12 @@ class StudyObjective:
             xv, xs = setup["xv"][idx], setup["xs"][idx]
             n_pts, n_slab = xv.shape[0], setup["slab_v"].shape[0]
             read_v = (xv[:, None, :2] + setup["slab_v"] + self.lax_shift[i]).reshape(-1, 2)
-            read_s = (xs + self.sax._offsets(self.sax_shift(), xs))[:, None, :] + setup["slab_s"]
-            read_s = read_s.reshape(-1, 3)
+            read_s = (xs[:, None, :] + setup["slab_s"]).reshape(-1, 3)  # on slice centres
             t_v, t_s = len(setup["tv"]), sax_frames.shape[0]
             lv = sample_frames(term.obj.levels[level][setup["tv"]], read_v.unsqueeze(0).expand(t_v, -1, -1),
                                term.obj.spacing).reshape(t_v, n_pts, n_slab).mean(2)  # (T, N)
-            ls = sample_frames(sax_frames, read_s.unsqueeze(0).expand(t_s, -1, -1),
-                               self.sax.spacing).reshape(t_s, n_pts, n_slab).mean(2)
+            ls = self.sax.sample_shifted(sax_frames, read_s.unsqueeze(0).expand(t_s, -1, -1),
+                                         self.sax_shift()).reshape(t_s, n_pts, n_slab).mean(2)
             total = total + ncc_loss(lv.t(), ls.t())
             n += 1
         return total / max(n, 1)

@@ -96,16 +96,21 @@ class Objective:
                 return i
         return self.n_levels - 1
 
-    def _offsets(self, slice_shift: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-        """``(..., 3)`` offsets at stack points ``pts`` ``(..., 3)`` mm: the slices' ``(Z, 2)``
-        in-plane offsets, linear between slice centres (as the images are read), 0 along k."""
+    def sample_shifted(self, frames: torch.Tensor, pts: torch.Tensor, slice_shift: torch.Tensor) -> torch.Tensor:
+        """Frames ``(T', X, Y, Z)`` of a misaligned stack sampled at anatomical points ``(T', N, 3)``
+        mm: each of the two slices around a point is read through its own offset (``(Z, 2)`` mm;
+        the anatomy at ``y`` is at ``y + s`` in the slice) and the two are blended linearly in k,
+        as trilinear sampling blends aligned slices. Returns ``(T', N)``."""
         nz = self.shape[2]
         k = (pts[..., 2] / self.spacing[2]).clamp(0, nz - 1)
         k0 = k.floor().long().clamp(max=nz - 1)
         k1 = (k0 + 1).clamp(max=nz - 1)
-        w = (k - k0.to(k.dtype)).unsqueeze(-1)
-        off = (1 - w) * slice_shift[k0] + w * slice_shift[k1]
-        return torch.cat([off, torch.zeros_like(off[..., :1])], -1)
+        w = k - k0.to(k.dtype)
+        out = 0
+        for kk, wk in ((k0, 1 - w), (k1, w)):
+            p = torch.cat([pts[..., :2] + slice_shift[kk], (kk.to(pts.dtype) * self.spacing[2]).unsqueeze(-1)], -1)
+            out = out + wk * sample_frames(frames, p, self.spacing)
+        return out
 
     def sample_points(self, n: int, gen: torch.Generator, jitter_z: bool) -> torch.Tensor:
         """``(n, D)`` reference points in mm, drawn from the sampling weights, jittered in-voxel."""
@@ -138,10 +143,8 @@ class Objective:
         basis = field_.basis()[self.others]  # (T-1, 2K)
         u = torch.einsum("nkd,tk->tnd", coeffs, basis)  # (T-1, N, D)
         if slice_shift is not None:
-            x_read = x + self._offsets(slice_shift, x)
-            fixed = sample(frames[ref_t].unsqueeze(0), x_read, self.spacing).t()  # (1, N)
-            xt = x.unsqueeze(0) + u
-            moving = sample_frames(frames[self.others], xt + self._offsets(slice_shift, xt), self.spacing)
+            fixed = self.sample_shifted(frames[ref_t].unsqueeze(0), x.unsqueeze(0), slice_shift)  # (1, N)
+            moving = self.sample_shifted(frames[self.others], x.unsqueeze(0) + u, slice_shift)  # (T-1, N)
         else:
             fixed = sample(frames[ref_t].unsqueeze(0), x, self.spacing).t()  # (1, N)
             moving = sample_frames(frames[self.others], x.unsqueeze(0) + u, self.spacing)  # (T-1, N)
