@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cardioinr-installed
 export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 
-.PHONY: install demo test test-fast bench bench-priors bench-builtin bench-finetune bench-applicability bench-groups priors bench-peers bench-scale bench-faults clean
+.PHONY: install demo test test-fast bench bench-priors bench-builtin bench-finetune bench-applicability bench-groups bench-multiview bench-strain2d priors bench-peers bench-scale bench-faults clean
 
 install: $(STAMP)
 
@@ -61,6 +61,12 @@ bench-applicability: install
 bench-groups: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/groups.py --out bench_out/groups --dim 2
 	OMP_NUM_THREADS=1 $(PY) benchmarks/groups.py --out bench_out/groups --dim 3 --slice-mm 10
+
+bench-multiview: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/multiview.py --out bench_out/multiview --seeds 2
+
+bench-strain2d: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/strain2d.py --out bench_out/strain2d --seeds 3
 
 bench-scale: install
 	$(PY) benchmarks/scale.py --out bench_out/scale

@@ -58,7 +58,7 @@ def _ref_only(seq):
     return replace(seq, labels={seq.ref_frame: seq.labels[seq.ref_frame]}, label_sources={})
 
 
-def fit_scenario(ps, scenario: str, prior: str, settings: dict) -> tuple:
+def fit_scenario(ps, scenario: str, prior: str, settings: dict, views_settings: dict | None = None) -> tuple:
     """Fit one scenario of a phantom study as the ``fit`` command does: ``(result, seconds)``."""
     sax = _ref_only(ps.study.sax)
     t0 = time.perf_counter()
@@ -69,7 +69,8 @@ def fit_scenario(ps, scenario: str, prior: str, settings: dict) -> tuple:
         res = Fitter(cfg).fit(sax, init=init)
     else:
         study = Study.of(sax, {v: _ref_only(s) for v, s in ps.study.lax.items()}, name=ps.study.name)
-        res = fit_study(study, cfg, ViewsConfig(align=scenario.endswith("align")), init=init)
+        vc = ViewsConfig(**{**(views_settings or {}), "align": scenario.endswith("align")})
+        res = fit_study(study, cfg, vc, init=init)
     return res, time.perf_counter() - t0
 
 
@@ -159,6 +160,7 @@ def main() -> None:
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--views-settings", default="{}", help="JSON of multi-view settings (ViewsConfig) to change")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +179,7 @@ def main() -> None:
             ps = misaligned if sc.startswith("misaligned") else aligned
             if ps is None:
                 continue
-            res, sec = fit_scenario(ps, sc, args.prior, settings)
+            res, sec = fit_scenario(ps, sc, args.prior, settings, json.loads(args.views_settings))
             row = {"scenario": sc, "seed": seed, **score(ps, res, sec, truth_peaks),
                    "truth_peaks": truth_peaks, "base_descent_mm": aligned.phantom.params["base_descent_mm"]}
             rows.append(row)
