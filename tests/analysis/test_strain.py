@@ -531,3 +531,19 @@ def test_cavity_sizes_units():
     assert ef == pytest.approx(100 * 18 / 27) and (ed, es) == (0, 1)
     sizes3, unit3 = cavity_sizes(np.repeat(lab, 2, axis=2), np.array([2.0, 1.5, 8.0]), 3)
     assert unit3 == "ml" and np.allclose(sizes3, 2 * 8 * np.array([27.0, 9.0, 27.0]) / 1000)
+
+
+def test_right_ventricle_is_scored_like_the_lv(phantom2d):
+    """With an RV label, the summary holds the RV cavity curve and EF, counted from the carried
+    labels exactly as the LV's (here the truth labels: the phantom's own RV EF)."""
+    ph = phantom2d
+    seq = ph.sequence
+    s = analyse_displacement(ph.displacement, seq.spacing, seq.ref_labels, labels=ph.labels, label_map=seq.label_map,
+                             ref_frame=seq.ref_frame).summary()
+    counts = (ph.labels == seq.label_map.rv).sum((0, 1, 2)).astype(float)
+    assert s["rv_ef_pct"] == pytest.approx(100 * (counts.max() - counts.min()) / counts.max(), abs=1e-9)
+    assert s["rv_ef_pct"] == pytest.approx(100 * ph.params["rv_ef_labels"], abs=1.0)  # ED/ES by size, not by phase
+    assert len(s["rv_cavity"]) == seq.n_frames and s["rv_es_frame"] >= 0
+    no_rv = analyse_displacement(ph.displacement, seq.spacing, np.where(seq.ref_labels == 1, 0, seq.ref_labels),
+                                 labels=np.where(ph.labels == 1, 0, ph.labels), ref_frame=seq.ref_frame).summary()
+    assert "rv_ef_pct" not in no_rv

@@ -147,6 +147,9 @@ class StrainResult:
         cavity_jacobian: ``(T,)`` LV cavity size integrated from ``det F`` over the reference
             cavity, or None without an LV label.
         cavity_unit: ``"mm^2"`` (2D) or ``"ml"`` (3D).
+        rv_cavity: ``(T,)`` RV cavity size from the propagated labels (same unit), or None
+            without them or without an RV label at the reference frame; ``summary()`` adds the
+            RV EF (``rv_ef_pct``) and its ED/ES frames.
         rotation_deg: ``{"global": (T,), and in 3D "basal", "mid", "apical"}``, counter-clockwise
             seen from the apex.
         twist_deg, torsion_deg_per_cm: ``(T,)`` (3D with basal and apical levels) or None.
@@ -179,6 +182,7 @@ class StrainResult:
     label_map: LabelMap = ACDC
     config: StrainConfig = field(default_factory=StrainConfig)
     midwall: MidwallGLS | None = None
+    rv_cavity: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -311,6 +315,9 @@ class StrainResult:
                 "slice_level_2d": self.config.slice_level_2d if self.dim == 2 else None,
             },
         }
+        if self.rv_cavity is not None:  # the right ventricle, scored like the LV (from the carried labels)
+            rv_ef, rv_ed, rv_es = ejection_fraction(self.rv_cavity)
+            out.update(rv_cavity=self.rv_cavity.tolist(), rv_ef_pct=rv_ef, rv_ed_frame=rv_ed, rv_es_frame=rv_es)
         if self.dim == 3:  # 2D summaries stay as they were (no midwall line in one slice)
             peak, frame = self.midwall.peak() if self.midwall is not None else (float("nan"), -1)
             out["gls_midwall_pct"] = peak
@@ -407,15 +414,17 @@ def _analyse(
     if cav_voxel_count > 0:
         det = det_f(F[n_myo:n_myo + cav_voxel_count])  # (Nc, T)
         cav_j = det.sum(0) * voxel
-    cav = None
+    cav = rv_cav = None
     if labels is not None and label_map.lv is not None:
         cav, unit = cavity_sizes(labels, sp, label_map.lv)
+    if labels is not None and label_map.rv is not None and (labels[..., ref_frame] == label_map.rv).any():
+        rv_cav, _ = cavity_sizes(labels, sp, label_map.rv)
 
     return StrainResult(dim=d, source=source, ref_frame=int(ref_frame), times_ms=np.asarray(times_ms, dtype=np.float64),
                         regions=regions, n_voxels=n_vox, green=green, engineering=engm, cavity=cav,
                         cavity_jacobian=cav_j, cavity_unit=unit, rotation_deg=rotation, twist_deg=twist,
                         torsion_deg_per_cm=torsion, segments=segments, frame=frame, spacing=sp,
-                        label_map=label_map, config=config)
+                        label_map=label_map, config=config, rv_cavity=rv_cav)
 
 
 def _midwall(lab: np.ndarray, motion: MotionLike, frame: CardiacFrame, label_map: LabelMap) -> MidwallGLS | None:

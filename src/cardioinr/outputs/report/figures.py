@@ -271,8 +271,10 @@ def cavity_figure(s: StrainResult) -> str:
         ax.plot(t, s.cavity, "-o", ms=3, color="#e4572e", label="propagated labels")
     if s.cavity_jacobian is not None:
         ax.plot(t, s.cavity_jacobian, "--", color="#555555", lw=1.2, label="∫ det F (reference cavity)")
+    if getattr(s, "rv_cavity", None) is not None:
+        ax.plot(t, s.rv_cavity, "-s", ms=3, color="#3f88c5", label="RV, propagated labels")
     ax.set_xlabel("time (ms)")
-    ax.set_ylabel(f"LV cavity {unit}")
+    ax.set_ylabel(f"cavity {unit}")
     ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     ax2 = fig.add_subplot(122)

@@ -217,6 +217,13 @@ def cavity_section(s: StrainResult | None, why: str | None) -> str:
         from cardioinr.analysis.strain import ejection_fraction
 
         items.append(("EF from ∫det F (%)", num(ejection_fraction(s.cavity_jacobian)[0], 1)))
+    if getattr(s, "rv_cavity", None) is not None:
+        from cardioinr.analysis.strain import ejection_fraction
+
+        rv_ef, rv_ed, rv_es = ejection_fraction(s.rv_cavity)
+        items.append(("RV EF (%)", num(rv_ef, 1)))
+        if rv_ed >= 0:
+            items.append((f"RV ED / ES {what} ({unit})", f"{s.rv_cavity[rv_ed]:.4g} / {s.rv_cavity[rv_es]:.4g}"))
     if s.twist_deg is not None:
         items.append(("peak twist (°)", num(s.summary()["peak_twist_deg"], 2)))
         if s.torsion_deg_per_cm is not None:
