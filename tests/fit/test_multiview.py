@@ -119,3 +119,32 @@ def test_study_needs_a_crossing_view(aligned):
     far[:3, 3] += 500.0 * view.grid.rotation[:, 2]  # moved along its normal, far from the stack
     with pytest.raises(InputError, match="does not cross"):
         Study.of(aligned.study.sax, {"4ch": replace(view, affine=far, labels={}, label_sources={})})
+
+
+def test_fit_command_on_one_long_axis_cine(tmp_path):
+    """A single long-axis cine (named la_4ch) is analysed as one: GLS of its midline in
+    strain.csv and metrics.json, no short-axis strains; --view sax overrides the name."""
+    from typer.testing import CliRunner
+
+    from cardioinr.app.cli import app
+    from cardioinr.io import save_nifti
+    from cardioinr.outputs.tables import read_strain_csv
+
+    ps = make_phantom_study(SMALL, 3, views=("4ch",))
+    v = ps.study.lax["4ch"]
+    save_nifti(tmp_path / "la_4ch.nii.gz", v.image, v.affine, frame_interval_ms=40.0)
+    save_nifti(tmp_path / "seg.nii.gz", v.labels[0], v.affine)
+    out = tmp_path / "fit"
+    r = CliRunner().invoke(app, ["fit", str(tmp_path / "la_4ch.nii.gz"), "--seg", str(tmp_path / "seg.nii.gz"),
+                                 "--out", str(out), "--steps", "3", "--prior", "none", "--quiet"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["strain"]["view"] == "4ch" and m["strain"]["gls_pct"] < 0
+    regions = {row["region"] for row in read_strain_csv(out / "strain.csv")}
+    assert "gls_lax" in regions and "global" not in regions
+    assert "Longitudinal strain (4ch)" in (out / "report.html").read_text()
+    r = CliRunner().invoke(app, ["fit", str(tmp_path / "la_4ch.nii.gz"), "--seg", str(tmp_path / "seg.nii.gz"),
+                                 "--out", str(tmp_path / "fit2"), "--steps", "3", "--prior", "none", "--quiet",
+                                 "--no-report", "--view", "sax"])
+    assert r.exit_code == 0, r.output
+    assert "view" not in json.loads((tmp_path / "fit2" / "metrics.json").read_text())["strain"]

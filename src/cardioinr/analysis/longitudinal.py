@@ -345,6 +345,9 @@ def midwall_gls(
 #: LAX segment names: the two walls ``a`` and ``b`` (``a`` the one nearer the RV when there is
 #: an RV label, e.g. the septum of a 4-chamber view; else the one starting at the first end of
 #: the line), each cut into basal, mid and apical thirds of its arc length.
+#: ``strain.csv`` region of a single long-axis cine's GLS (the whole midline).
+GLS_LAX = "gls_lax"
+
 LAX_SEGMENTS = ("a_basal", "a_mid", "a_apical", "b_apical", "b_mid", "b_basal")
 
 
@@ -377,6 +380,26 @@ class LaxGLS:
 
     def segment_peaks_pct(self) -> dict[str, float]:
         return {k: _peak(v)[0] for k, v in self.segment_strain.items()}
+
+    def summary(self, view: str | None = None) -> dict:
+        """JSON-ready summary for ``metrics.json``: the view, peak GLS (%) and its frame, the
+        six segments' peaks (%), the midline's reference length (mm)."""
+        peak, frame = self.peak()
+        length = float(np.linalg.norm(np.diff(self.line, axis=0), axis=1).sum())
+        return {"view": view, "source": "long-axis midline", "gls_pct": peak, "gls_frame": frame,
+                "segment_peaks_pct": self.segment_peaks_pct(), "midline_mm": length}
+
+    def rows(self, times_ms: np.ndarray) -> list[dict]:
+        """``strain.csv`` rows (the contract's columns): per frame a :data:`GLS_LAX` row and one
+        per segment (``lax_<segment>``), ``longitudinal_pct`` only (``n_voxels`` 0: a line measure)."""
+        nan = float("nan")
+        out = []
+        for t in range(len(self.gls)):
+            for region, curve in [(GLS_LAX, self.gls)] + [(f"lax_{k}", v) for k, v in self.segment_strain.items()]:
+                out.append({"frame": t, "time_ms": float(times_ms[t]), "region": region, "n_voxels": 0,
+                            "E_rr": nan, "E_cc": nan, "E_ll": nan, "radial_pct": nan, "circumferential_pct": nan,
+                            "longitudinal_pct": float(100 * curve[t])})
+        return out
 
 
 def _as_slice(ref_labels: np.ndarray, displacement: np.ndarray, spacing: np.ndarray

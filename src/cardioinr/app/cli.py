@@ -132,6 +132,11 @@ def fit(
              "DICOM exam with several orientations given as SEQUENCE is read as such without it."),
     lax_seg: Optional[list[Path]] = typer.Option(None, "--lax-seg", help="Labels of a long-axis view's reference "
                                                  "frame, in --lax order (optional)."),
+    view: str = typer.Option(
+        "auto", "--view",
+        help="What a single-slice cine shows: sax (short axis: radial, circumferential, AHA strain), 2ch, 3ch, 4ch or "
+             "lax (a long-axis view: GLS of the myocardial midline instead), or auto (a long-axis view when the file "
+             "name says so, e.g. la_4ch.nii.gz; else short axis)."),
     align_views: bool = typer.Option(
         False, "--align-views",
         help="Multi-view fits: learn a rigid in-plane offset per short-axis slice and per long-axis view (breath-hold "
@@ -180,6 +185,7 @@ def fit(
         seq = load_sequence(sequence, label_map=LabelMap.parse(label_map), ref_frame=ref_frame)
         if seg is not None:
             seq = attach_labels(seq, {seq.ref_frame: seg})
+        seq = _with_view(seq, view, sequence)
     if align_views and (study is None or not study.lax):
         raise ConfigError("--align-views needs long-axis views (--lax or a study folder)")
     if formats is not None and "vtk" in formats and seq.ref_labels is None:
@@ -218,6 +224,25 @@ def fit(
     )
     if formats is not None:
         _export(out, formats, None)
+
+
+def _with_view(seq, view: str, path: Path):
+    """``seq`` with ``meta["view"]`` set for a long-axis single-slice cine (see ``fit --view``)."""
+    from dataclasses import replace as dc_replace
+
+    from cardioinr.io.studies import lax_view_name
+
+    choice = view.strip().lower()
+    if choice not in ("auto", "sax", "2ch", "3ch", "4ch", "lax"):
+        raise ConfigError(f"--view {view!r}: choose auto, sax, 2ch, 3ch, 4ch or lax")
+    if choice == "auto":
+        choice = (lax_view_name(path.name) or "sax") if seq.is_2d else "sax"
+    if choice == "sax":
+        return seq
+    if not seq.is_2d:
+        raise ConfigError(f"--view {choice}: {path} is a stack of {seq.shape[2]} slices; a long-axis view is one slice "
+                          "(give long-axis cines beside a stack with --lax)")
+    return dc_replace(seq, meta={**seq.meta, "view": choice})
 
 
 def _export(out: Path, formats, frames: Optional[str]) -> None:

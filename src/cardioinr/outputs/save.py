@@ -9,9 +9,9 @@ from typing import Any
 from cardioinr.analysis.strain import StrainConfig, analyse_fit_result
 from cardioinr.outputs.contract import STRAIN, write_fit_outputs
 from cardioinr.outputs.report import build_report
-from cardioinr.outputs.tables import write_strain_csv
+from cardioinr.outputs.tables import write_rows_csv, write_strain_csv
 
-__all__ = ["save_fit"]
+__all__ = ["long_axis_view", "save_fit"]
 
 
 def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None = None, *,
@@ -20,8 +20,24 @@ def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None
     ``field.pt``, ``strain.csv`` (when a reference myocardium exists), ``metrics.json`` and
     ``report.html``. Each file is written atomically."""
     out = Path(out_dir)
-    strain = analyse_fit_result(result, config=strain_config)
     extra = dict(extra_metrics or {})
+    seq = result.sequence
+    view = long_axis_view(seq)
+    for vf in getattr(result, "views", None) or []:  # a multi-view fit: each labelled view's own GLS
+        if vf.labels is not None:
+            gls, why = _lax_gls(vf.sequence, vf.displacement)
+            result.metrics.setdefault("views", {}).setdefault("gls", {})[vf.name] = (
+                gls.summary(vf.name) if gls is not None else {"view": vf.name, "not_computed": why})
+    if view is not None:  # one long-axis cine: its GLS, not the short-axis frame's strains
+        gls, why = _lax_gls(seq, result.displacement)
+        extra["strain"] = gls.summary(view) if gls is not None else {"view": view, "not_computed": why}
+        write_fit_outputs(result, out, extra_metrics=extra)
+        if gls is not None:
+            write_rows_csv(gls.rows(seq.frame_times_ms()), out / STRAIN)
+        if report:
+            build_report(out, seq=seq, strain_config=strain_config)
+        return out
+    strain = analyse_fit_result(result, config=strain_config)
     if strain is not None:
         extra["strain"] = strain.summary()
     write_fit_outputs(result, out, extra_metrics=extra)
@@ -30,3 +46,24 @@ def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None
     if report:
         build_report(out, seq=result.sequence, strain=strain, strain_config=strain_config)
     return out
+
+
+def long_axis_view(seq: Any) -> str | None:
+    """The long-axis view a single-slice cine shows (``seq.meta["view"]``, set by ``fit --view``
+    or from its file name), or None for a short-axis cine or stack."""
+    view = seq.meta.get("view") if isinstance(seq.meta, dict) else None
+    return str(view) if seq.is_2d and view and str(view) != "sax" else None
+
+
+def _lax_gls(seq: Any, displacement: Any) -> tuple[Any, str | None]:
+    """``(LaxGLS, None)`` of a long-axis cine's carried motion, or ``(None, reason)``."""
+    from cardioinr.analysis.longitudinal import lax_gls
+    from cardioinr.core.console import first_line
+    from cardioinr.core.errors import CardioInrError
+
+    if seq.ref_labels is None:
+        return None, "no reference labels"
+    try:
+        return lax_gls(seq.ref_labels, displacement, seq.spacing, seq.label_map), None
+    except CardioInrError as e:
+        return None, first_line(e)

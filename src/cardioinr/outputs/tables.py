@@ -19,7 +19,7 @@ from cardioinr.analysis.strain import CSV_COLUMNS, CYCLE_COLUMNS, StrainResult
 from cardioinr.core.errors import InputError
 from cardioinr.core.files import write_text_atomic
 
-__all__ = ["read_strain_csv", "write_cycle_csv", "write_strain_csv"]
+__all__ = ["read_strain_csv", "write_cycle_csv", "write_rows_csv", "write_strain_csv"]
 
 def _fmt(v: Any) -> str:
     if isinstance(v, str):
@@ -50,6 +50,12 @@ def write_strain_csv(result: StrainResult, path: str | os.PathLike) -> Path:
     Undefined values (longitudinal in 2D) are empty.
     """
     return _write_csv(result.rows(), CSV_COLUMNS, path)
+
+
+def write_rows_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write ``strain.csv`` rows made elsewhere (a long-axis cine's GLS rows) atomically, with
+    the same columns :data:`CSV_COLUMNS`."""
+    return _write_csv(rows, CSV_COLUMNS, path)
 
 
 def write_cycle_csv(result: StrainResult, path: str | os.PathLike) -> Path:

@@ -26,6 +26,7 @@ from cardioinr.outputs.report.sections import (
     cavity_section,
     fit_section,
     folding_section,
+    long_axis_section,
     input_section,
     motion_section,
     strain_section,
@@ -80,11 +81,18 @@ def build_report(
     """
     f = load_fit_folder(out_dir, seq)
     why = None
-    if strain is None:
-        strain, why = _analyse_folder(f, strain_config)
-    k = display_slice(strain, f)
-    sections = [input_section(f), fit_section(f), views_section(f, strain), strain_section(f, strain, why),
-                bullseye_section(f, strain, k), cavity_section(strain, why)]
+    lax_view = (f.metrics.get("strain") or {}).get("view") if isinstance(f.metrics.get("strain"), dict) else None
+    if lax_view:
+        # one long-axis cine: its GLS; the short-axis frame's radial/circumferential/AHA do not apply
+        strain = None
+        k = 0
+        sections = [input_section(f), fit_section(f), long_axis_section(f, str(lax_view))]
+    else:
+        if strain is None:
+            strain, why = _analyse_folder(f, strain_config)
+        k = display_slice(strain, f)
+        sections = [input_section(f), fit_section(f), views_section(f, strain), strain_section(f, strain, why),
+                    bullseye_section(f, strain, k), cavity_section(strain, why)]
     motion, _ = motion_section(f, k)
     sections += [motion, folding_section(f, k), accuracy_section(f)]
     name = (f.metrics.get("sequence") or {}).get("name") if isinstance(f.metrics.get("sequence"), dict) else None

@@ -366,3 +366,33 @@ def view_figure(image: np.ndarray | None, labels: np.ndarray, spacing: np.ndarra
         ax.set_yticks([])
     fig.tight_layout()
     return png(fig)
+
+
+def lax_gls_figure(g, f: FitFolder) -> str:
+    """A long-axis cine's midline over its reference image, and the GLS curves (whole line and
+    segments) against frame (PNG, base64)."""
+    fig = new_figure(9.0, 3.4)
+    ax = fig.add_subplot(121)
+    bg = background_image(f, 0, f.ref_frame)
+    sp = f.spacing
+    if bg is not None:
+        nx, ny = bg.shape
+        ax.imshow(bg.T, origin="lower", cmap="gray", extent=[-0.5 * sp[0], (nx - 0.5) * sp[0], -0.5 * sp[1],
+                                                             (ny - 0.5) * sp[1]])
+    ax.plot(g.line[:, 0], g.line[:, 1], "-", color="#e4572e", lw=1.5)
+    ax.plot(*g.line[g.apex_index], "o", color="#e4572e", ms=4)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("reference midline", fontsize=9)
+    ax2 = fig.add_subplot(122)
+    t = np.arange(len(g.gls))
+    ax2.plot(t, 100 * g.gls, "-o", ms=3, color="black", lw=2, label="GLS (whole line)")
+    for name, v in g.segment_strain.items():
+        ax2.plot(t, 100 * v, lw=1, label=name)
+    ax2.axhline(0, color="black", lw=0.6)
+    ax2.set_xlabel("frame")
+    ax2.set_ylabel("longitudinal strain (%)")
+    ax2.legend(fontsize=6.5, frameon=False)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)

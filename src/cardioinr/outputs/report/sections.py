@@ -338,3 +338,27 @@ def views_section(f: FitFolder, s: StrainResult | None) -> str:
         frames = sorted({int(f.ref_frame * t_v / max(n_sax, 1)) % t_v if n_sax else 0, es_v})
         body.append(img(view_figure(image, lab, spacing_from_affine(aff), f.label_map, frames, name), f"{name} view"))
     return section("views", "Long-axis views", "".join(body))
+
+
+def long_axis_section(f: FitFolder, view: str) -> str:
+    """A single long-axis cine: GLS of its myocardial midline over the cycle and per segment."""
+    from cardioinr.analysis.longitudinal import lax_gls
+    from cardioinr.outputs.report.figures import lax_gls_figure
+
+    ref = f.ref_labels
+    if ref is None:
+        return section("strain", f"Longitudinal strain ({view})", note("not computed: no reference labels"))
+    try:
+        g = lax_gls(ref, f.displacement, f.spacing, f.label_map)
+    except CardioInrError as e:
+        return section("strain", f"Longitudinal strain ({view})", note(f"not computed: {first_line(e)}"))
+    peak, frame = g.peak()
+    items: list[tuple[str, Any]] = [("GLS (%)", Raw(f'<span class="big">{num(peak, 1)}</span>')),
+                                    ("at frame", frame)]
+    rows = [[k, v] for k, v in g.segment_peaks_pct().items()]
+    body = (f'<p class="muted">A {esc(view)} long-axis cine: GLS is the length change of the myocardial midline '
+            "(basal end, around the apex, other basal end), moved by the fitted motion; the short-axis radial, "
+            "circumferential and AHA analyses do not apply to one long-axis slice.</p>" + kv(items)
+            + img(lax_gls_figure(g, f), "long-axis GLS")
+            + "<h3>Peak segment strain (%)</h3>" + table(["segment", "peak (%)"], rows))
+    return section("strain", f"Longitudinal strain ({view})", body)
