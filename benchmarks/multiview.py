@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--settings", default="{}", help="JSON of fit settings (FitConfig) to change")
     ap.add_argument("--views-settings", default="{}", help="JSON of multi-view settings (ViewsConfig) to change")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -168,7 +169,9 @@ def main() -> None:
     lo, hi = (float(v) for v in args.descent.split(","))
     cfg = group_config(args.group, 3, shape=(96, 96, nz), spacing=(1.6, 1.6, args.slice_mm), base_descent_mm_range=(lo, hi))
     views = tuple(v for v in args.views.split(",") if v)
-    settings = {} if args.steps is None else {"steps": args.steps}
+    settings = json.loads(args.settings)
+    if args.steps is not None:
+        settings["steps"] = args.steps
     rows = []
     for i in range(args.seeds):
         seed = args.seed0 + i
