@@ -346,8 +346,7 @@ def view_displacement(field_: MotionField, view: Sequence, sax: Sequence, chunk:
     dev = field_.scale.device
     A = torch.as_tensor(a, dtype=torch.float32, device=dev)
     nx, ny, _ = view.shape
-    ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-    xv = np.stack([ii * view.spacing[0], jj * view.spacing[1], np.zeros_like(ii, float)], -1).reshape(-1, 3)
+    xv = view.grid.points_mm().reshape(-1, 3)  # the view's pixel centres (k = 0)
     xs = torch.as_tensor(xv @ a.T + b, dtype=torch.float32, device=dev)
     t_sax = torch.as_tensor(phase_to_sax_frame(np.arange(view.n_frames), view, sax), dtype=torch.float32, device=dev)
     out = torch.zeros(xs.shape[0], view.n_frames, 3, device=dev)
