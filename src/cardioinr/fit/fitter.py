@@ -89,10 +89,7 @@ class Fitter:
         field_ = self.new_field(seq) if init is None else copy.deepcopy(init)
         history = self.optimise(seq, field_, callback, progress)
         fit_seconds = time.perf_counter() - t0
-        disp = field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
-        labels = None
-        if seq.ref_labels is not None:
-            labels = propagate_labels(seq.ref_labels, disp, seq.spacing, sorted(seq.label_map.codes()))
+        disp, labels = dense_outputs(field_, seq)
         metrics = _fit_metrics(seq, cfg, history, disp, labels, fit_seconds, time.perf_counter() - t0)
         return FitResult(field_.cpu(), disp, labels, history, metrics, cfg, seq)
 
@@ -214,6 +211,17 @@ class Fitter:
                 with torch.no_grad():
                     field_.latent.copy_(z.detach())
         return history
+
+
+def dense_outputs(field_: MotionField, seq: Sequence) -> tuple[np.ndarray, np.ndarray | None]:
+    """The contract's arrays of a fitted field on ``seq``'s grid: the displacement ``(X, Y, Z, T,
+    3)`` float32 mm and the reference labels carried to every frame ``(X, Y, Z, T)`` (None
+    without reference labels)."""
+    disp = field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
+    labels = None
+    if seq.ref_labels is not None:
+        labels = propagate_labels(seq.ref_labels, disp, seq.spacing, sorted(seq.label_map.codes()))
+    return disp, labels
 
 
 def evaluate_loss(field_: MotionField, seq: Sequence, config: FitConfig | None = None, repeats: int = 4,

@@ -37,7 +37,7 @@ from cardioinr.core.errors import InputError
 from cardioinr.fit.config import FitConfig
 from cardioinr.fit.device import resolve_device
 from cardioinr.fit.fields import MotionField
-from cardioinr.fit.fitter import Fitter, FitResult, _check_compatible, _fit_metrics
+from cardioinr.fit.fitter import Fitter, FitResult, _check_compatible, _fit_metrics, dense_outputs
 from cardioinr.fit.losses import lncc_loss, mse_loss, ncc_loss
 from cardioinr.fit.objective import Objective
 from cardioinr.fit.optim import Adam
@@ -383,10 +383,7 @@ def fit_study(study: Study, config: FitConfig | None = None, views: ViewsConfig 
     align_hist = problem.align_only(vcfg.align_steps, cfg.seed)
     history = fitter._optimise(field_, problem, None, progress)
     fit_seconds = time.perf_counter() - t0
-    disp = field_.dense(sax.shape, torch.as_tensor(sax.spacing)).cpu().numpy().astype(np.float32)
-    labels = None
-    if sax.ref_labels is not None:
-        labels = propagate_labels(sax.ref_labels, disp, sax.spacing, sorted(sax.label_map.codes()))
+    disp, labels = dense_outputs(field_, sax)
     view_fits = []
     for name, view in study.views()[1:]:
         vd = view_displacement(field_, view, sax)
