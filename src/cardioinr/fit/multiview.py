@@ -54,7 +54,10 @@ class ViewsConfig:
     """Settings of a multi-view fit (on top of the per-sequence :class:`FitConfig`).
 
     Attributes:
-        w_lax: weight of each long-axis view's similarity, relative to the stack's (1).
+        w_lax: weight of each long-axis view's similarity, relative to the stack's (1). At 1 the
+            views cost 0.03-0.13 mm of 3D EPE on phantoms (the 8 mm slab of a view moves through
+            its own plane, which its 2D similarity cannot model); at 0.5 the EPE is as low as or
+            lower than the stack's alone, with the same end-systolic Dice gain.
         lax_points: points drawn per long-axis view per step.
         align: learn a rigid in-plane offset per SAX slice and per LAX view (breath-hold
             misalignment), jointly with the field.
@@ -71,7 +74,7 @@ class ViewsConfig:
             the field starts from aligned data.
     """
 
-    w_lax: float = 1.0
+    w_lax: float = 0.5
     lax_points: int = 2048
     align: bool = False
     w_intersection: float = 3.0
