@@ -34,6 +34,23 @@ def _case_files(name: str) -> dict[str, str]:
     }
 
 
+def _output_folder(out_dir: str | os.PathLike, n: int, progress: bool, what: str) -> tuple[Path, Any]:
+    """The created output folder of a set of ``n`` cases and the case indices to loop over (with a
+    progress bar when asked); a one-line :class:`ConfigError` for ``n < 1`` or a file in the way."""
+    if int(n) < 1:
+        raise ConfigError(f"number of cases must be >= 1, got {n}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    indices: Any = range(int(n))
+    if progress and n > 1:
+        from rich.progress import track
+
+        indices = track(indices, description=what, transient=True)
+    return out, indices
+
+
 def write_cases(
     out_dir: str | os.PathLike,
     n: int = 4,
@@ -56,19 +73,8 @@ def write_cases(
         "es_frame", "ref_frame", "n_frames", "shape", "spacing", "frame_interval_ms", "seed",
         "params"}]}``, file names relative to the manifest.
     """
-    if int(n) < 1:
-        raise ConfigError(f"number of cases must be >= 1, got {n}")
     config = config or PhantomConfig()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-
-    indices: Any = range(int(n))
-    if progress and n > 1:
-        from rich.progress import track
-
-        indices = track(indices, description="phantoms", transient=True)
+    out, indices = _output_folder(out_dir, n, progress, "phantoms")
     cases = []
     for k in indices:
         name = _case_name(k)
@@ -143,20 +149,9 @@ def write_studies(
         "seed", "views": {view: {"image", "labels", "truth_displacement", "n_frames",
         "frame_interval_ms", "shape"}}}]}``, paths relative to the manifest.
     """
-    if int(n) < 1:
-        raise ConfigError(f"number of cases must be >= 1, got {n}")
     config = config or PhantomConfig(dim=3)
     views = tuple(str(v).strip().lower() for v in views)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-
-    indices: Any = range(int(n))
-    if progress and n > 1:
-        from rich.progress import track
-
-        indices = track(indices, description="phantom studies", transient=True)
+    out, indices = _output_folder(out_dir, n, progress, "phantom studies")
     cases = []
     for k in indices:
         name = _case_name(k)
