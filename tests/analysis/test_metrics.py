@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from cardioinr.core.errors import InputError
 from cardioinr.io import ACDC, SUNNYBROOK, LabelMap
-from cardioinr.geometry.kinematics import jacobian_determinant_grid
+from cardioinr.geometry.kinematics import det_f, folding_stats_regions, jacobian_determinant_grid
 from cardioinr.analysis.metrics import (
     dice,
     dice_per_label,
@@ -342,6 +342,17 @@ def test_folding_field_and_stats(shape, sp):
     m = det[..., :] > 0.5
     s_m = folding_stats(disp, sp, mask=m)
     assert s_m["percent_folded"] == 0.0 and s_m["n_voxels"] == 3 * int(m.sum())
+    # several regions in one pass: each exactly what its own call gives
+    both = folding_stats_regions(disp, sp, {"all": None, "calm": m})
+    assert both["all"] == s and both["calm"] == s_m
+
+
+@pytest.mark.parametrize("d", [2, 3, 4])
+def test_det_f_closed_form_matches_lu(d):
+    rng = np.random.default_rng(d)
+    F = np.eye(d) + rng.normal(0.0, 0.6, (50, 7, d, d))  # folded and unfolded gradients
+    np.testing.assert_allclose(det_f(F), np.linalg.det(F), rtol=1e-12, atol=1e-12)
+    assert np.any(det_f(F) < 0) and np.any(det_f(F) > 0)
 
 
 def test_heart_mask_margin_in_mm():

@@ -130,6 +130,15 @@ class SineLayer(nn.Linear):
             z = z + shift
         return torch.sin(self.omega * z)
 
+    def forward_tangent(self, x: torch.Tensor, dx: torch.Tensor, shift: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer and its directional derivatives: ``dx`` ``(D, N, n_in)`` -> ``(D, N, n_out)``."""
+        z = F.linear(x, self.weight, self.bias)
+        if shift is not None:
+            z = z + shift
+        wz = self.omega * z
+        return torch.sin(wz), (self.omega * torch.cos(wz)) * (dx @ self.weight.t())
+
 
 class MLP(nn.Module):
     """Hidden layers with optional per-layer shift modulation, then a linear head initialised
@@ -160,6 +169,23 @@ class MLP(nn.Module):
                 h = F.silu(z if s is None else z + s)
         return self.head(h)
 
+    def forward_tangent(self, h: torch.Tensor, dh: torch.Tensor, shifts: list[torch.Tensor] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` and its directional derivatives along the tangents ``dh``
+        ``(D, N, n_in)`` (one per input direction), by the chain rule layer by layer."""
+        for i, layer in enumerate(self.hidden):
+            s = None if shifts is None else shifts[i]
+            if self.activation == "sine":
+                h, dh = layer.forward_tangent(h, dh, s)
+            else:
+                z = layer(h)
+                if s is not None:
+                    z = z + s
+                sig = torch.sigmoid(z)
+                # silu'(z) = sigmoid(z) (1 + z (1 - sigmoid(z)))
+                h, dh = z * sig, (sig * (1.0 + z * (1.0 - sig))) * (dh @ layer.weight.t())
+        return self.head(h), dh @ self.head.weight.t()
+
 
 class FourierEncoding(nn.Module):
     """[sin(2 pi B x), cos(2 pi B x)] with fixed Gaussian frequencies B (Tancik et al. 2020)."""
@@ -173,6 +199,13 @@ class FourierEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         proj = 2.0 * math.pi * x @ self.B
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+    def forward_tangent(self, x: torch.Tensor, dx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoding and its directional derivatives, ``dx`` ``(D, N, dim)``."""
+        proj = 2.0 * math.pi * x @ self.B
+        dproj = 2.0 * math.pi * dx @ self.B
+        sin, cos = torch.sin(proj), torch.cos(proj)
+        return torch.cat([sin, cos], dim=-1), torch.cat([cos * dproj, -sin * dproj], dim=-1)
 
 
 _PRIMES = (1, 2654435761, 805459861)
@@ -345,8 +378,27 @@ class MotionField(nn.Module):
     def coefficients_and_jacobian(self, x_mm: torch.Tensor, latent: torch.Tensor | None = None
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients ``(N, 2K, D)`` and their exact spatial Jacobian ``(N, 2K, D, D)``
-        (d coefficient / d x_mm, by forward-mode autodiff, differentiable for training)."""
+        (d coefficient / d x_mm, differentiable for training).
+
+        SIREN and Fourier-feature fields carry the D input directions through the network by
+        the chain rule, in plain tensor operations: the same values as forward-mode autodiff,
+        without it. ``torch.func.jvp`` (used for the hash grid) imports torch's compiler on
+        its first call, about 1.3 s of every command's start-up, and cannot run under
+        ``no_grad``."""
         n, d = x_mm.shape
+        if self.config.model in ("siren", "fourier"):
+            x_n = self.normalise(x_mm)
+            # d x_n / d x_mm is diagonal: reflect / scale
+            dx = torch.diag_embed((self.reflect / self.scale).expand(d, d)[0]).unsqueeze(1).expand(d, n, d)
+            if self.config.model == "fourier":
+                h, dh = self.encoding.forward_tangent(x_n, dx)
+            else:
+                h, dh = x_n, dx
+            out, dout = self.mlp.forward_tangent(h, dh, self._shifts(latent))
+            gain = self.reflect * (self.scale * self.config.output_gain)
+            coeffs = out.reshape(n, 2 * self.harmonics, d) * gain
+            jac = (dout.reshape(d, n, 2 * self.harmonics, d) * gain).permute(1, 2, 3, 0)  # (N, 2K, D_out, D_in)
+            return coeffs, jac
         x_rep = x_mm.repeat(d, 1)
         tangent = torch.eye(d, dtype=x_mm.dtype, device=x_mm.device).repeat_interleave(n, dim=0)
         z = latent if latent is None or latent.ndim == 1 else latent.repeat(d, 1)

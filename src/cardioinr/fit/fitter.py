@@ -31,7 +31,7 @@ from cardioinr.fit.objective import Objective
 from cardioinr.fit.optim import Adam
 from cardioinr.fit.preprocess import frame_of_reference, frame_reflection, heart_frame
 from cardioinr.fit.warp import propagate_labels
-from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats, within_margin
+from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats_regions, within_margin
 from cardioinr.io import Sequence
 
 
@@ -244,7 +244,10 @@ def evaluate_losses(fields: list[MotionField], seq: Sequence, config: FitConfig 
     for f in fields:
         gen = torch.Generator().manual_seed(seed)
         f = f.to(device)
-        with torch.enable_grad():  # forward-mode Jacobians need autograd machinery, not gradients
+        # Only the hash grid's Jacobian is forward-mode autodiff, which needs autograd enabled;
+        # the others are plain tensor maths and need no graph.
+        grad_mode = torch.enable_grad() if f.config.model == "hashgrid" else torch.no_grad()
+        with grad_mode:
             vals = [problem.loss(f, problem.n_levels - 1, gen)[0].item() for _ in range(repeats)]
         out.append(float(np.mean(vals)))
     return out
@@ -262,7 +265,13 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
                  labels: np.ndarray | None, fit_seconds: float, total_seconds: float) -> dict:
     steps = [h for h in history if "loss" in h]
     last = steps[-1] if steps else {}
-    fold_all = folding_stats(disp, seq.spacing)
+    heart = None if seq.ref_labels is None else np.isin(seq.ref_labels, list(seq.label_map.codes()))
+    regions = {"all": None}
+    if heart is not None and heart.any():
+        # The heart region of `cardioinr evaluate` too, so the two report the same figure.
+        regions["heart"] = within_margin(heart, seq.spacing, HEART_MARGIN_MM)
+    folding = folding_stats_regions(disp, seq.spacing, regions)
+    fold_all = folding["all"]
     out = {
         "fit_seconds": round(fit_seconds, 3),
         "total_seconds": round(total_seconds, 3),
@@ -275,11 +284,8 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
         # How the normalised frame (where a prior's motion lands) was placed on the heart.
         "heart_location": heart_frame(seq).to_dict(),
     }
-    heart = None if seq.ref_labels is None else np.isin(seq.ref_labels, list(seq.label_map.codes()))
-    if heart is not None and heart.any():
-        # The heart region of `cardioinr evaluate` too, so the two report the same figure.
-        fold_heart = folding_stats(disp, seq.spacing, mask=within_margin(heart, seq.spacing, HEART_MARGIN_MM))
-        out["percent_negative_jacobian_heart"] = fold_heart["percent_folded"]
+    if "heart" in folding:
+        out["percent_negative_jacobian_heart"] = folding["heart"]["percent_folded"]
     return out
 
 

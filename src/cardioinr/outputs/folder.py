@@ -77,8 +77,14 @@ class FitFolder:
         return None
 
 
-def load_fit_folder(out_dir: str | os.PathLike, seq: Sequence | None = None) -> FitFolder:
+def load_fit_folder(out_dir: str | os.PathLike, seq: Sequence | None = None, *,
+                    written: Any = None) -> FitFolder:
     """Read a fit output folder for the report (see :class:`FitFolder`).
+
+    ``written``: the fit result whose outputs were just written to ``out_dir`` (by
+    :func:`~cardioinr.outputs.contract.write_fit_outputs`, with ``seq`` its sequence): its
+    displacement and labels are used as written (float32 and uint8) instead of being
+    decoded from the files again, which was a second or more of a stack's report.
 
     Raises:
         InputError: the folder or its ``displacement.nii.gz`` is missing or unreadable.
@@ -97,12 +103,18 @@ def load_fit_folder(out_dir: str | os.PathLike, seq: Sequence | None = None) -> 
     else:
         notes.append(f"no {METRICS}: fit settings and losses are not shown")
 
-    disp, affine = read_displacement(out / DISPLACEMENT, "displacement", finite=False)
+    if written is not None and seq is not None:
+        disp, affine = np.asarray(written.displacement, dtype=np.float32), seq.affine
+    else:
+        written = None
+        disp, affine = read_displacement(out / DISPLACEMENT, "displacement", finite=False)
     shape3, n_t = tuple(disp.shape[:3]), disp.shape[3]
 
     labels = None
     lpath = out / LABELS
-    if lpath.is_file():
+    if written is not None and written.labels is not None:
+        labels = np.asarray(written.labels, dtype=np.uint8)
+    elif lpath.is_file():
         try:
             labels = read_labels_4d(lpath, shape3 + (n_t,), "propagated labels")
         except CardioInrError as e:

@@ -35,7 +35,7 @@ def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None
         if gls is not None:
             write_rows_csv(gls.rows(seq.frame_times_ms()), out / STRAIN)
         if report:
-            build_report(out, seq=seq, strain_config=strain_config)
+            build_report(out, seq=seq, strain_config=strain_config, written=result)
         return out
     strain = analyse_fit_result(result, config=strain_config)
     if strain is not None:
@@ -44,7 +44,7 @@ def save_fit(result: Any, out_dir: str | os.PathLike, extra_metrics: dict | None
     if strain is not None:
         write_strain_csv(strain, out / STRAIN)
     if report:
-        build_report(out, seq=result.sequence, strain=strain, strain_config=strain_config)
+        build_report(out, seq=result.sequence, strain=strain, strain_config=strain_config, written=result)
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,7 @@ def build_report(
     strain: StrainResult | None = None,
     strain_config: StrainConfig | None = None,
     path: str | os.PathLike | None = None,
+    written: Any = None,
 ) -> Path:
     """(Re)build ``report.html`` in a fit output folder from what the folder holds.
 
@@ -72,6 +74,8 @@ def build_report(
         strain: a strain analysis already computed for this fit (skips recomputation).
         strain_config: directions and segment settings for the recomputation.
         path: where to write (default: the contract's report file in ``out_dir``).
+        written: the fit result just written to ``out_dir`` with ``seq`` (its arrays are not
+            read back; :func:`~cardioinr.outputs.folder.load_fit_folder`).
 
     Returns:
         The path of the written report (written atomically).
@@ -79,7 +83,7 @@ def build_report(
     Raises:
         InputError: the folder or its displacement is missing or unreadable.
     """
-    f = load_fit_folder(out_dir, seq)
+    f = load_fit_folder(out_dir, seq, written=written)
     why = None
     lax_view = (f.metrics.get("strain") or {}).get("view") if isinstance(f.metrics.get("strain"), dict) else None
     if lax_view:
