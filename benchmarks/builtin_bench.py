@@ -1,6 +1,6 @@
 """The built-in priors as a user meets them: the whole ``cardioinr fit`` command, default settings.
 
-Three parts, side by side in one run (``make bench-builtin``):
+Four parts, side by side in one run (``make bench-builtin``):
 
 * ``speed``: the whole command (process start to exit, every output written: displacement,
   labels, strain.csv, metrics.json, report.html) on a 112 x 112 x 20 slice and a
@@ -11,10 +11,13 @@ Three parts, side by side in one run (``make bench-builtin``):
   training, benchmarks/builtin_priors.py) in 2D and 3D: the default fit (built-in prior) against an
   800-step fit from scratch (``--prior none --steps 800``).
 * ``sunnybrook``: the three real cines (ED labels carried to ES): the same two fits.
+* ``noseg``: the default fit without ``--seg`` (the heart located from the images) against the
+  labelled one on the held-out phantoms and Sunnybrook: the located centre's distance to the
+  labelled LV centre, and the Dice of the reference labels carried by each fit.
 
 Prints Markdown tables and writes ``OUT/builtin_bench.json``.
 
-    python benchmarks/builtin_bench.py --out bench_out/builtin [--parts speed,accuracy,sunnybrook]
+    python benchmarks/builtin_bench.py --out bench_out/builtin [--parts speed,accuracy,sunnybrook,noseg]
 """
 
 from __future__ import annotations
@@ -61,11 +64,12 @@ def write_case(folder: Path, cfg: PhantomConfig, seed: int) -> dict:
             "ref": ref, "label_map": "acdc"}
 
 
-def run_fit(case: dict, out: Path, threads: int, extra: list[str] = ()) -> dict:
-    """The whole command in a fresh process: wall and CPU seconds, and what metrics.json says."""
-    cmd = [sys.executable, "-m", "cardioinr", "fit", str(case["image"]), "--seg", str(case["seg"]), "--out", str(out),
-           "--ref-frame", str(case["ref"]), "--label-map", case["label_map"], "--threads", str(threads), "--quiet",
-           *extra]
+def run_fit(case: dict, out: Path, threads: int, extra: list[str] = (), seg: bool = True) -> dict:
+    """The whole command in a fresh process: wall and CPU seconds, and what metrics.json says
+    (``seg`` False: without the reference labels, the heart located from the images)."""
+    cmd = [sys.executable, "-m", "cardioinr", "fit", str(case["image"]), *(["--seg", str(case["seg"])] if seg else []),
+           "--out", str(out), "--ref-frame", str(case["ref"]), "--label-map", case["label_map"],
+           "--threads", str(threads), "--quiet", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -78,7 +82,7 @@ def run_fit(case: dict, out: Path, threads: int, extra: list[str] = ()) -> dict:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": cpu, "steps": metrics["steps"], "fit_s": metrics["fit_seconds"],
             "prior": metrics.get("prior", {}).get("name") or metrics.get("prior", {}).get("source"),
-            "report": (out / "report.html").is_file()}
+            "report": (out / "report.html").is_file(), "heart_location": metrics.get("heart_location")}
 
 
 def score_folder(case: dict, out: Path) -> dict:
@@ -187,6 +191,61 @@ def part_sunnybrook(out: Path, threads: int) -> dict:
     return res
 
 
+def _carry_ed_labels(case: dict, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A fit's displacement and the case's reference labels carried by it (a fit without
+    ``--seg`` writes no labels; this is how its motion is scored like the labelled run's)."""
+    from cardioinr.fit.warp import propagate_labels
+
+    img = nib.load(str(out / "displacement.nii.gz"))
+    disp = np.asarray(img.dataobj, dtype=np.float32)
+    ref = np.asarray(nib.load(str(case["seg"])).dataobj).astype(np.uint8)
+    sp = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    codes = sorted(int(c) for c in np.unique(ref) if c)
+    return disp, propagate_labels(ref, disp, sp, codes)
+
+
+def part_noseg(out: Path, n2: int, n3: int, threads: int) -> dict:
+    """Without ``--seg``: where the images put the heart against the labelled LV (cavity and
+    myocardium) centre, and the Dice of the ED labels carried by that fit against the labelled
+    fit's (held-out phantoms, every frame; Sunnybrook at ES)."""
+    from cardioinr.io.datasets import index_dataset, shared_data_dir
+
+    cases = []
+    for dim, n in ((2, n2), (3, n3)):
+        for i in range(n):
+            seed = HELD_OUT_SEED + i
+            cfg, group = population_case(dim, seed)
+            name = f"{dim}d_{group}_{seed}"
+            cases.append((name, write_case(out / "cases" / name, cfg, seed), None))
+    data = shared_data_dir()
+    for e in index_dataset(data) if data is not None else []:
+        cases.append((f"sb_{e.name}", {"image": e.image, "seg": e.labels[e.ed_frame], "ref": e.ed_frame,
+                                       "label_map": "sunnybrook"}, (e.es_frame, e.labels[e.es_frame])))
+    res = {}
+    for name, case, es in cases:
+        row = {}
+        for tag, seg in (("labelled", True), ("noseg", False)):
+            folder = out / "fits" / f"{name}_{tag}"
+            run = run_fit(case, folder, threads, seg=seg)
+            disp, labels = _carry_ed_labels(case, folder)
+            if es is None:
+                row[tag] = dict(run, **score_arrays(case, disp, labels))
+            else:
+                truth = np.asarray(nib.load(str(es[1])).dataobj)
+                row[tag] = dict(run, LV=_dice(labels[..., es[0]] == SUNNYBROOK.lv, truth == SUNNYBROOK.lv),
+                                MYO=_dice(labels[..., es[0]] == SUNNYBROOK.myo, truth == SUNNYBROOK.myo))
+        a, b = row["labelled"]["heart_location"], row["noseg"]["heart_location"]
+        d = np.asarray(b["centre_mm"], dtype=float) - np.asarray(a["centre_mm"], dtype=float)
+        row["centre_error_mm"] = float(np.linalg.norm(d))
+        row["centre_error_in_plane_mm"] = float(np.linalg.norm(d[:2]))
+        row["method"] = b.get("method")
+        res[name] = row
+        print(f"[noseg] {name}: centre off by {row['centre_error_mm']:.1f} mm ({row['method']}); LV/MYO Dice "
+              f"labelled {row['labelled']['LV']:.3f}/{row['labelled']['MYO']:.3f}, without --seg "
+              f"{row['noseg']['LV']:.3f}/{row['noseg']['MYO']:.3f}", flush=True)
+    return res
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
@@ -234,13 +293,25 @@ def tables(results: dict) -> str:
                          f"{b['steps']} / {s['steps']} | {b['wall_s']:.1f} / {s['wall_s']:.1f} |")
         lines.append(f"| **mean** | {np.mean([r['builtin']['lv_es'] for r in sb.values()]):.3f} / "
                      f"{np.mean([r['scratch800']['lv_es'] for r in sb.values()]):.3f} | | | |")
+    ns = results.get("noseg", {})
+    if ns:
+        lines += ["", "### Without `--seg`: the heart located from the images", "",
+                  "| case | centre error mm (3D / in-plane) | how located | LV Dice (labelled / without) | MYO | "
+                  "steps (labelled / without) |", "|---|---|---|---|---|---|"]
+        for name, r in ns.items():
+            a, b = r["labelled"], r["noseg"]
+            lines.append(f"| {name} | {r['centre_error_mm']:.1f} / {r['centre_error_in_plane_mm']:.1f} | {r['method']} | "
+                         f"{a['LV']:.3f} / {b['LV']:.3f} | {a['MYO']:.3f} / {b['MYO']:.3f} | {a['steps']} / {b['steps']} |")
+        worst = max(max(r["labelled"][k] - r["noseg"][k] for k in ("LV", "MYO")) for r in ns.values())
+        lines.append(f"| **worst** | {max(r['centre_error_mm'] for r in ns.values()):.1f} mm | | "
+                     f"largest Dice loss {worst:+.4f} | | |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench_out/builtin"))
-    ap.add_argument("--parts", default="speed,accuracy,sunnybrook")
+    ap.add_argument("--parts", default="speed,accuracy,sunnybrook,noseg")
     ap.add_argument("--n2", type=int, default=6, help="held-out 2D phantoms")
     ap.add_argument("--n3", type=int, default=3, help="held-out 3D phantoms")
     ap.add_argument("--threads", type=int, default=2)
@@ -255,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         results["accuracy"] = part_accuracy(args.out, args.n2, args.n3, args.threads)
     if "sunnybrook" in parts:
         results["sunnybrook"] = part_sunnybrook(args.out, args.threads)
+    if "noseg" in parts:
+        results["noseg"] = part_noseg(args.out, args.n2, args.n3, args.threads)
     path.write_text(json.dumps(results, indent=1, default=str))
     md = tables(results)
     (args.out / "builtin_bench.md").write_text(md + "\n")
