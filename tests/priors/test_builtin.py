@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from cardioinr.app.cli import main
 from cardioinr.core.files import file_sha256
@@ -34,6 +35,33 @@ def test_every_builtin_prior_is_shipped_intact_and_documented() -> None:
         card = bi.WEIGHTS_DIR / e["card"]  # shipped beside the weights (cardioinr priors show prints it)
         assert card.is_file() and e["version"] in card.read_text() and e["sha256"] in card.read_text()
     assert bi.builtin_path(2).name == entries[bi.builtin_name(2)]["file"]
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_a_shipped_prior_fits_a_new_heart_better_than_random_init_in_10_steps(dim: int) -> None:
+    """Ten adaptation steps from the built-in prior against ten from a random field of the same
+    architecture, same settings, on a small phantom neither has seen: myocardial EPE to the truth."""
+    from cardioinr.fit.config import FitConfig
+    from cardioinr.phantoms import make_phantom
+    from cardioinr.priors import fit_from_prior, random_prior
+
+    torch.set_num_threads(1)
+    cfg = SMALL if dim == 2 else PhantomConfig(dim=3, shape=(52, 52, 6), spacing=(2.0, 2.0, 10.0), n_frames=10,
+                                               supersample=1, z_supersample=1)
+    ph = make_phantom(cfg, 77 + dim)
+    seq = ph.sequence
+    myo = seq.ref_labels == seq.label_map.myo
+
+    def epe(disp: np.ndarray) -> float:
+        return float(np.linalg.norm(disp - ph.displacement, axis=-1)[myo].mean())
+
+    prior = load_prior(bi.builtin_path(dim))
+    base = FitConfig(points=1024, reg_points=256)
+    ours = fit_from_prior(seq, prior, base, steps=10)
+    rand = fit_from_prior(seq, random_prior(prior.field.config, dim), base, steps=10)
+    assert ours.metrics["steps"] <= 10 and rand.metrics["steps"] == 10
+    # measured: 0.92 against 3.30 mm (2D), 1.57 against 3.53 mm (3D); no motion 3.80 / 3.57 mm
+    assert epe(ours.displacement) < 0.75 * epe(rand.displacement)
 
 
 def test_priors_command_lists_them(capsys) -> None:
