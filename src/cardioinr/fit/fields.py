@@ -389,7 +389,7 @@ class MotionField(nn.Module):
         if self.config.model in ("siren", "fourier"):
             x_n = self.normalise(x_mm)
             # d x_n / d x_mm is diagonal: reflect / scale
-            dx = torch.diag_embed((self.reflect / self.scale).expand(d, d)[0]).unsqueeze(1).expand(d, n, d)
+            dx = torch.diag(self.reflect / self.scale).unsqueeze(1).expand(d, n, d)
             if self.config.model == "fourier":
                 h, dh = self.encoding.forward_tangent(x_n, dx)
             else:
