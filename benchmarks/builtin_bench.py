@@ -247,7 +247,15 @@ def part_noseg(out: Path, n2: int, n3: int, threads: int) -> dict:
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of ``a`` against the truth ``b``; NaN where the truth does not draw the structure
+    (Sunnybrook draws the myocardium at ED only)."""
+    if not b.any():
+        return float("nan")
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def _num(v: float, fmt: str = ".3f") -> str:
+    return "n/a" if not np.isfinite(v) else format(v, fmt)
 
 
 def tables(results: dict) -> str:
@@ -289,7 +297,7 @@ def tables(results: dict) -> str:
                   "| case | LV Dice at ES (builtin / scratch) | MYO Dice at ES | steps | wall s |", "|---|---|---|---|---|"]
         for name, r in sb.items():
             b, s = r["builtin"], r["scratch800"]
-            lines.append(f"| {name} | {b['lv_es']:.3f} / {s['lv_es']:.3f} | {b['myo_es']:.3f} / {s['myo_es']:.3f} | "
+            lines.append(f"| {name} | {b['lv_es']:.3f} / {s['lv_es']:.3f} | {_num(b['myo_es'])} / {_num(s['myo_es'])} | "
                          f"{b['steps']} / {s['steps']} | {b['wall_s']:.1f} / {s['wall_s']:.1f} |")
         lines.append(f"| **mean** | {np.mean([r['builtin']['lv_es'] for r in sb.values()]):.3f} / "
                      f"{np.mean([r['scratch800']['lv_es'] for r in sb.values()]):.3f} | | | |")
@@ -301,8 +309,8 @@ def tables(results: dict) -> str:
         for name, r in ns.items():
             a, b = r["labelled"], r["noseg"]
             lines.append(f"| {name} | {r['centre_error_mm']:.1f} / {r['centre_error_in_plane_mm']:.1f} | {r['method']} | "
-                         f"{a['LV']:.3f} / {b['LV']:.3f} | {a['MYO']:.3f} / {b['MYO']:.3f} | {a['steps']} / {b['steps']} |")
-        worst = max(max(r["labelled"][k] - r["noseg"][k] for k in ("LV", "MYO")) for r in ns.values())
+                         f"{a['LV']:.3f} / {b['LV']:.3f} | {_num(a['MYO'])} / {_num(b['MYO'])} | {a['steps']} / {b['steps']} |")
+        worst = max(np.nanmax([r["labelled"][k] - r["noseg"][k] for k in ("LV", "MYO")]) for r in ns.values())
         lines.append(f"| **worst** | {max(r['centre_error_mm'] for r in ns.values()):.1f} mm | | "
                      f"largest Dice loss {worst:+.4f} | | |")
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from cardioinr.geometry.kinematics import (
     as_spacing,
     check_displacement,
     folding_stats,
+    folding_stats_regions,
     frame_list,
     mask_over_frames,
     within_margin,
@@ -471,9 +472,11 @@ def evaluate_arrays(
         "spacing_mm": [float(s) for s in sp],
         "ref_frame": ref_frame,
     }
-    folding = {"all": folding_stats(pred_disp, sp)}
+    regions = {"all": None}
     if ref_labels is not None and np.isin(ref_labels, list(label_map.codes())).any():
-        folding["heart"] = folding_stats(pred_disp, sp, heart_mask(ref_labels, label_map, sp, heart_margin_mm))
+        regions["heart"] = heart_mask(ref_labels, label_map, sp, heart_margin_mm)
+    folding = folding_stats_regions(pred_disp, sp, regions)  # det F once per frame for both
+    if "heart" in folding:
         folding["heart"]["margin_mm"] = float(heart_margin_mm)
     out["folding"] = folding
     if truth_disp is not None:
