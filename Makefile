@@ -41,7 +41,8 @@ priors: install
 	$(PY) benchmarks/builtin_priors.py
 
 # The whole `cardioinr fit` command with the built-in priors: speed against SimpleITK B-spline,
-# accuracy against 800-step scratch fits on held-out phantoms and Sunnybrook (about 40 minutes).
+# accuracy against 800-step scratch fits on held-out phantoms and Sunnybrook, and the fit without
+# --seg against the labelled one (about an hour): docs/priors/builtin.md.
 bench-builtin: install
 	$(PY) benchmarks/builtin_bench.py --out bench_out/builtin
 

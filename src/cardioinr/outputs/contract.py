@@ -80,7 +80,7 @@ __all__ = ["CORE_FILES", "DISPLACEMENT", "EXPORT_ITK", "EXPORT_MESH", "EXPORT_PA
            "clear_exports", "expected_files", "frame_tag", "itk_displacement_name", "itk_inverse_name",
            "mesh_frame_name", "is_complete", "mark_complete", "read_displacement", "read_labels_4d", "read_metrics",
            "read_marker", "read_ref_frame", "require_files", "VIEW_PATTERNS", "view_displacement_name", "view_labels_name",
-           "write_fit_outputs"]
+           "prepare_fit_folder", "write_fit_images", "write_fit_outputs", "write_fit_records"]
 
 
 def view_displacement_name(view: str) -> str:
@@ -154,10 +154,19 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
     complete, rather than a new displacement beside old labels); so are the files of an earlier
     ``cardioinr export`` (:func:`clear_exports`). ``metrics.json`` records the
     package version, the configuration and the SHA-256 of every input file (the cine, the
-    reference label map, the prior)."""
-    from cardioinr import __version__
-    from cardioinr.fit import save_field
+    reference label map, the prior).
 
+    The three steps are :func:`prepare_fit_folder`, :func:`write_fit_images` and
+    :func:`write_fit_records`; :func:`~cardioinr.outputs.save.save_fit` runs the images beside
+    the report."""
+    out = prepare_fit_folder(out_dir)
+    write_fit_images(result, out)
+    return write_fit_records(result, out, extra_metrics)
+
+
+def prepare_fit_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and remove what an earlier fit or export left there (contract files,
+    multi-view files, exports)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: the output folder exists and is not a folder")
@@ -171,6 +180,14 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
         clear_exports(out)  # exports of an earlier fit describe another motion
     except OSError as e:
         raise ConfigError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
+    return out
+
+
+def write_fit_images(result: "FitResult", out_dir: str | Path) -> None:
+    """The fit's NIfTI files: ``displacement.nii.gz``, ``labels.nii.gz`` (if labels) and each
+    long-axis view's pair, in a folder :func:`prepare_fit_folder` made. Most of its time is
+    gzip, which releases the GIL: it can run in a thread beside other work."""
+    out = Path(out_dir)
     seq = result.sequence
     save_nifti(out / DISPLACEMENT, result.displacement.astype(np.float32), seq.affine)
     if result.labels is not None:
@@ -181,6 +198,16 @@ def write_fit_outputs(result: "FitResult", out_dir: str | Path, extra_metrics: d
         if view.labels is not None:
             save_nifti(out / view_labels_name(view.name), view.labels.astype(np.uint8), view.sequence.affine,
                        frame_interval_ms=view.sequence.frame_interval_ms)
+
+
+def write_fit_records(result: "FitResult", out_dir: str | Path, extra_metrics: dict | None = None) -> Path:
+    """``field.pt`` and ``metrics.json`` (version, sequence, configuration, loss curve, input
+    checksums, warnings, ``extra_metrics``) in a folder :func:`prepare_fit_folder` made."""
+    from cardioinr import __version__
+    from cardioinr.fit import save_field
+
+    out = Path(out_dir)
+    seq = result.sequence
     save_field(out / FIELD, result.field)
     metrics = dict(result.metrics)
     metrics.update({
