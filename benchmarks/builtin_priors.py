@@ -236,8 +236,10 @@ def bench_section(name: str, dim: int, bench: dict | None) -> list[str]:
         def mean(init, k):
             return float(np.mean([r[init][k] for r in acc]))
 
+        threads = bench.get("accuracy_threads")
+        per = f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""
         out += [f"Held-out phantoms ({len(acc)}), Dice min over frames, myocardial EPE:", "",
-                "| start | LV | MYO | EPE mm | steps | wall s |", "|---|---|---|---|---|---|"]
+                f"| start | LV | MYO | EPE mm | steps | wall s{per} |", "|---|---|---|---|---|---|"]
         for init, label in (("builtin", f"{name} (default)"), ("scratch800", "scratch, 800 steps")):
             out.append(f"| {label} | {mean(init, 'LV'):.3f} | {mean(init, 'MYO'):.3f} | {mean(init, 'epe_myo'):.3f} | "
                        f"{mean(init, 'steps'):.0f} | {mean(init, 'wall_s'):.1f} |")
