@@ -19,6 +19,7 @@ from cardioinr.io.studies import (
     load_study,
     load_study_any,
     load_study_folder,
+    looks_like_study,
 )
 
 # SAX: 16 x 16 x 4 voxels of 2 x 2 x 8 mm from the origin, a box x, y in [0, 30], z in [0, 24] mm.
@@ -274,6 +275,25 @@ def test_dicom_exam_classified_by_geometry(tmp_path):
     assert any("series 8 'extra sax slice'" in n and "parallel to the short axis" in n for n in study.meta["notes"])
     # the dispatcher recognises the exam
     assert load_study_any(exam, ref_frame=2).lax["4ch"].ref_frame == round(2 / 4 * 5)
+
+
+def test_dicom_headers_are_read_once_per_command_until_a_file_changes(tmp_path, monkeypatch):
+    import pydicom
+
+    exam = dicom_exam(tmp_path / "exam")
+    reads = []
+    real = pydicom.dcmread
+    # header reads (the pixel data of the series used are read once, when loaded)
+    monkeypatch.setattr(pydicom, "dcmread",
+                        lambda *a, **k: (k.get("stop_before_pixels") and reads.append(a[0])) or real(*a, **k))
+    assert looks_like_study(exam)  # what `cardioinr fit` asks first
+    n = len(reads)
+    assert n == sum(1 for _ in exam.rglob("*.dcm"))
+    study = load_study_any(exam)  # then it loads: the headers are not read again
+    assert study.view_names == ["sax", "4ch", "lax1"] and len(reads) == n
+    # a file replaced (another exam in the same folder): read afresh
+    dicom_slice_series(exam / "lax", iop=(1, 0, 0, 0, 0, -1), ipp=(0, 6.75, 10.5), desc="cine 2ch", number=7)
+    assert load_study_any(exam).view_names == ["sax", "2ch", "lax1"] and len(reads) > n
 
 
 def test_dicom_short_axis_stored_one_series_per_slice(tmp_path):

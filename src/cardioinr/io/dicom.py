@@ -211,15 +211,35 @@ def _is_image_sop_class(uid: str) -> bool:
     return any(uid == fam or uid.startswith(fam + ".") for fam in _IMAGE_SOP_FAMILIES)
 
 
+# The last folder scanned: (its files' paths, sizes and modification times, the scan). A command
+# often asks twice (is this folder a multi-view exam? then load it), and reading thousands of
+# headers is the slow part; any change to the files makes the signature differ.
+_LAST_SCAN: list = []
+
+
 def _scan_dicom_folder(path: Path) -> tuple[list[_DicomImage], int]:
     """Read every DICOM header under ``path``; return the images and the number of files skipped."""
+    files = sorted((p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)),
+                   key=lambda p: natural_key(str(p.relative_to(path))))
+    try:
+        signature = (path.resolve(), tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]))
+    except OSError:
+        signature = None
+    if signature is not None and _LAST_SCAN and _LAST_SCAN[0] == signature:
+        images, skipped = _LAST_SCAN[1]
+        return list(images), skipped
+    images, skipped = _read_headers(files)
+    _LAST_SCAN[:] = [signature, (tuple(images), skipped)] if signature is not None else []
+    return images, skipped
+
+
+def _read_headers(files: list[Path]) -> tuple[list[_DicomImage], int]:
+    """The images of the DICOM files among ``files`` (headers only) and how many were skipped."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     images: list[_DicomImage] = []
     skipped = 0
-    files = sorted((p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)),
-                   key=lambda p: natural_key(str(p.relative_to(path))))
     for f in files:
         if is_nifti_name(f) or f.suffix.lower() in {".json", ".txt", ".md", ".csv", ".cfg", ".npz", ".png", ".jpg"}:
             skipped += 1
