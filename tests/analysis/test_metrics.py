@@ -347,6 +347,18 @@ def test_folding_field_and_stats(shape, sp):
     assert both["all"] == s and both["calm"] == s_m
 
 
+def test_det_of_a_slice_needs_only_its_neighbours():
+    """What the report's folding map relies on: det F at slice k from slices k-1..k+1 alone
+    (two at the ends) equals det F at k on the whole grid."""
+    rng = np.random.default_rng(5)
+    disp = rng.normal(0.0, 2.0, (9, 8, 5, 3))
+    sp = (1.5, 1.5, 8.0)
+    full = jacobian_determinant_grid(disp, sp)
+    for k in range(5):
+        lo, hi = max(k - 1, 0), min(k + 2, 5)
+        np.testing.assert_array_equal(jacobian_determinant_grid(disp[:, :, lo:hi], sp)[:, :, k - lo], full[:, :, k])
+
+
 @pytest.mark.parametrize("d", [2, 3, 4])
 def test_det_f_closed_form_matches_lu(d):
     rng = np.random.default_rng(d)

@@ -98,6 +98,22 @@ def test_report_is_self_contained_with_every_section(fit_folder):
     assert "exact gradients of the continuous field" in doc
 
 
+def test_folding_figures_recorded_by_the_fit_are_those_of_the_grid(fit_folder):
+    from cardioinr.outputs.folder import load_fit_folder
+    from cardioinr.outputs.report.figures import folding_figure
+
+    out, seq = fit_folder
+    f = load_fit_folder(out, seq)
+    assert len(f.metrics["per_frame_percent_negative_jacobian"]) == N_FRAMES
+    recorded, png_recorded = folding_figure(f, 0)
+    f.metrics = {k: v for k, v in f.metrics.items() if k != "per_frame_percent_negative_jacobian"}
+    computed, png_computed = folding_figure(f, 0)  # an older folder: from the displacement file
+    assert recorded["per_frame_percent"] == pytest.approx(computed["per_frame_percent"], abs=1e-12)
+    assert recorded["percent_folded"] == pytest.approx(computed["percent_folded"], abs=1e-12)
+    assert recorded["min_det"] == pytest.approx(computed["min_det"], rel=1e-6)
+    assert png_recorded == png_computed
+
+
 def test_report_flags_a_stale_strain_csv(fit_folder, tmp_path):
     out, seq = fit_folder
     copy = tmp_path / "copy"

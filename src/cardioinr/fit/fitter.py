@@ -279,6 +279,7 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
         "restarts": sum(1 for h in history if "restart" in h),
         "final_losses": {k: v for k, v in last.items() if k not in ("step", "level")},
         "percent_negative_jacobian": fold_all["percent_folded"],
+        "per_frame_percent_negative_jacobian": fold_all["per_frame_percent"],  # the report plots it
         "min_jacobian_determinant": fold_all["min_det"],
         "max_displacement_mm": float(np.abs(disp).max()),
         # How the normalised frame (where a prior's motion lands) was placed on the heart.

@@ -296,23 +296,32 @@ def cavity_figure(s: StrainResult) -> str:
 def folding_figure(f: FitFolder, k: int) -> tuple[dict, str]:
     """Folding statistics of the dense field and a figure: min det(F) over frames (slice ``k``)
     and % folded per frame. ``det F`` is :func:`cardioinr.geometry.kinematics.jacobian_determinant_grid` (central
-    differences), one frame at a time."""
+    differences), one frame at a time; the whole grid's figures come from ``metrics.json`` when the
+    fit recorded them (:func:`_recorded_folding`), else from here."""
     from matplotlib.colors import ListedColormap
 
     from cardioinr.geometry.kinematics import jacobian_determinant_grid
 
+    stats = _recorded_folding(f)
+    # With the whole grid's figures recorded by the fit, only slice k and its neighbours are
+    # differentiated: central differences at k use k - 1 and k + 1 (one-sided at the ends, as
+    # on the whole grid), so the map is the same.
+    Z = f.shape[2]
+    lo, hi = (0, Z) if stats is None or Z == 1 else (max(k - 1, 0), min(k + 2, Z))
     per_pct, per_min = [], []
     folded = total = 0
     min_det = None
     for t in range(f.n_frames):
-        det = jacobian_determinant_grid(f.displacement[:, :, :, t, :], f.spacing)
-        n_bad = int(np.count_nonzero(det <= 0))
-        folded, total = folded + n_bad, total + det.size
-        per_pct.append(100.0 * n_bad / det.size)
-        per_min.append(float(det.min()))
-        min_det = det[:, :, k] if min_det is None else np.minimum(min_det, det[:, :, k])
-    stats = {"percent_folded": 100.0 * folded / max(total, 1), "min_det": min(per_min),
-             "per_frame_percent": per_pct, "per_frame_min_det": per_min}
+        det = jacobian_determinant_grid(f.displacement[:, :, lo:hi, t, :], f.spacing)
+        min_det = det[:, :, k - lo] if min_det is None else np.minimum(min_det, det[:, :, k - lo])
+        if stats is None:
+            n_bad = int(np.count_nonzero(det <= 0))
+            folded, total = folded + n_bad, total + det.size
+            per_pct.append(100.0 * n_bad / det.size)
+            per_min.append(float(det.min()))
+    if stats is None:
+        stats = {"percent_folded": 100.0 * folded / max(total, 1), "min_det": min(per_min),
+                 "per_frame_percent": per_pct}
     fig = new_figure(10.0, 3.4)
     ax = fig.add_subplot(121)
     sp = f.spacing
@@ -339,6 +348,18 @@ def folding_figure(f: FitFolder, k: int) -> tuple[dict, str]:
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     return stats, png(fig)
+
+
+def _recorded_folding(f: FitFolder) -> dict | None:
+    """The whole grid's folding as the fit recorded it in ``metrics.json`` (same displacement,
+    same differences), or None when the folder lacks it (older fits, other tools)."""
+    m = f.metrics
+    per = m.get("per_frame_percent_negative_jacobian")
+    pct, low = m.get("percent_negative_jacobian"), m.get("min_jacobian_determinant")
+    if not (isinstance(per, list) and len(per) == f.n_frames and all(isinstance(v, (int, float)) for v in per)
+            and isinstance(pct, (int, float)) and isinstance(low, (int, float))):
+        return None
+    return {"percent_folded": float(pct), "min_det": float(low), "per_frame_percent": [float(v) for v in per]}
 
 
 def view_figure(image: np.ndarray | None, labels: np.ndarray, spacing: np.ndarray, label_map: LabelMap,
