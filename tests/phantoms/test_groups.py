@@ -11,7 +11,7 @@ from cardioinr.core.errors import ConfigError
 from cardioinr.phantoms import make_phantom
 from cardioinr.phantoms.config import PhantomConfig
 from cardioinr.phantoms.draw import draw_motion
-from cardioinr.phantoms.groups import GROUPS, ed_es_pair, group_config
+from cardioinr.phantoms.groups import GROUPS, HEALTHY_RV, ed_es_pair, group_config
 
 FAST = dict(noise_sigma=0.0, supersample=1, z_supersample=1)
 
@@ -61,7 +61,7 @@ def test_unknown_group_is_a_config_error_and_defaults_are_unchanged() -> None:
     with pytest.raises(ConfigError, match="max_endo_stretch"):
         PhantomConfig(max_endo_stretch=0.5)
     assert "max_endo_stretch" not in PhantomConfig().to_dict()  # old manifests stay what they were
-    assert group_config("normal") == PhantomConfig()
+    assert group_config("normal") == PhantomConfig(**HEALTHY_RV)  # the defaults but the RV
     assert set(GROUPS) == {"normal", "hypertrophic", "dilated", "infarct", "rv"}
 
 
@@ -91,3 +91,56 @@ def test_synth_command_writes_a_group(tmp_path, capsys) -> None:
     assert manifest["config"]["max_endo_stretch"] == 3.0
     assert main(["synth", "--out", str(tmp_path / "x"), "--group", "athlete"]) == 2
     assert "unknown phantom group 'athlete'" in capsys.readouterr().err
+
+
+# -- the right ventricle ----------------------------------------------------------------------
+
+
+def test_healthy_rv_ejects_40_to_65_percent_and_the_abnormal_rv_less() -> None:
+    """RV EF from the labels (as a reader measures it) of a healthy RV lies in the normal range
+    (40-65 %) on a mid-ventricular slice and on a 10 mm stack; the abnormal-RV group's is below."""
+    stack = dict(shape=(96, 96, 6), spacing=(1.6, 1.6, 10.0))
+    for dim, kw in ((2, {}), (3, stack)):
+        for seed in (31000, 31002):
+            ef = make_phantom(group_config("normal", dim, **FAST, **kw), seed).params["rv_ef_labels"]
+            assert 0.38 <= ef <= 0.65, (dim, seed, ef)
+            assert make_phantom(group_config("rv", dim, **FAST, **kw), seed).params["rv_ef_labels"] < 0.37
+
+
+def test_healthy_rv_descends_farther_than_the_lv_base_with_an_exact_fold_free_map() -> None:
+    """In 3D the RV free wall moves toward the apex 1.3-2 times as far as the LV wall at the base
+    (TAPSE against MAPSE), the map stays exact and invertible, and no voxel folds."""
+    cfg = group_config("normal", 3, shape=(96, 96, 6), spacing=(1.6, 1.6, 10.0), **FAST)
+    ph = make_phantom(cfg, 31000)
+    m, g = ph.motion, ph.motion.geometry
+    es = m.es_frame
+    c, e = np.asarray(g.center_mm), np.asarray(g.rv_direction)
+    z = g.z_base_mm + 1.0
+    lv_wall = np.r_[c - e * (g.epi_radius_mm - 2.0), z]
+    free_wall = np.r_[c + e * (g.epi_radius_mm + g.rv_width_mm + 0.5 * g.rv_wall_mm), z]
+    X = np.stack([lv_wall, free_wall])
+    assert list(g.tissue(X)) == [2, 4]  # LV myocardium, RV free wall
+    dz = (m.forward(X, es) - X)[:, 2]
+    assert 1.3 <= dz[1] / dz[0] <= 2.0, dz
+    rng = np.random.default_rng(0)
+    P = np.stack([rng.uniform(0, 96 * 1.6, 5000), rng.uniform(0, 96 * 1.6, 5000), rng.uniform(0, 60.0, 5000)], 1)
+    for t in (es, es // 2):
+        np.testing.assert_allclose(m.inverse(m.forward(P, t), t), P, atol=1e-6)
+    u = ph.displacement
+    grads = [np.gradient(u[..., c_], *cfg.spacing, axis=(0, 1, 2)) for c_ in range(3)]
+    J = np.stack([np.stack(gr, -1) for gr in grads], -2) + np.eye(3)
+    assert np.linalg.det(J).min() > 0.2
+
+
+def test_rv_descent_gain_is_drawn_last_and_off_by_default() -> None:
+    """The RV's own long-axis motion leaves a seed's other draws as they were, and the default
+    config does not draw it (phantoms drawn before stay bit for bit the same)."""
+    base = PhantomConfig(dim=3, rv_shortening_range=(0.55, 0.65))
+    with_gain = PhantomConfig(dim=3, rv_shortening_range=(0.55, 0.65), rv_descent_gain_range=(1.0, 1.5))
+    _, p0 = draw_motion(base, np.random.default_rng(5))
+    _, p1 = draw_motion(with_gain, np.random.default_rng(5))
+    assert "rv_descent_gain" not in p0 and 1.0 <= p1.pop("rv_descent_gain") <= 1.5
+    assert p0 == p1
+    assert "rv_descent_gain_range" not in PhantomConfig().to_dict()
+    with pytest.raises(ConfigError, match="rv_descent_gain_range"):
+        PhantomConfig(dim=3, rv_descent_gain_range=(0.0, 3.0))

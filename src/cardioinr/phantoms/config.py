@@ -58,6 +58,10 @@ class PhantomConfig:
             plane from the RV direction (0: mid-septum, 180: the free wall opposite).
         The three regional values are drawn after everything else, so a seed's other
         parameters do not change when the abnormality is switched on.
+        rv_descent_gain_range: 3D: extra long-axis descent of the RV region, as a multiple of the
+            base descent (its free wall then descends up to ``1 + gain`` times as far as the LV
+            base: the tricuspid annulus's larger excursion); drawn after everything else, and
+            only when set, so ``None`` (the default) leaves every phantom bit for bit as it was.
         max_endo_stretch: the largest radial stretch of the wall next to the endocardium at ES
             (``R_en / (lambda r_en)``; 1 / sqrt of the fraction of cavity cross-section kept);
             draws beyond it are rejected. 1.9 (the default) keeps the normal hearts the first
@@ -92,6 +96,7 @@ class PhantomConfig:
     long_axis_mm_range: Range | None = None  # 3D; None: the LV fills the stack (apex near the last slice)
     rv_width_mm_range: Range = (12.0, 20.0)
     rv_shortening_range: Range = (0.35, 0.46)
+    rv_descent_gain_range: Range | None = None  # 3D; None: the RV descends with the LV's fading term only
     translation_mm_range: Range = (1.0, 2.0)
     regional_motion_range: Range | None = None  # None: no regional wall-motion abnormality
     regional_extent_deg_range: Range = (60.0, 120.0)
@@ -150,6 +155,8 @@ class PhantomConfig:
             raise ConfigError(f"regional_motion_range must lie within [-1, 1], got {self.regional_motion_range}")
         if not (0.0 < self.regional_extent_deg_range[0] and self.regional_extent_deg_range[1] <= 240.0):
             raise ConfigError(f"regional_extent_deg_range must lie within (0, 240] degrees, got {self.regional_extent_deg_range}")
+        if self.rv_descent_gain_range is not None and not (0.0 <= self.rv_descent_gain_range[0] and self.rv_descent_gain_range[1] <= 2.0):
+            raise ConfigError(f"rv_descent_gain_range must lie within [0, 2], got {self.rv_descent_gain_range}")
         if not 1.2 <= float(self.max_endo_stretch) <= 4.0:
             raise ConfigError(f"max_endo_stretch must lie within [1.2, 4], got {self.max_endo_stretch}")
         object.__setattr__(self, "max_endo_stretch", float(self.max_endo_stretch))
@@ -168,6 +175,8 @@ class PhantomConfig:
         if self.regional_motion_range is None:
             for k in ("regional_motion_range", "regional_extent_deg_range", "regional_centre_deg_range"):
                 del d[k]
+        if self.rv_descent_gain_range is None:
+            del d["rv_descent_gain_range"]
         if self.max_endo_stretch == 1.9:
             del d["max_endo_stretch"]
         return d

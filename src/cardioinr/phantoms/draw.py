@@ -183,11 +183,15 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         if np.any(centre + lo_b < margin) or np.any(centre + hi_b > fov_hi - margin):
             continue
         rv_short = float(rng.uniform(*config.rv_shortening_range))
-        # |grad u| of the RV stage <= 1.5 rv_short in the band, rv_short w 1.5 / W beyond
+        # |d u / d R| of the RV stage along a ray is rv_short w_eff B'(R): at most
+        # rv_short w_eff 1.5 / (w_eff + wall) across the band (w_eff = w^2 / (w + 3) is largest on
+        # the RV direction, where the ray width is the crescent's width w) and rv_short w_eff
+        # 1.5 / falloff beyond it
+        w_eff_max = rv_width**2 / (rv_width + 3.0)
         rv_short = min(
             rv_short,
-            _RV_MAX_GRADIENT / _FALLOFF_MAX_SLOPE,
-            _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * rv_width),
+            _RV_MAX_GRADIENT * (w_eff_max + rv_wall) / (_FALLOFF_MAX_SLOPE * w_eff_max),
+            _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * w_eff_max),
         )
         break
     else:  # pragma: no cover - only with absurd ranges
@@ -220,6 +224,9 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
     else:
         segment = {}
 
+    # after every other draw (and only when asked for): a seed's heart is otherwise unchanged
+    rv_gain = float(rng.uniform(*config.rv_descent_gain_range)) if config.dim == 3 and config.rv_descent_gain_range else 0.0
+
     geometry = HeartGeometry(
         dim=config.dim,
         center_mm=(float(centre[0]), float(centre[1])),
@@ -249,6 +256,7 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         translation_sys_mm=trans_sys,
         translation_osc_mm=trans_osc,
         falloff_mm=falloff_mm,
+        rv_descent_gain=rv_gain,
         **segment,
     )
     # analytic ES quantities of the equatorial (2D: the) slice
@@ -294,6 +302,8 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
             z_apex_endo_mm=z_apex_endo,
             rv_length_fraction=rv_length,
         )
+        if config.rv_descent_gain_range is not None:
+            params["rv_descent_gain"] = rv_gain
     else:
         params["twist_deg"] = twist_base
     if regional:

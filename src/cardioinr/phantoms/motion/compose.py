@@ -54,6 +54,8 @@ class PhantomMotion:
             (i, j) plane about the LV centre. regional_extent_deg: its full width at half
             maximum, degrees (0: none); the segment spans the whole long axis in 3D. See
             :mod:`.lv` and :func:`~cardioinr.phantoms.profiles.segment_weight`.
+        rv_descent_gain: extra long-axis descent of the RV region, a multiple of
+            ``base_descent_mm`` (3D; 0: none, the default). See :mod:`.descent`.
     """
 
     geometry: HeartGeometry
@@ -73,6 +75,7 @@ class PhantomMotion:
     regional_scale: float = 1.0
     regional_centre_deg: float = 0.0
     regional_extent_deg: float = 0.0
+    rv_descent_gain: float = 0.0
 
     # -- time ------------------------------------------------------------------------------------
     @property
@@ -118,6 +121,19 @@ class PhantomMotion:
         return min(self.regional_scale, 1.0) if self.lv_stage.regional else 1.0
 
     @property
+    def _rv_first(self) -> bool:
+        """Whether the RV shortens in-plane before the base descent (3D with an RV descent gain).
+
+        The in-plane shortening reads the RV crescent at the slice it is given. With the RV's own
+        long-axis motion, material far above (where the crescent is wider) descends into a slice,
+        and shortening it after the descent would take the narrower crescent of where it lands
+        (measured: the RV's EF from labels fell, 0.49 -> 0.46, as the gain rose to 0.7). Before
+        the descent every point is still on its material slice. Without the gain the order
+        stays as it was, so the phantoms drawn before are unchanged bit for bit.
+        """
+        return self.geometry.dim == 3 and self.rv_descent_gain > 0.0
+
+    @property
     def descent_stage(self) -> BaseDescent:
         """Stage 2: base descent (3D)."""
         return BaseDescent(
@@ -126,6 +142,7 @@ class PhantomMotion:
             falloff_mm=self.falloff_mm,
             cavity_shrink=self.cavity_shrink,
             regional_min_scale=self._regional_min_scale,
+            rv_descent_gain=self.rv_descent_gain,
         )
 
     @property
@@ -157,8 +174,11 @@ class PhantomMotion:
         p = float(self.profile(frame))
         x = self.lv_stage.forward(X, p)
         if self.geometry.dim == 3:
+            if self._rv_first:
+                x = self.rv_stage.forward(x, p)
             x = self.descent_stage.forward(x, p)
-        x = self.rv_stage.forward(x, p)
+        if not self._rv_first:
+            x = self.rv_stage.forward(x, p)
         x = self.translation_stage.forward(x, p, ph)
         return x.reshape(shape)
 
@@ -177,9 +197,12 @@ class PhantomMotion:
             return y.copy().reshape(shape)
         p = float(self.profile(frame))
         y = self.translation_stage.inverse(y, p, ph)
-        y = self.rv_stage.inverse(y, p)
+        if not self._rv_first:
+            y = self.rv_stage.inverse(y, p)
         if self.geometry.dim == 3:
             y = self.descent_stage.inverse(y, p)
+            if self._rv_first:
+                y = self.rv_stage.inverse(y, p)
         return self.lv_stage.inverse(y, p).reshape(shape)
 
     def displacement(self, X: np.ndarray, frames: np.ndarray | float) -> np.ndarray:

@@ -17,7 +17,37 @@ from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.motion.lv import epi_reach_r2
 from cardioinr.phantoms.profiles import falloff, falloff_slope
 
-__all__ = ["RVShortening"]
+__all__ = ["RVShortening", "rv_band_weight"]
+
+
+def rv_band_weight(geometry: HeartGeometry, xy: np.ndarray, r_in: float, falloff_mm: float) -> np.ndarray:
+    """A smooth in-plane weight of the RV region at ``xy`` ``(N, 2)`` mm -> ``(N,)`` in [0, 1].
+
+    Along each ray from the LV centre: 0 up to ``r_in`` (the LV and its wall), rising across the
+    RV cavity of the base-level crescent to 1 at its free wall, 1 across the wall, fading to 0
+    over ``falloff_mm`` beyond it; scaled by the ray's share of the widest RV width (``w_eff /
+    w_eff`` on the RV direction), so it goes to 0 smoothly at the insertion points. The same
+    radial profile as the in-plane shortening (:class:`RVShortening`), independent of ``z`` so
+    that a stage moving only ``z`` by it keeps a closed-form inverse.
+    """
+    g = geometry
+    xy = np.asarray(xy, dtype=np.float64)
+    d = xy - np.asarray(g.center_mm)[None, :]
+    R = np.hypot(d[:, 0], d[:, 1])
+    u = d / np.where(R > 0, R, 1.0)[:, None]
+    z = np.full(R.shape, g.z_base_mm)
+    rep2 = np.full(R.shape, g.epi_radius_mm**2)
+    centre, radius = g.rv_circle(z, rep2, np.ones(R.shape))
+    dvec = centre - np.asarray(g.center_mm)[None, :]
+    b = dvec[:, 0] * u[:, 0] + dvec[:, 1] * u[:, 1]
+    disc = radius**2 - (dvec[:, 0] ** 2 + dvec[:, 1] ** 2 - b * b)
+    w = np.where(disc > 0, np.maximum(b + np.sqrt(np.maximum(disc, 0.0)) - g.epi_radius_mm, 0.0), 0.0)
+    w_eff = w * w / (w + 3.0)
+    w_max = g.rv_width_mm**2 / (g.rv_width_mm + 3.0)
+    length = w_eff + g.rv_wall_mm
+    s_in = (R - r_in) / length
+    val = np.where(s_in < 1.0, 1.0 - falloff(s_in), falloff((R - r_in - length) / falloff_mm))
+    return np.where(R > r_in, val, 0.0) * w_eff / w_max
 
 
 @dataclass(frozen=True)
