@@ -74,6 +74,9 @@ def score(ph, res, seconds: float) -> dict:
            "ef_truth": ef_of(truth, sp, lm.lv), "ef_carried": ef_of(res.labels, sp, lm.lv),
            "ef_true_motion": ef_of(ceiling, sp, lm.lv)}
     row["ef_error_points"] = row["ef_carried"] - row["ef_truth"]
+    # the right ventricle scored like the LV: EF of its carried labels against the truth's
+    row["rv_ef_truth"], row["rv_ef_carried"] = ef_of(truth, sp, lm.rv), ef_of(res.labels, sp, lm.rv)
+    row["rv_ef_error_points"] = row["rv_ef_carried"] - row["rv_ef_truth"]
     for name, code in (("LV", lm.lv), ("MYO", lm.myo), ("RV", lm.rv)):
         row[f"dice_{name}_es"] = dice(res.labels[..., es] == code, truth[..., es] == code)
         row[f"ceiling_{name}_es"] = dice(ceiling[..., es] == code, truth[..., es] == code)
@@ -82,23 +85,27 @@ def score(ph, res, seconds: float) -> dict:
 
 def markdown(rows: list[dict], dim: int, prior: str, extra: str = "") -> str:
     out = [f"### {dim}D phantoms{extra}, prior {prior} (held-out seeds {SEED0}+)", "",
-           "| group | form | case | s | LV | MYO | RV | EF truth / carried / error pts | ceiling LV/MYO/RV | EPE myo mm | folded % |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| group | form | case | s | LV | MYO | RV | EF truth / carried / error pts | RV EF truth / carried / error pts "
+           "| ceiling LV/MYO/RV | EPE myo mm | folded % |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['group']} | {r['form']} | {r['seed']} | {r['seconds']:.1f} | {r['dice_LV_es']:.3f} | "
                    f"{r['dice_MYO_es']:.3f} | {r['dice_RV_es']:.3f} | {r['ef_truth']:.1f} / {r['ef_carried']:.1f} / "
-                   f"{r['ef_error_points']:+.1f} | {r['ceiling_LV_es']:.3f}/{r['ceiling_MYO_es']:.3f}/{r['ceiling_RV_es']:.3f} | "
+                   f"{r['ef_error_points']:+.1f} | {r['rv_ef_truth']:.1f} / {r['rv_ef_carried']:.1f} / "
+                   f"{r['rv_ef_error_points']:+.1f} | {r['ceiling_LV_es']:.3f}/{r['ceiling_MYO_es']:.3f}/{r['ceiling_RV_es']:.3f} | "
                    f"{r['epe_myo']:.3f} | {r['folded_heart_pct']:.3f} |")
-    out += ["", "Mean per group and form:", "", "| group | form | LV | MYO | RV | |EF error| pts (max) | folded % (max) |",
-            "|---|---|---|---|---|---|---|"]
+    out += ["", "Mean per group and form:", "",
+            "| group | form | LV | MYO | RV | |EF error| pts (max) | |RV EF error| pts (max) | folded % (max) |",
+            "|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["group"], r["form"]) for r in rows}, key=lambda k: (list(GROUPS).index(k[0]), k[1]))
     for g, f in keys:
         sel = [r for r in rows if r["group"] == g and r["form"] == f]
         m = {k: float(np.mean([r[k] for r in sel])) for k in ("dice_LV_es", "dice_MYO_es", "dice_RV_es")}
         efe = max(abs(r["ef_error_points"]) for r in sel)
+        rv_efe = max(abs(r["rv_ef_error_points"]) for r in sel)
         fold = max(r["folded_heart_pct"] for r in sel)
         out.append(f"| {g} | {f} | {m['dice_LV_es']:.3f} | {m['dice_MYO_es']:.3f} | {m['dice_RV_es']:.3f} | "
-                   f"{efe:.1f} | {fold:.3f} |")
+                   f"{efe:.1f} | {rv_efe:.1f} | {fold:.3f} |")
     return "\n".join(out)
 
 

@@ -32,6 +32,8 @@ class FitConfig:
     w_smooth: float = 0.02
     w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
     w_incompress: float = 0.05
+    w_cavity_shear: float = 0.0  # 3D: in the LV cavity, penalise in-plane variation of the through-plane motion
+    rv_wall_mm: float = 0.0  # >0: incompressibility also on an RV free-wall band this thick (from the RV label)
     w_temporal: float = 0.01
     w_labels: float = 0.0  # >0 uses labels of non-reference frames when present
     latent_steps: int = 0  # modulated fields: steps that move only the latent code first (<= steps / 3)

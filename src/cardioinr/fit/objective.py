@@ -25,7 +25,7 @@ from cardioinr.fit.losses import (
     temporal_smoothness_loss,
     volume_change_loss,
 )
-from cardioinr.fit.preprocess import blur_inplane, heart_mask, normalise_intensity, sampling_weights
+from cardioinr.fit.preprocess import blur_inplane, heart_mask, normalise_intensity, rv_free_wall, sampling_weights
 from cardioinr.fit.warp import sample, sample_frames
 from cardioinr.io import Sequence
 
@@ -64,6 +64,7 @@ class Objective:
         # slices are thick; regulariser points fill the gaps.
         self.jitter_z_similarity = self.dim == 3 and seq.spacing[2] <= 2.0 * seq.spacing[:2].max()
         self.myo = None
+        self.cavity = None
         self.onehot = None
         if seq.ref_labels is not None:
             lm = seq.label_map
@@ -71,6 +72,12 @@ class Objective:
             ref = torch.from_numpy(seq.ref_labels.astype(np.int64)).to(device)
             if lm.myo is not None and (seq.ref_labels == lm.myo).any():
                 self.myo = (ref == lm.myo).float().unsqueeze(0)  # (1, X, Y, Z)
+                # the RV's muscle is as incompressible as the LV's; labels leave it out
+                wall = rv_free_wall(seq, cfg.rv_wall_mm)
+                if wall is not None:
+                    self.myo = torch.maximum(self.myo, torch.from_numpy(wall).float().to(device).unsqueeze(0))
+            if self.dim == 3 and cfg.w_cavity_shear > 0 and lm.lv is not None and (seq.ref_labels == lm.lv).any():
+                self.cavity = (ref == lm.lv).float().unsqueeze(0)  # (1, X, Y, Z)
             extra = [t for t in seq.labels if t != seq.ref_frame]
             if cfg.w_labels > 0 and extra:
                 self.label_frames = torch.tensor(extra, device=device)
@@ -179,6 +186,14 @@ class Objective:
                 inc = volume_change_loss(det, w)
                 total = total + cfg.w_incompress * inc
                 logs["incompress"] = inc.item()
+            if self.cavity is not None:
+                # Blood is featureless, and the atrium that descends into a basal slice looks
+                # like the LV cavity it replaces: the similarity alone lets the cavity lag the
+                # wall's descent. Its motion along k should vary little across the cavity.
+                w = sample(self.cavity, xr, self.spacing, mode="nearest")  # (M, 1)
+                shear = (jac[..., 2, :2].pow(2).sum(-1) * w).sum() / (w.sum() * jac.shape[1]).clamp(min=1.0)
+                total = total + cfg.w_cavity_shear * shear
+                logs["cavity_shear"] = shear.item()
             logs["min_det"] = det.min().item()
         if self.onehot is not None and cfg.w_labels > 0:
             lab_u = torch.einsum("nkd,tk->tnd", coeffs, field_.basis()[self.label_frames])

@@ -31,6 +31,32 @@ def heart_mask(seq: Sequence) -> np.ndarray | None:
     return m if m.any() else None
 
 
+def rv_free_wall(seq: Sequence, thickness_mm: float) -> np.ndarray | None:
+    """Boolean ``(X, Y, Z)`` band of the RV free wall at the reference frame, or None.
+
+    Clinical label maps (ACDC, M&Ms, UK Biobank) label the RV cavity but not its wall; the wall
+    is the unlabelled tissue hugging the cavity, about 3-5 mm thick. This takes every unlabelled
+    voxel within ``thickness_mm`` (in-plane, per slice) of the RV cavity label, so that the
+    myocardial terms of the fit (incompressibility) act on the RV's muscle as on the LV's.
+    None without reference labels, without an RV label or for ``thickness_mm <= 0``.
+    """
+    lab, code = seq.ref_labels, seq.label_map.rv
+    if lab is None or code is None or thickness_mm <= 0:
+        return None
+    rv = lab == code
+    if not rv.any():
+        return None
+    from scipy.ndimage import distance_transform_edt
+
+    sp = seq.spacing
+    band = np.zeros_like(rv)
+    for k in range(rv.shape[2]):
+        if rv[:, :, k].any():
+            band[:, :, k] = distance_transform_edt(~rv[:, :, k], sampling=sp[:2]) <= thickness_mm
+    band &= lab == 0
+    return band if band.any() else None
+
+
 @dataclass(frozen=True)
 class HeartFrame:
     """Where the heart is, as the normalised frame of a fit sees it.
@@ -164,4 +190,5 @@ def sampling_weights(ref: np.ndarray, mask: np.ndarray | None, cfg: FitConfig) -
 
 
 __all__ = ["HeartFrame", "blur_inplane", "frame_of_reference", "heart_frame", "frame_reflection", "heart_mask", "normalise_intensity",
+           "rv_free_wall",
            "sampling_weights"]
