@@ -31,10 +31,12 @@ round-off and fast, rather than a slow global fixed point):
    the material angle, the twist on the deformed radius, and the wall stays incompressible.
 2. *Base descent* (3D only): ``u_z = b(t) (Z_apex - Z) / (Z_apex - Z_base)`` inside the heart
    (the base moves toward the apex; uniform longitudinal stretch ``lambda = 1 - b / L``),
-   fading out radially beyond the heart.
+   fading out radially beyond the heart. With ``rv_descent_gain_range`` (the healthy RV of
+   :mod:`.groups`) the RV region descends further, its free wall up to ``1 + gain`` times.
 3. *RV*: along each ray from the LV centre through the RV crescent, the band between the
    (deformed) LV epicardium and the RV free wall shortens by a fraction of its width (the free
-   wall moves toward the septum); zero on the LV, fading beyond the free wall.
+   wall moves toward the septum); zero on the LV, fading beyond the free wall. With the RV's
+   own descent this stage acts before stage 2, on the material slice.
 4. *Global in-plane translation* (bulk motion, 1-2 mm).
 
 Every stage has a positive Jacobian determinant (no folding). Two properties of the truth that
