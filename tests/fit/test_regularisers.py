@@ -1,5 +1,5 @@
 """Regularisers that use the reference labels: the RV free-wall band (incompressibility on the
-RV's unlabelled muscle) and the LV cavity's through-plane shear term (3D)."""
+RV's unlabelled muscle) and the LV cavity following its wall along the long axis (3D)."""
 
 from __future__ import annotations
 
@@ -55,20 +55,25 @@ def test_rv_free_wall_is_the_unlabelled_band_hugging_the_rv_cavity() -> None:
     assert rv_free_wall(_labelled(lab_no_rv), 3.0) is None
 
 
-def test_cavity_shear_makes_the_cavity_descend_as_one() -> None:
-    """On a 10 mm stack, the term lowers the in-plane spread of the LV cavity's motion along k."""
+def test_cavity_follows_its_wall_along_k() -> None:
+    """On a 10 mm stack, the cavity-follow term (opt-in, at the weight docs/groups.md measured)
+    brings the LV cavity's motion along k to its wall's: without it the cavity lags the wall's
+    descent."""
     cfg_ph = group_config("normal", 3, shape=(64, 64, 6), spacing=(1.6, 1.6, 10.0), n_frames=6,
                           noise_sigma=0.0, supersample=1, z_supersample=1)
     ph = make_phantom(cfg_ph, 31000)
     seq = replace(ph.sequence, labels={0: ph.sequence.labels[0]}, label_sources={})
     es = ph.motion.es_frame
-    cav = seq.labels[0] == seq.label_map.lv
+    lab = seq.labels[0]
+    assert FitConfig().w_cavity_follow == 0  # off by default (it harms fits from scratch)
 
-    def spread(w: float) -> float:
+    def lag(w: float) -> float:
         cfg = FitConfig(field=FieldConfig(hidden=64, layers=2), steps=60, points=1024, reg_points=512,
-                        w_cavity_shear=w)
+                        w_cavity_follow=w)
         uz = Fitter(cfg).fit(seq, progress=False).displacement[..., es, 2]
-        return float(np.mean([uz[:, :, k][cav[:, :, k]].std() for k in range(cav.shape[2]) if cav[:, :, k].sum() > 20]))
+        gaps = [abs(uz[:, :, k][lab[:, :, k] == 3].mean() - uz[:, :, k][lab[:, :, k] == 2].mean())
+                for k in range(lab.shape[2]) if (lab[:, :, k] == 3).sum() > 20]
+        return float(np.mean(gaps))
 
-    plain, sheared = spread(0.0), spread(5.0)
-    assert sheared < 0.7 * plain, (plain, sheared)
+    plain, follow = lag(0.0), lag(0.03)
+    assert follow < 0.5 * plain, (plain, follow)

@@ -32,7 +32,9 @@ class FitConfig:
     w_smooth: float = 0.02
     w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
     w_incompress: float = 0.05
-    w_cavity_shear: float = 0.0  # 3D: in the LV cavity, penalise in-plane variation of the through-plane motion
+    # 3D with LV and MYO labels: the cavity's motion along k follows its nearest wall's. Off by
+    # default: it helps fits from a prior on thick slices, harms fits from scratch (docs/groups.md)
+    w_cavity_follow: float = 0.0
     rv_wall_mm: float = 0.0  # >0: incompressibility also on an RV free-wall band this thick (from the RV label)
     w_temporal: float = 0.01
     w_labels: float = 0.0  # >0 uses labels of non-reference frames when present

@@ -30,6 +30,24 @@ from cardioinr.fit.warp import sample, sample_frames
 from cardioinr.io import Sequence
 
 
+def _wall_partners(labels: np.ndarray, lv: int, myo: int, spacing: np.ndarray, device: torch.device) -> torch.Tensor | None:
+    """``(X, Y, Z, 2)`` in-plane mm of the nearest myocardial voxel of the same slice for every
+    LV cavity voxel (NaN elsewhere), or None without a cavity next to a wall."""
+    from scipy.ndimage import distance_transform_edt
+
+    out = np.full(labels.shape + (2,), np.nan, np.float32)
+    for k in range(labels.shape[2]):
+        cav, wall = labels[:, :, k] == lv, labels[:, :, k] == myo
+        if not (cav.any() and wall.any()):
+            continue
+        _, (ii, jj) = distance_transform_edt(~wall, sampling=spacing[:2], return_indices=True)
+        out[:, :, k, 0] = np.where(cav, ii * spacing[0], np.nan)
+        out[:, :, k, 1] = np.where(cav, jj * spacing[1], np.nan)
+    if np.isnan(out[..., 0]).all():
+        return None
+    return torch.from_numpy(out).to(device)
+
+
 class Objective:
     """The loss a fit minimises on one sequence, with that sequence's data on the device.
 
@@ -64,7 +82,7 @@ class Objective:
         # slices are thick; regulariser points fill the gaps.
         self.jitter_z_similarity = self.dim == 3 and seq.spacing[2] <= 2.0 * seq.spacing[:2].max()
         self.myo = None
-        self.cavity = None
+        self.partner = None
         self.onehot = None
         if seq.ref_labels is not None:
             lm = seq.label_map
@@ -76,8 +94,8 @@ class Objective:
                 wall = rv_free_wall(seq, cfg.rv_wall_mm)
                 if wall is not None:
                     self.myo = torch.maximum(self.myo, torch.from_numpy(wall).float().to(device).unsqueeze(0))
-            if self.dim == 3 and cfg.w_cavity_shear > 0 and lm.lv is not None and (seq.ref_labels == lm.lv).any():
-                self.cavity = (ref == lm.lv).float().unsqueeze(0)  # (1, X, Y, Z)
+            if self.dim == 3 and cfg.w_cavity_follow > 0 and lm.lv is not None and lm.myo is not None:
+                self.partner = _wall_partners(seq.ref_labels, lm.lv, lm.myo, seq.spacing, device)
             extra = [t for t in seq.labels if t != seq.ref_frame]
             if cfg.w_labels > 0 and extra:
                 self.label_frames = torch.tensor(extra, device=device)
@@ -170,7 +188,7 @@ class Objective:
             logs["temporal"] = tem.item()
         if cfg.reg_points > 0 and (cfg.w_smooth > 0 or cfg.w_fold > 0 or cfg.w_incompress > 0):
             xr = self.sample_points(cfg.reg_points, gen, jitter_z=True)
-            _, jac_c = field_.coefficients_and_jacobian(xr, latent)
+            coeffs_r, jac_c = field_.coefficients_and_jacobian(xr, latent)
             jac = torch.einsum("nkij,tk->ntij", jac_c, basis)  # (M, T-1, D, D)
             det = det_f_from_grad_u(jac)
             if cfg.w_smooth > 0:
@@ -186,14 +204,27 @@ class Objective:
                 inc = volume_change_loss(det, w)
                 total = total + cfg.w_incompress * inc
                 logs["incompress"] = inc.item()
-            if self.cavity is not None:
+            if self.partner is not None:
                 # Blood is featureless, and the atrium that descends into a basal slice looks
-                # like the LV cavity it replaces: the similarity alone lets the cavity lag the
-                # wall's descent. Its motion along k should vary little across the cavity.
-                w = sample(self.cavity, xr, self.spacing, mode="nearest")  # (M, 1)
-                shear = (jac[..., 2, :2].pow(2).sum(-1) * w).sum() / (w.sum() * jac.shape[1]).clamp(min=1.0)
-                total = total + cfg.w_cavity_shear * shear
-                logs["cavity_shear"] = shear.item()
+                # like the LV blood it replaces: on thick slices the similarity lets the cavity
+                # lag its wall's descent, and the carried labels keep LV where the base has
+                # left (docs/groups.md). At each cavity point the motion along k is pulled
+                # toward that of the nearest wall point of its slice, held fixed so the blood
+                # cannot drag the wall.
+                ijk = torch.round(xr / self.spacing[: self.dim]).long()
+                for a in range(3):
+                    ijk[:, a] = ijk[:, a].clamp(0, self.shape[a] - 1)
+                part = self.partner[ijk[:, 0], ijk[:, 1], ijk[:, 2]]  # (M, 2) mm, NaN outside the cavity
+                inside = torch.isfinite(part[:, 0])
+                if bool(inside.any()):
+                    xc = xr[inside]
+                    xw = torch.cat([part[inside], xc[:, 2:]], 1)
+                    with torch.no_grad():
+                        uw = torch.einsum("nkd,tk->tnd", field_.coefficients(xw, latent), basis)[..., 2]
+                    uc = torch.einsum("nkd,tk->tnd", coeffs_r[inside], basis)[..., 2]
+                    fol = (uc - uw).pow(2).mean()
+                    total = total + cfg.w_cavity_follow * fol
+                    logs["cavity_follow"] = fol.item()
             logs["min_det"] = det.min().item()
         if self.onehot is not None and cfg.w_labels > 0:
             lab_u = torch.einsum("nkd,tk->tnd", coeffs, field_.basis()[self.label_frames])
