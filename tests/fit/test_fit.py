@@ -107,7 +107,8 @@ def test_heart_centred_frame_of_reference() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(similarity="cosine"), dict(steps=-1), dict(lr=0.0), dict(blur_px=(1.0,), blur_until=(0.5, 1.0))],
+    [dict(similarity="cosine"), dict(steps=-1), dict(lr=0.0), dict(blur_px=(1.0,), blur_until=(0.5, 1.0)),
+     dict(w_cavity_follow=-0.1), dict(rv_wall_mm=-1.0)],
 )
 def test_bad_settings_raise_config_error(kw: dict) -> None:
     with pytest.raises(ConfigError):

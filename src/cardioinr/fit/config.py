@@ -56,6 +56,8 @@ class FitConfig:
             raise ConfigError("steps must be >= 0 and points >= 16")
         if not self.lr > 0:
             raise ConfigError("learning rate must be positive")
+        if self.w_cavity_follow < 0 or self.rv_wall_mm < 0:
+            raise ConfigError("w_cavity_follow and rv_wall_mm must be >= 0")
         if len(self.blur_px) != len(self.blur_until):
             raise ConfigError("blur_px and blur_until must have the same length")
 
