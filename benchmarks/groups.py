@@ -8,7 +8,7 @@ Each case is fitted as the ``fit`` command fits it (the built-in prior and its a
 settings by default; ``--prior none`` fits from scratch) from the ED labels only, and scored at
 end-systole against the truth labels: Dice of LV, MYO and RV, the EF of the labels carried to
 every frame against the EF of the truth labels (both from label counts, in points), the same
-Dice for the labels carried by the TRUE displacement (the ceiling of the label carrying on this
+Dice for the labels carried by the TRUE displacement (what the exact motion carries on this
 grid), myocardial end-point error and % folded voxels in the heart. Held-out seeds (31000+),
 never used to train or tune anything. Prints a Markdown table per group and writes
 ``groups_<dim>d_<prior>.json`` / ``.md``.
