@@ -13,6 +13,7 @@ from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.appearance import PhantomAppearance
 from cardioinr.phantoms.config import PhantomConfig
 from cardioinr.phantoms.motion import PhantomMotion
+from cardioinr.phantoms.motion.rv import effective_rv_width
 from cardioinr.phantoms.profiles import _FALLOFF_MAX_SLOPE, segment_weight, segment_weight_slope
 
 __all__ = ["draw_appearance", "draw_motion"]
@@ -187,7 +188,7 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         # rv_short w_eff 1.5 / (w_eff + wall) across the band (w_eff = w^2 / (w + 3) is largest on
         # the RV direction, where the ray width is the crescent's width w) and rv_short w_eff
         # 1.5 / falloff beyond it
-        w_eff_max = rv_width**2 / (rv_width + 3.0)
+        w_eff_max = effective_rv_width(rv_width)
         rv_short = min(
             rv_short,
             _RV_MAX_GRADIENT * (w_eff_max + rv_wall) / (_FALLOFF_MAX_SLOPE * w_eff_max),

@@ -42,10 +42,10 @@ from cardioinr.phantoms.render import Phantom
 
 __all__ = ["GROUPS", "HEALTHY_RV", "ed_es_pair", "group_config"]
 
-#: Group name -> changes to the :class:`PhantomConfig` ranges (see the module docstring).
 #: A healthy right ventricle (see the module docstring); every group but ``rv`` has it.
 HEALTHY_RV: dict[str, Any] = {"rv_shortening_range": (0.55, 0.65), "rv_descent_gain_range": (1.0, 1.5)}
 
+#: Group name -> changes to the :class:`PhantomConfig` ranges (see the module docstring).
 GROUPS: dict[str, dict[str, Any]] = {
     "normal": {**HEALTHY_RV},
     "hypertrophic": {

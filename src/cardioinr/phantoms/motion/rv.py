@@ -17,7 +17,46 @@ from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.motion.lv import epi_reach_r2
 from cardioinr.phantoms.profiles import falloff, falloff_slope
 
-__all__ = ["RVShortening", "rv_band_weight"]
+__all__ = ["RVShortening", "effective_rv_width", "rv_band_weight"]
+
+
+def _polar(geometry: HeartGeometry, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In-plane offsets ``(N, 2)`` of ``x`` (``(N, >= 2)`` mm) from the LV centre, their lengths
+    ``(N,)`` mm and unit directions ``(N, 2)`` (0 at the centre)."""
+    d = x[:, :2] - np.asarray(geometry.center_mm)[None, :]
+    R = np.hypot(d[:, 0], d[:, 1])
+    u = d / np.where(R > 0, R, 1.0)[:, None]
+    return d, R, u
+
+
+def _ray_width(geometry: HeartGeometry, u: np.ndarray, z: np.ndarray, rep2: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """RV width ``(N,)`` mm along rays ``u`` ``(N, 2)`` from the LV centre: from the LV
+    epicardium (radius ``sqrt(rep2)``) to where the ray leaves the RV disc of size ``scale`` at
+    ``z``; 0 off the crescent."""
+    centre, radius = geometry.rv_circle(z, rep2, scale)
+    dvec = centre - np.asarray(geometry.center_mm)[None, :]
+    b = dvec[:, 0] * u[:, 0] + dvec[:, 1] * u[:, 1]
+    disc = radius**2 - (dvec[:, 0] ** 2 + dvec[:, 1] ** 2 - b * b)
+    rho_out = b + np.sqrt(np.maximum(disc, 0.0))  # where the ray leaves the RV disc
+    return np.where(disc > 0, np.maximum(rho_out - np.sqrt(rep2), 0.0), 0.0)
+
+
+def effective_rv_width(w: np.ndarray | float) -> np.ndarray | float:
+    """``w^2 / (w + 3)``: the ray width taken to 0 smoothly (C1 at w = 0: no kink in the field at
+    the insertion points)."""
+    return w * w / (w + 3.0)
+
+
+def _radial_profile(R: np.ndarray, r_in: np.ndarray | float, length: np.ndarray, falloff_mm: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Radial weight and its derivative d/dR: rises 0 -> 1 across the band ``[r_in, r_in +
+    length]`` (0 before it), falls back to 0 over ``falloff_mm`` beyond it."""
+    s_in = (R - r_in) / length
+    s_out = (R - r_in - length) / falloff_mm
+    inside = s_in < 1.0
+    val = np.where(inside, 1.0 - falloff(s_in), falloff(s_out))
+    der = np.where(inside, -falloff_slope(s_in) / length, falloff_slope(s_out) / falloff_mm)
+    return val, der
 
 
 def rv_band_weight(geometry: HeartGeometry, xy: np.ndarray, r_in: float, falloff_mm: float) -> np.ndarray:
@@ -31,23 +70,11 @@ def rv_band_weight(geometry: HeartGeometry, xy: np.ndarray, r_in: float, falloff
     that a stage moving only ``z`` by it keeps a closed-form inverse.
     """
     g = geometry
-    xy = np.asarray(xy, dtype=np.float64)
-    d = xy - np.asarray(g.center_mm)[None, :]
-    R = np.hypot(d[:, 0], d[:, 1])
-    u = d / np.where(R > 0, R, 1.0)[:, None]
-    z = np.full(R.shape, g.z_base_mm)
-    rep2 = np.full(R.shape, g.epi_radius_mm**2)
-    centre, radius = g.rv_circle(z, rep2, np.ones(R.shape))
-    dvec = centre - np.asarray(g.center_mm)[None, :]
-    b = dvec[:, 0] * u[:, 0] + dvec[:, 1] * u[:, 1]
-    disc = radius**2 - (dvec[:, 0] ** 2 + dvec[:, 1] ** 2 - b * b)
-    w = np.where(disc > 0, np.maximum(b + np.sqrt(np.maximum(disc, 0.0)) - g.epi_radius_mm, 0.0), 0.0)
-    w_eff = w * w / (w + 3.0)
-    w_max = g.rv_width_mm**2 / (g.rv_width_mm + 3.0)
-    length = w_eff + g.rv_wall_mm
-    s_in = (R - r_in) / length
-    val = np.where(s_in < 1.0, 1.0 - falloff(s_in), falloff((R - r_in - length) / falloff_mm))
-    return np.where(R > r_in, val, 0.0) * w_eff / w_max
+    _, R, u = _polar(g, np.asarray(xy, dtype=np.float64))
+    ones = np.ones(R.shape)
+    w_eff = effective_rv_width(_ray_width(g, u, g.z_base_mm * ones, g.epi_radius_mm**2 * ones, ones))
+    val, _ = _radial_profile(R, r_in, w_eff + g.rv_wall_mm, falloff_mm)
+    return val * w_eff / effective_rv_width(g.rv_width_mm)
 
 
 @dataclass(frozen=True)
@@ -86,13 +113,7 @@ class RVShortening:
         """
         g = self.geometry
         rep2 = g.epi_r2(z)
-        centre, radius = g.rv_circle(z, rep2, g.rv_scale(z))
-        dvec = centre - np.asarray(g.center_mm)[None, :]
-        b = dvec[:, 0] * u[:, 0] + dvec[:, 1] * u[:, 1]
-        disc = radius**2 - (dvec[:, 0] ** 2 + dvec[:, 1] ** 2 - b * b)
-        rho_out = b + np.sqrt(np.maximum(disc, 0.0))  # where the ray leaves the RV disc
-        w = np.where(disc > 0, np.maximum(rho_out - np.sqrt(rep2), 0.0), 0.0)
-        w_eff = w * w / (w + 3.0)  # C1 at w = 0 (no kink in the field at the insertion points)
+        w_eff = effective_rv_width(_ray_width(g, u, z, rep2, g.rv_scale(z)))
         if g.dim == 2:
             # the deformed epicardium is exactly the circle r_ep(p)^2 = R_ep^2 - k R_en^2
             # (with a segment: the circle of the least shrink bounds it)
@@ -120,21 +141,12 @@ class RVShortening:
     def profile(self, R: np.ndarray, r_in: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Radial weight of the RV motion and its derivative d/dR: rises 0 -> 1 across the band
         ``[r_in, r_in + length]``, falls back to 0 over ``falloff_mm`` beyond it."""
-        s_in = (R - r_in) / length
-        s_out = (R - r_in - length) / self.falloff_mm
-        inside = s_in < 1.0
-        val = np.where(inside, 1.0 - falloff(s_in), falloff(s_out))
-        der = np.where(inside, -falloff_slope(s_in) / length, falloff_slope(s_out) / self.falloff_mm)
-        return val, der
+        return _radial_profile(R, r_in, length, self.falloff_mm)
 
     def polar(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """In-plane offsets ``(N, 2)`` from the LV centre, their lengths ``(N,)`` mm and unit
         directions ``(N, 2)`` (0 at the centre)."""
-        c = self.geometry.center_mm
-        d = x[:, :2] - np.asarray(c)[None, :]
-        R = np.hypot(d[:, 0], d[:, 1])
-        u = d / np.where(R > 0, R, 1.0)[:, None]
-        return d, R, u
+        return _polar(self.geometry, x)
 
     def sector(self, x: np.ndarray) -> np.ndarray:
         """Indices of points within the RV's angular sector about the LV centre (the crescent
