@@ -56,16 +56,15 @@ def test_rv_free_wall_is_the_unlabelled_band_hugging_the_rv_cavity() -> None:
 
 
 def test_cavity_follows_its_wall_along_k() -> None:
-    """On a 10 mm stack, the cavity-follow term (opt-in, at the weight docs/groups.md measured)
-    brings the LV cavity's motion along k to its wall's: without it the cavity lags the wall's
-    descent."""
+    """On a 10 mm stack, the cavity-follow term (at the weight fits from a prior use) brings the
+    LV cavity's motion along k to its wall's: without it the cavity lags the wall's descent."""
     cfg_ph = group_config("normal", 3, shape=(64, 64, 6), spacing=(1.6, 1.6, 10.0), n_frames=6,
                           noise_sigma=0.0, supersample=1, z_supersample=1)
     ph = make_phantom(cfg_ph, 31000)
     seq = replace(ph.sequence, labels={0: ph.sequence.labels[0]}, label_sources={})
     es = ph.motion.es_frame
     lab = seq.labels[0]
-    assert FitConfig().w_cavity_follow == 0  # off by default (it harms fits from scratch)
+    assert FitConfig().w_cavity_follow == 0  # off from scratch (it harms those fits)
 
     def lag(w: float) -> float:
         cfg = FitConfig(field=FieldConfig(hidden=64, layers=2), steps=60, points=1024, reg_points=512,
@@ -77,3 +76,23 @@ def test_cavity_follows_its_wall_along_k() -> None:
 
     plain, follow = lag(0.0), lag(0.03)
     assert follow < 0.5 * plain, (plain, follow)
+
+
+def test_slice_walls_group_each_slice_wall_and_keep_cavities_with_a_wall() -> None:
+    """The cavity-follow target reads each slice's own wall: the table groups the myocardial
+    voxels by slice, and a cavity on a slice without wall (nothing to follow) is left out."""
+    from cardioinr.fit.objective import slice_walls
+
+    lab = np.zeros((8, 8, 3), np.uint8)
+    lab[2:6, 2:6, 0] = 2
+    lab[3:5, 3:5, 0] = 3  # slice 0: a ring around a cavity
+    lab[1, 1, 1] = 2  # slice 1: one wall voxel, no cavity
+    lab[3:5, 3:5, 2] = 3  # slice 2: a cavity and no wall
+    w = slice_walls(lab, lv=3, myo=2, spacing=np.array([1.5, 2.0, 10.0]), device=torch.device("cpu"))
+    assert w is not None
+    assert w.count.tolist() == [12, 1, 0] and w.start.tolist() == [0, 12, 13]
+    assert w.cavity[..., 0].sum() == 4 and not w.cavity[..., 1:].any()
+    ring = w.xy[:12].numpy()
+    assert set(map(tuple, ring)) == {(i * 1.5, j * 2.0) for i, j in np.argwhere(lab[..., 0] == 2)}
+    assert w.xy[12].tolist() == [1.5, 2.0]
+    assert slice_walls(np.where(lab == 2, 0, lab).astype(np.uint8), 3, 2, np.ones(3), torch.device("cpu")) is None

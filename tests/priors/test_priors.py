@@ -158,7 +158,7 @@ def test_short_budget_moves_the_weights_not_only_the_code(trained, held_out) -> 
 def test_adaptation_defaults_depend_on_kind_and_dimension() -> None:
     """2D priors adapt for their kind's 2D budget, 3D priors (stacks) for the 3D one; explicit
     settings win, and the other adaptation settings are the kind's in both."""
-    from cardioinr.priors import ADAPT_DEFAULTS, ADAPT_STEPS_3D, Prior
+    from cardioinr.priors import ADAPT_3D, ADAPT_DEFAULTS, ADAPT_STEPS_3D, Prior
 
     for kind in KINDS:
         p2, p3 = (Prior(kind, random_prior(FIELD, dim).field) for dim in (2, 3))
@@ -167,7 +167,12 @@ def test_adaptation_defaults_depend_on_kind_and_dimension() -> None:
         assert p3.fit_config(steps=7).steps == 7
         assert p3.fit_config().patience == p2.fit_config().patience == ADAPT_DEFAULTS[kind]["patience"]
         assert p3.fit_config().field == FIELD
+        # stacks from a prior: the LV cavity follows its wall along k; not in 2D (no k)
+        assert p3.fit_config().w_cavity_follow == ADAPT_3D["w_cavity_follow"] > 0
+        assert p2.fit_config().w_cavity_follow == 0
+        assert p3.fit_config(w_cavity_follow=0.0).w_cavity_follow == 0  # the user's setting wins
     assert random_prior(FIELD, 3).fit_config().steps == FitConfig().steps
+    assert random_prior(FIELD, 3).fit_config().w_cavity_follow == 0  # a random start is a fit from scratch
 
 
 def _mirrored(seq):

@@ -32,8 +32,9 @@ class FitConfig:
     w_smooth: float = 0.02
     w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
     w_incompress: float = 0.05
-    # 3D with LV and MYO labels: the cavity's motion along k follows its nearest wall's. Off by
-    # default: it helps fits from a prior on thick slices, harms fits from scratch (docs/groups.md)
+    # 3D with LV and MYO labels: the cavity's motion along k follows its slice's wall. 0 here
+    # (fits from scratch, which it harms); fits of stacks from a prior turn it on
+    # (cardioinr.priors.config.ADAPT_3D; docs/groups.md)
     w_cavity_follow: float = 0.0
     rv_wall_mm: float = 0.0  # >0: incompressibility also on an RV free-wall band this thick (from the RV label)
     w_temporal: float = 0.01

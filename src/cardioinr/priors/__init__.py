@@ -48,7 +48,7 @@ from cardioinr.priors.builtin import (
                                       resolve_prior,
 )
 from cardioinr.priors.checkpoint import FORMAT, VERSION, load_prior, save_prior, summarise_data
-from cardioinr.priors.config import ADAPT_DEFAULTS, ADAPT_STEPS_3D, KINDS, PriorConfig, adapt_steps
+from cardioinr.priors.config import ADAPT_3D, ADAPT_DEFAULTS, ADAPT_STEPS_3D, KINDS, PriorConfig, adapt_settings, adapt_steps
 from cardioinr.priors.consensus import trimmed_mean
 from cardioinr.priors.describe import show_prior
 from cardioinr.priors.distribution import applicability, case_record
@@ -64,9 +64,9 @@ from cardioinr.priors.prior import (
 )
 from cardioinr.priors.training import train_prior
 
-__all__ = ["ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "BUILTIN", "FORMAT", "NO_PRIOR", "PriorChoice", "applicability",
+__all__ = ["ADAPT_3D", "ADAPT_DEFAULTS", "ADAPT_STEPS_3D", "BUILTIN", "FORMAT", "NO_PRIOR", "PriorChoice", "applicability",
            "builtin_name", "case_record", "show_prior",
            "builtin_path", "choose_start", "list_builtin", "resolve_prior", "KINDS", "THROUGH_PLANE_AUTO", "THROUGH_PLANE_GRID", "VERSION",
-           "CodeEncoder", "DistContext", "Prior", "PriorConfig", "adapt_steps", "check_through_plane", "encoder_input",
+           "CodeEncoder", "DistContext", "Prior", "PriorConfig", "adapt_settings", "adapt_steps", "check_through_plane", "encoder_input",
            "fit_from_prior", "load_prior", "random_prior", "save_prior", "summarise_data", "train_prior",
            "trimmed_mean"]

@@ -15,7 +15,7 @@ from cardioinr.fit.fields import FieldConfig, MotionField
 from cardioinr.fit.fitter import FitResult, Fitter, evaluate_losses
 from cardioinr.fit.preprocess import frame_of_reference, frame_reflection
 from cardioinr.io import Sequence
-from cardioinr.priors.config import ADAPT_DEFAULTS, adapt_steps
+from cardioinr.priors.config import adapt_settings
 from cardioinr.priors.distribution import applicability, case_record, start_losses
 from cardioinr.priors.encoder import CodeEncoder, encoder_input
 
@@ -149,10 +149,7 @@ class Prior:
         """The adaptation settings for this kind and dimension on top of ``base`` (explicit
         overrides win)."""
         base = base or FitConfig()
-        changes = dict(ADAPT_DEFAULTS.get(self.kind, {}))
-        steps = adapt_steps(self.kind, self.field.dim)
-        if steps is not None:
-            changes["steps"] = steps
+        changes = adapt_settings(self.kind, self.field.dim)
         changes.update(overrides)
         changes["field"] = self.field.config  # the architecture is the prior's, whatever was asked
         return replace(base, **changes)
