@@ -115,6 +115,27 @@ def test_bad_settings_raise_config_error(kw: dict) -> None:
         FitConfig(**kw)
 
 
+def test_a_config_file_setting_wins_over_a_prior_even_at_the_default_value(tmp_path) -> None:
+    """What a --config file names is the user's choice: w_cavity_follow = 0 turns off what a stack
+    adapting from a prior would use, steps = 800 beats the prior's short budget."""
+    from cardioinr.fit import explicit_settings
+    from cardioinr.priors import Prior, random_prior
+
+    p = tmp_path / "fit.toml"
+    p.write_text("w_cavity_follow = 0.0\nsteps = 800\n")
+    ex = explicit_settings(p)
+    assert ex == {"steps": 800, "w_cavity_follow": 0.0}
+    prior = Prior("consensus", random_prior(FieldConfig(), 3).field)
+    assert prior.fit_config().w_cavity_follow > 0 and prior.fit_config().steps < 800
+    cfg = prior.fit_config(**ex)
+    assert cfg.w_cavity_follow == 0 and cfg.steps == 800
+    # the architecture counts only where it differs (a different one sets the built-in prior aside)
+    p.write_text("[fit]\nsteps = 50\n[fit.field]\nhidden = %d\n" % FieldConfig().hidden)
+    assert explicit_settings(p) == {"steps": 50}
+    p.write_text("[fit]\n[fit.field]\nhidden = 32\n")
+    assert explicit_settings(p)["field"].hidden == 32
+
+
 def test_config_from_dict_rejects_unknown_keys() -> None:
     assert FitConfig.from_dict({"steps": 5, "field": {"model": "fourier"}}).field.model == "fourier"
     with pytest.raises(ConfigError, match="stepz"):

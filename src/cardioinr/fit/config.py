@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from cardioinr.core.config import check_setting_types, config_from_file
+from cardioinr.core.config import check_setting_types, config_from_file, read_config_table
 from cardioinr.core.errors import ConfigError
 from cardioinr.fit.fields import FieldConfig
 from cardioinr.fit.losses import SIMILARITIES
@@ -96,11 +96,17 @@ class FitConfig:
 
 
 def explicit_settings(path: str | Path) -> dict:
-    """The settings of a fit config file that differ from the defaults, so that a prior's
-    adaptation defaults still apply to everything the file leaves alone."""
-    given, default = FitConfig.from_file(path), FitConfig()
-    return {f.name: getattr(given, f.name) for f in fields(FitConfig)
-            if getattr(given, f.name) != getattr(default, f.name)}
+    """The settings a fit config file names (validated), so that a prior's adaptation defaults
+    apply to everything the file leaves alone and what it names wins, even at FitConfig's
+    default value (``w_cavity_follow = 0`` turns off what stacks adapting from a prior use).
+    The field architecture counts only where it differs from the default one (a different one
+    sets the built-in prior aside)."""
+    given = FitConfig.from_file(path)
+    named = set(read_config_table(path, "fit"))
+    out = {k: getattr(given, k) for k in sorted(named) if k != "field"}
+    if given.field != FitConfig().field:
+        out["field"] = given.field
+    return out
 
 
 __all__ = ["FitConfig", "explicit_settings"]
