@@ -166,7 +166,8 @@ def write_card(name: str, entry: dict, weights: Path, bench: dict | None) -> Pat
              "## Training data", "",
              f"{entry['n_phantoms']} phantoms of `benchmarks/builtin_priors.py` (seeds {pop.get('train_seed')} and up; "
              f"held-out evaluation uses {pop.get('held_out_seed')} and up) and {entry['n_real']} real cines, images "
-             "only (their reference labels place the normalised frame; no label enters the loss).", "",
+             "only (their ED labels place the normalised frame and mark the myocardium for the "
+             "incompressibility term; no label of another frame enters the loss).", "",
              "| group | cases | EF (drawn) | in-plane mm | slices | frames | ED at the last frame |",
              "|---|---|---|---|---|---|---|"]
     for g, rng in pop.get("groups", {}).items():

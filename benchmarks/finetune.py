@@ -5,7 +5,8 @@ the fine-tuned one, at 25 and 50 adaptation steps and at the default budget (the
 adaptation settings, plateau stop included):
 
 * ``sunnybrook``: the built-in 3D prior fine-tuned on the Sunnybrook stacks, leave one out
-  (images only: the ED labels place the normalised frame, no label enters the loss); the
+  (images only: the ED labels place the normalised frame and mark the myocardium for the
+  incompressibility term, no label of another frame enters the loss); the
   held-out stack's ED labels carried to ES, LV Dice at ES against the expert's (Sunnybrook's ES
   contours are the endocardium only). Note
   the built-in prior already saw these three stacks' images among its 11 training cases.

@@ -3,6 +3,7 @@ post-infarct, abnormal right ventricle, normal), as ED/ES pairs and as full cine
 
     python benchmarks/groups.py --out bench_out/groups [--dim 2|3] [--seeds 2] [--prior builtin|none]
                                 [--groups hypertrophic,dilated] [--forms pair,cine] [--slice-mm 10] [--threads 1]
+                                [--noseg]
 
 Each case is fitted as the ``fit`` command fits it (the built-in prior and its adaptation
 settings by default; ``--prior none`` fits from scratch) from the ED labels only, and scored at
@@ -42,15 +43,21 @@ from cardioinr.priors.builtin import choose_start  # noqa: E402
 SEED0 = 31000  # held out: training and tuning phantoms use other seeds
 
 
-def fit_case(ph, prior: str, device: str = "cpu", settings: dict | None = None, through_plane: float | str = "auto"):
-    """Fit as the ``fit`` command does, from the ED labels only: ``(result, seconds)``."""
+def fit_case(ph, prior: str, device: str = "cpu", settings: dict | None = None, through_plane: float | str = "auto",
+             labelled: bool = True):
+    """Fit as the ``fit`` command does, from the ED labels only (``labelled``) or from the images
+    alone, as without ``--seg``; then the ED labels are carried by the fit's displacement:
+    ``(result, seconds)``."""
     full = ph.sequence
-    seq = replace(full, labels={full.ref_frame: full.labels[full.ref_frame]}, label_sources={})
+    ref = {full.ref_frame: full.labels[full.ref_frame]} if labelled else {}
+    seq = replace(full, labels=ref, label_sources={})
     t0 = time.perf_counter()
     start = choose_start(seq, prior, explicit=settings or {}, device=device)
     cfg = start.fit_config(replace(FitConfig(device=device), **(settings or {})))
     init, _ = start.init_field(seq, through_plane, cfg)
     res = Fitter(cfg).fit(seq, init=init, progress=False)
+    if not labelled:
+        res = replace(res, labels=propagate_labels(full.labels[full.ref_frame], res.displacement, full.spacing))
     return res, time.perf_counter() - t0
 
 
@@ -123,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default=None, help="name of the output files (default from dim and prior)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--noseg", action="store_true",
+                    help="fit from the images alone (as without --seg); the ED labels are carried afterwards")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = json.loads(args.settings) if args.settings else {}
@@ -138,14 +147,17 @@ def main(argv: list[str] | None = None) -> int:
             cine = make_phantom(group_config(group, args.dim, **geometry), seed, name=f"{group}_{seed}")
             for form in args.forms.split(","):
                 ph = cine if form == "cine" else ed_es_pair(cine)
-                res, secs = fit_case(ph, args.prior, args.device, settings)
+                res, secs = fit_case(ph, args.prior, args.device, settings, labelled=not args.noseg)
                 row = {"group": group, "form": form, "seed": seed, **score(ph, res, secs)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    tag = args.tag or f"groups_{args.dim}d_{Path(args.prior).stem}" + (f"_{args.slice_mm:g}mm" if geometry else "")
-    md = markdown(rows, args.dim, args.prior, f", {args.slice_mm:g} mm slices" if geometry else "")
+    tag = args.tag or (f"groups_{args.dim}d_{Path(args.prior).stem}" + (f"_{args.slice_mm:g}mm" if geometry else "")
+                       + ("_noseg" if args.noseg else ""))
+    md = markdown(rows, args.dim, args.prior, (f", {args.slice_mm:g} mm slices" if geometry else "")
+                  + (", without labels (--seg)" if args.noseg else ""))
     print(md)
     (args.out / f"{tag}.json").write_text(json.dumps({"dim": args.dim, "prior": args.prior, "settings": settings,
+                                                      "labelled": not args.noseg,
                                                       "slice_mm": args.slice_mm if geometry else None,
                                                       "rows": rows}, indent=1))
     (args.out / f"{tag}.md").write_text(md + "\n")

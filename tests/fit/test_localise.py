@@ -80,10 +80,70 @@ def test_sunnybrook_cines_match_the_label_frame(sunnybrook, case):
     loc, e_inplane, e_3d, ratio = _compare(seq)
     _, scale = frame_of_reference(seq)
     assert loc.found and loc.score > 5.0
-    # measured: 2.9-7.4 mm in-plane, 5.7-10.3 mm in 3D (under one 8-10 mm slice), scale within 2 %
-    assert e_inplane < 10.0, f"{seq.name}: in-plane centre {e_inplane:.1f} mm off"
-    assert e_3d < 0.2 * scale, f"{seq.name}: centre {e_3d:.1f} mm off (scale {scale:.0f} mm)"
+    # measured: 1.1-5.7 mm in-plane, 1.4-6.6 mm in 3D, scale within 2 %; before slices were
+    # drawn from their neighbours, 2.9-7.4 and 5.7-10.3 mm (outlines across the RV, the atrium)
+    assert e_inplane < 7.0, f"{seq.name}: in-plane centre {e_inplane:.1f} mm off"
+    assert e_3d < 8.0, f"{seq.name}: centre {e_3d:.1f} mm off (scale {scale:.0f} mm)"
     assert abs(ratio - 1.0) < 0.15, f"{seq.name}: scale ratio {ratio:.3f}"
+
+
+def test_a_weakly_contracting_stack_leaves_the_atrium_out():
+    """A dilated, hypokinetic LV barely darkens in systole, so the darkening test alone took
+    the atrium slice above its base for LV (7.8 mm through-plane off on this phantom); the
+    atrium's outline is far wider than the basal LV's, which the trim now also checks."""
+    from cardioinr.phantoms.groups import group_config
+
+    geometry = {k: v for k, v in STACK.items() if k != "dim"}
+    seq = make_phantom(group_config("dilated", 3, **geometry), 9400).sequence
+    loc, e_inplane, e_3d, ratio = _compare(seq)
+    assert loc.found and e_inplane < 1.0 and e_3d < 2.0, f"centre {e_3d:.1f} mm off"
+    assert abs(ratio - 1.0) < 0.05
+
+
+def test_a_contour_is_redrawn_about_another_centre():
+    """_radii_about: a circle of radius R seen from a point inside it, d (mm) from its centre
+    to that point, has radius d.u + sqrt(R^2 - |d|^2 + (d.u)^2) along each direction u."""
+    from cardioinr.fit.localise import _radii_about
+
+    th = np.linspace(0.0, 2.0 * np.pi, 48, endpoint=False)
+    sp = np.array([1.5, 1.5, 8.0])
+    r = _radii_about(np.array([10.0, 10.0]), np.full(48, 20.0), th, np.array([12.0, 10.0]), sp)
+    d = np.array([-3.0, 0.0])  # old centre minus new, mm
+    u = np.stack([np.cos(th), np.sin(th)], axis=1)
+    along = u @ d
+    exact = along + np.sqrt(20.0**2 - (d @ d - along**2))
+    np.testing.assert_allclose(r, exact, atol=0.3)  # linear between the 48 vertices
+
+
+def test_outlines_give_the_cavity_and_wall_of_any_frame():
+    """The located outlines as voxel masks: at end-diastole they are the labels' LV cavity and
+    myocardium; another frame (end-systole) is outlined on the same slices, and on the slices
+    that still hold the LV there it matches that frame's labels as well (measured: cavity
+    Dice 0.995 at ED, per slice 0.99-1.0 at ES; the base's slice holds atrium at ES)."""
+    from cardioinr.fit.localise import outline_frame
+
+    ph = make_phantom(PhantomConfig(**STACK), 9007)
+    seq, lm = ph.sequence, ph.sequence.label_map
+    loc = locate_heart(seq.image, seq.spacing)
+    assert loc.outline is not None and loc.outline.frame == seq.ref_frame == 0
+    assert outline_frame(seq.image, seq.spacing, loc, 0) is loc.outline
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+    cav, wall = loc.outline.masks(seq.shape, seq.spacing)
+    assert not (cav & wall).any()
+    assert dice(cav, ph.labels[..., 0] == lm.lv) > 0.97 and dice(wall, ph.labels[..., 0] == lm.myo) > 0.9
+    es = ph.motion.es_frame
+    o_es = outline_frame(seq.image, seq.spacing, loc, es)
+    assert o_es.frame == es and np.array_equal(o_es.slices, loc.outline.slices)
+    cav_es, _ = o_es.masks(seq.shape, seq.spacing)
+    truth = ph.labels[..., es] == lm.lv
+    both = [k for k in o_es.slices if truth[:, :, k].sum() > 50]
+    assert len(both) >= 3
+    for k in both:
+        assert dice(cav_es[:, :, k], truth[:, :, k]) > 0.95, k
+    assert cav_es.sum() < cav.sum()  # the cavity empties
 
 
 def _rician(a: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -32,7 +32,8 @@ class FitConfig:
     w_smooth: float = 0.02
     w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
     w_incompress: float = 0.05
-    # 3D with LV and MYO labels: the cavity's motion along k follows its slice's wall. 0 here
+    # 3D: the cavity's motion along k follows its slice's wall (cavity and wall from the LV and
+    # MYO labels, or without labels from the outlines that located the heart). 0 here
     # (fits from scratch, which it harms); fits of stacks from a prior turn it on
     # (cardioinr.priors.config.ADAPT_3D; docs/groups.md)
     w_cavity_follow: float = 0.0

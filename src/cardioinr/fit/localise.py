@@ -23,21 +23,27 @@ the intensities, so that a cine without labels gets (nearly) the same frame:
    background). The centre moves to the contour's centroid and the outline is repeated. This
    runs first on the temporal maximum (to find which slices hold the LV and the blood-pool
    time curve, whose maximum and minimum are end-diastole and end-systole) and then on the
-   end-diastolic frame, the frame the reference labels describe.
+   end-diastolic frame, the frame the reference labels describe. On that frame the slices are
+   then redrawn from the best slice outward, each endocardium within a band around its
+   neighbour's when its own is implausible beside it (off by more than 6 mm, or far larger or
+   smaller): a slice outlined on its own can lock onto the RV blood pool beyond a thin septum.
 4. **Which slices.** A slice counts when its outline encloses blood (bright inside, dark
    wall); the LV is the contiguous run of such slices around the best slice. At the basal end
-   of the run, slices whose enclosed blood does not shrink in systole (the atrium or outflow
-   tract, which fill while the LV empties) are dropped.
+   of the run (the half holding more blood), slices whose enclosed blood does not shrink in
+   systole (the atrium or outflow tract, which fill while the LV empties) or whose outline is
+   far wider than the next slice's are dropped.
 
 The centre is the area-weighted mean of the per-slice epicardial centroids (and slice
 positions); the scale is the equivalent diameter ``2 sqrt(area / pi)`` of a large epicardial
 cross-section (up to the third largest of a long stack, so that one outlier slice does not set
 it). The outlines measure what the labels measure, so no calibration factor is needed: on
 synthetic phantoms (2D and 3D; normal, failing and hypertrophic hearts; tagged; noisy) the
-centre is within ~1 mm and the scale within 3 %; on the three Sunnybrook cines within 8 mm
-in-plane and 11 mm in 3D, scale within 2 %.
+centre is within ~2 mm and the scale within 3 %; on the three Sunnybrook cines within 6 mm
+in-plane and 7 mm in 3D (1.4 / 6.2 / 6.6 mm; the remaining offset is toward the septum: the
+strongest intensity drop on the lateral side is often a papillary muscle's or trabeculae's,
+inside the cavity the experts draw), scale within 2 %.
 
-Cost: ~0.1-0.2 s for a 128 x 128 x 10 x 25 cine on one thread (two passes over the cine, FFT
+Cost: ~0.2 s for a 128 x 128 x 10 x 25 cine on one thread (two passes over the cine, FFT
 ring filters on a <= 2 mm grid, polar outlines on a few slices' worth of rays).
 
 Coordinates are the package's array-axis millimetres (``index * spacing``), not world
@@ -49,13 +55,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-__all__ = ["HeartLocation", "locate_heart"]
+__all__ = ["HeartLocation", "LVOutline", "locate_heart", "outline_frame"]
 
 # --- detection -------------------------------------------------------------------------------
 #: Percentiles of the robust intensity scaling (as :func:`~cardioinr.fit.preprocess.normalise_intensity`).
@@ -103,6 +109,51 @@ _MIN_CONTRAST = 0.3
 #: Basal slices whose blood-pool darkening in systole is below this fraction of the stack's
 #: (90th percentile) are atrium or outflow tract, not LV.
 _MIN_DARKENING = 0.35
+#: A basal-end slice whose outline is this many times wider (in area) than the next slice's
+#: is the atrium or the outflow tract beyond the base: from mid-ventricle to base the LV widens
+#: by ~10 % a slice at most; a weakly contracting LV does not darken much in systole either, so
+#: the darkening test alone lets the atrium in.
+_MAX_BASAL_WIDENING = 1.3
+#: Slice-to-slice band of the endocardium: from this fraction of the neighbour's radius (the
+#: apex narrows fast) to _BAND_GROW times it plus _BAND_SLACK_MM.
+_BAND_SHRINK, _BAND_GROW, _BAND_SLACK_MM = 0.5, 1.2, 4.0
+#: A slice's own outline stands when its endocardial centroid is within this many mm of its
+#: already accepted neighbour's and its area within these ratios of the neighbour's; otherwise
+#: it is redrawn within the band.
+_MAX_SHIFT_MM, _MIN_AREA_RATIO, _MAX_AREA_RATIO = 6.0, 0.3, 1.6
+#: Score outside a band: a DP path never goes there when any other way exists.
+_FORBIDDEN = -1e6
+
+
+@dataclass(frozen=True, eq=False)  # arrays: identity, not element-wise equality
+class LVOutline:
+    """The LV's endocardial and epicardial outlines on the slices of one frame, as the images
+    show them (star-shaped around a per-slice centre).
+
+    Attributes:
+        frame: the frame outlined (end-diastole as detected, or the frame asked for).
+        best: the slice the outlines were drawn outward from.
+        slices: ``(S,)`` the slices that hold the LV (ascending).
+        centres: ``(Z, 2)`` voxels, the centre of each slice's polar outline.
+        angles: ``(A,)`` radians of the rays (angle 0 along i, pi/2 along j).
+        endo, epi: ``(Z, A)`` mm, endocardial and epicardial radius along each ray.
+    """
+
+    frame: int
+    best: int
+    slices: np.ndarray
+    centres: np.ndarray
+    angles: np.ndarray
+    endo: np.ndarray
+    epi: np.ndarray
+
+    def masks(self, shape: tuple[int, int, int], spacing: np.ndarray | tuple) -> tuple[np.ndarray, np.ndarray]:
+        """``(cavity, wall)``: ``(X, Y, Z)`` bool voxels inside the endocardium, and between the
+        endocardium and the epicardium, on the LV slices (False elsewhere)."""
+        sp = np.asarray(spacing, dtype=np.float64)[:3]
+        cavity = _star_masks(self.centres, self.endo, shape, sp, self.slices)
+        inside_epi = _star_masks(self.centres, self.epi, shape, sp, self.slices)
+        return cavity, inside_epi & ~cavity
 
 
 @dataclass(frozen=True)
@@ -124,6 +175,8 @@ class HeartLocation:
         method: ``"temporal-variation"`` (the full estimate, or what looked for one when not
             found) or ``"temporal-variation (coarse)"`` (motion found but no LV outline drawn:
             centre from the ring filters, scale from the ring radius plus a typical wall).
+        outline: the end-diastolic LV outlines the estimate came from (None when no outline
+            was drawn); not part of ``to_dict``.
     """
 
     found: bool
@@ -131,6 +184,7 @@ class HeartLocation:
     scale_mm: float
     score: float
     method: str
+    outline: LVOutline | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         """JSON-ready copy: lists and floats, lengths rounded to 0.1 mm."""
@@ -218,6 +272,7 @@ def locate_heart(image: np.ndarray, spacing: np.ndarray | tuple) -> HeartLocatio
     ed = ndi.gaussian_filter(ed_frame, sigma_px)
     seeds = np.where(run[:, None], first.centre_used, c0[None, :])
     final = _outline(ed, seeds, sp, rmax, iterations=_ITER_FINAL)
+    final = _propagate(ed, final, kbest, np.arange(Z), sp, rmax)
     valid = _holds_blood(final, levels)
     slices = np.flatnonzero(_run_around(valid, kbest))
 
@@ -237,8 +292,39 @@ def locate_heart(image: np.ndarray, spacing: np.ndarray | tuple) -> HeartLocatio
     order = np.sort(w)[::-1]
     big = order[min(3, 1 + (len(order) - 1) // 3) - 1]
     scale = 2.0 * math.sqrt(big / math.pi)
+    outline = LVOutline(ted, kbest, np.asarray(slices, dtype=np.int64), final.centre_used, final.angles,
+                        final.endo, final.epi)
     return HeartLocation(True, np.array([inplane[0], inplane[1], z]), float(scale), float(score),
-                         "temporal-variation")
+                         "temporal-variation", outline)
+
+
+def outline_frame(image: np.ndarray, spacing: np.ndarray | tuple, loc: HeartLocation, frame: int) -> LVOutline | None:
+    """The LV outlines of ``frame`` of ``image`` ``(X, Y, Z, T)``, drawn from ``loc``'s.
+
+    ``loc.outline`` itself when it is of that frame; otherwise that frame is outlined on the
+    same slices (those that hold the LV at end-diastole: at end-systole the basal one may
+    show atrium), seeded at the located centres and redrawn slice by slice from the same best
+    slice (as :func:`locate_heart` draws end-diastole). None when ``loc`` has no outline.
+    """
+    o = loc.outline
+    if o is None:
+        return None
+    T = image.shape[3]
+    frame = int(frame) % T
+    if frame == o.frame:
+        return o
+    sp = np.asarray(spacing, dtype=np.float64).reshape(-1)[:3]
+    X, Y = image.shape[:2]
+    span = _robust_range(image)
+    if span is None:
+        return None
+    lo, gain = span
+    one = np.clip((np.asarray(image[..., frame], dtype=np.float32) - np.float32(lo)) * np.float32(gain), -0.5, 1.5)
+    one = ndi.gaussian_filter(one, (1.0 / sp[0], 1.0 / sp[1], 0.0))
+    rmax = min(60.0, 0.5 * max(X * sp[0], Y * sp[1]))
+    drawn = _outline(one, o.centres, sp, rmax, iterations=_ITER_FINAL)
+    drawn = _propagate(one, drawn, o.best, o.slices, sp, rmax)
+    return LVOutline(frame, o.best, o.slices, drawn.centre_used, drawn.angles, drawn.endo, drawn.epi)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -407,8 +493,10 @@ def _dp_closed(score: np.ndarray, step: int) -> np.ndarray:
     return np.roll(last, extra, axis=1)
 
 
-def _contours(img: np.ndarray, centres: np.ndarray, sp: np.ndarray, rmax: float) -> _Outline:
-    """Endocardium: the smooth closed path along the strongest outward intensity drops.
+def _contours(img: np.ndarray, centres: np.ndarray, sp: np.ndarray, rmax: float,
+              band: tuple[np.ndarray, np.ndarray] | None = None) -> _Outline:
+    """Endocardium: the smooth closed path along the strongest outward intensity drops (within
+    ``band``, ``(lo, hi)`` radii ``(Z, A)`` mm, when given).
     Epicardium: endocardium plus a smooth wall thickness along the strongest outward rises
     (myocardium to fat, RV blood or background; where there is none, as next to lung, the
     smoothness bridges from the neighbouring angles)."""
@@ -417,6 +505,9 @@ def _contours(img: np.ndarray, centres: np.ndarray, sp: np.ndarray, rmax: float)
     near = round(_MIN_EDGE_MM / _DR_MM)
     drop = np.maximum(-grad, 0.0)
     drop[:, :, :near] = 0.0
+    if band is not None:
+        outside = (rr[None, None, :] < band[0][:, :, None]) | (rr[None, None, :] > band[1][:, :, None])
+        drop = np.where(outside, _FORBIDDEN, drop)
     iendo = _dp_closed(drop, _DP_STEP)
     nw = round(_WALL_MAX_MM / _DR_MM)
     idx = np.minimum(iendo[:, :, None] + np.arange(nw)[None, None, :], len(rr) - 1)
@@ -425,6 +516,59 @@ def _contours(img: np.ndarray, centres: np.ndarray, sp: np.ndarray, rmax: float)
     iwall = _dp_closed(rise, 1)
     endo = rr[iendo]
     return _Outline(centres.copy(), th, rr, p, endo, endo + iwall * _DR_MM)
+
+
+def _radii_about(centre: np.ndarray, r: np.ndarray, th: np.ndarray, new: np.ndarray,
+                 sp: np.ndarray) -> np.ndarray:
+    """The star-shaped contour ``r`` ``(A,)`` mm around ``centre`` ``(2,)`` voxels, as radii at the
+    same angles around ``new`` ``(2,)`` voxels (linear in angle, periodic)."""
+    off = (centre - new) * sp[:2]
+    x, y = off[0] + r * np.cos(th), off[1] + r * np.sin(th)
+    phi, rad = np.mod(np.arctan2(y, x), 2.0 * np.pi), np.hypot(x, y)
+    order = np.argsort(phi)
+    return np.interp(th, phi[order], rad[order], period=2.0 * np.pi)
+
+
+def _propagate(img: np.ndarray, out: _Outline, k0: int, slices: np.ndarray, sp: np.ndarray,
+               rmax: float) -> _Outline:
+    """``out`` checked slice by slice from ``k0`` outward over ``slices``: a slice whose own
+    outline is implausible beside its already accepted neighbour's (endocardial centroid more
+    than ``_MAX_SHIFT_MM`` away, area ratio outside ``_MIN_AREA_RATIO``-``_MAX_AREA_RATIO``) is
+    redrawn within a band around the neighbour's endocardium (the LV is a tube whose
+    cross-section changes gradually from slice to slice).
+
+    A slice outlined on its own can lock onto the RV blood pool or the outflow tract next to a
+    thin septum or an open base (seen on real cines, where each such slice moved the centre by
+    several mm). Redrawn, it is seeded at the neighbour's centroid and its endocardium may
+    shrink to ``_BAND_SHRINK`` of the neighbour's radius (toward the apex) or grow by
+    ``_BAND_GROW`` plus ``_BAND_SLACK_MM``, which keeps it off a blood pool beyond the septum.
+    A plausible outline is kept as drawn: a band would also hold a slice to a neighbour that
+    is itself a little off.
+    """
+    endo, epi = out.endo.copy(), out.epi.copy()
+    centres, polar = out.centre_used.copy(), out.polar.copy()
+    inside = set(int(k) for k in slices)
+    for step in (1, -1):
+        k = k0 + step
+        while k in inside:
+            nb = k - step
+            a_nb, off = _star_moments(endo[nb][None], out.angles)
+            seed = centres[nb] + off[0] / sp[:2]
+            a_k, off_k = _star_moments(endo[k][None], out.angles)
+            shift = float(np.linalg.norm((centres[k] + off_k[0] / sp[:2] - seed) * sp[:2]))
+            if shift <= _MAX_SHIFT_MM and _MIN_AREA_RATIO <= a_k[0] / max(a_nb[0], 1e-9) <= _MAX_AREA_RATIO:
+                k += step  # its own outline is plausible next to its neighbour's: kept
+                continue
+            for _ in range(_ITER_FINAL):
+                r_nb = _radii_about(centres[nb], endo[nb], out.angles, seed, sp)
+                lo = np.maximum(_MIN_EDGE_MM, _BAND_SHRINK * r_nb)
+                hi = np.maximum(lo + 2.0 * _DR_MM, _BAND_GROW * r_nb + _BAND_SLACK_MM)
+                one = _contours(img[:, :, k:k + 1], seed[None], sp, rmax, band=(lo[None], hi[None]))
+                _, off = _star_moments(one.endo, one.angles)
+                seed = seed + off[0] / sp[:2]
+            centres[k], endo[k], epi[k], polar[k] = one.centre_used[0], one.endo[0], one.epi[0], one.polar[0]
+            k += step
+    return _Outline(centres, out.angles, out.radii, polar, endo, epi)
 
 
 def _star_moments(r: np.ndarray, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -499,9 +643,17 @@ def _run_around(valid: np.ndarray, k: int) -> np.ndarray:
 def _endo_masks(o: _Outline, shape: tuple[int, int, int], sp: np.ndarray, slices: np.ndarray) -> np.ndarray:
     """Voxel masks ``(X, Y, Z)`` of the regions inside the endocardial outlines of ``slices``
     (False on the other slices)."""
+    return _star_masks(o.centre_used, o.endo, shape, sp, slices)
+
+
+def _star_masks(centres: np.ndarray, radii: np.ndarray, shape: tuple[int, int, int], sp: np.ndarray,
+                slices: np.ndarray) -> np.ndarray:
+    """Voxel masks ``(X, Y, Z)`` inside the star-shaped outlines ``radii`` ``(Z, A)`` mm around
+    ``centres`` ``(Z, 2)`` voxels on ``slices`` (False on the other slices)."""
     out = np.zeros(shape, dtype=bool)
+    n_angles = radii.shape[1]
     for k in np.asarray(slices, dtype=np.int64):
-        c, reach = o.centre_used[k], float(o.endo[k].max())
+        c, reach = centres[k], float(radii[k].max())
         # only the box around the outline
         i0, i1 = max(0, int(c[0] - reach / sp[0]) - 1), min(shape[0], int(c[0] + reach / sp[0]) + 2)
         j0, j1 = max(0, int(c[1] - reach / sp[1]) - 1), min(shape[1], int(c[1] + reach / sp[1]) + 2)
@@ -509,8 +661,8 @@ def _endo_masks(o: _Outline, shape: tuple[int, int, int], sp: np.ndarray, slices
             continue
         di = (np.arange(i0, i1, dtype=np.float64)[:, None] - c[0]) * sp[0]
         dj = (np.arange(j0, j1, dtype=np.float64)[None, :] - c[1]) * sp[1]
-        a = np.round(np.arctan2(dj, di) * (_N_ANGLES / (2.0 * np.pi))).astype(np.int64) % _N_ANGLES
-        out[i0:i1, j0:j1, k] = np.hypot(di, dj) < o.endo[k][a]
+        a = np.round(np.arctan2(dj, di) * (n_angles / (2.0 * np.pi))).astype(np.int64) % n_angles
+        out[i0:i1, j0:j1, k] = np.hypot(di, dj) < radii[k][a]
     return out
 
 
@@ -537,8 +689,16 @@ def _trim_base(slices: np.ndarray, o: _Outline, ed: np.ndarray, es: np.ndarray, 
     if not ref > 0:
         return slices
     area, _ = _star_moments(o.endo, o.angles)
-    base_first = area[slices[0]] >= area[slices[-1]]
+    # the basal half holds more blood than the apical one (the end slices alone can mislead:
+    # an apical outline that reached into the fat or the chest wall can be the larger one)
+    half = len(slices) // 2
+    base_first = area[slices[:half]].sum() >= area[slices[-half:]].sum()
     ks = list(slices if base_first else slices[::-1])
-    while len(ks) > 2 and ks[0] != kbest and not dark[ks[0]] >= _MIN_DARKENING * ref:
+    outer, _ = _star_moments(o.epi, o.angles)
+
+    def not_lv(k: int, below: int) -> bool:
+        return not dark[k] >= _MIN_DARKENING * ref or outer[k] > _MAX_BASAL_WIDENING * outer[below]
+
+    while len(ks) > 2 and ks[0] != kbest and not_lv(ks[0], ks[1]):
         ks.pop(0)
     return np.sort(np.array(ks))

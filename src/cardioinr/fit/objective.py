@@ -27,7 +27,14 @@ from cardioinr.fit.losses import (
     temporal_smoothness_loss,
     volume_change_loss,
 )
-from cardioinr.fit.preprocess import blur_inplane, heart_mask, normalise_intensity, rv_free_wall, sampling_weights
+from cardioinr.fit.preprocess import (
+    blur_inplane,
+    heart_mask,
+    located_outline,
+    normalise_intensity,
+    rv_free_wall,
+    sampling_weights,
+)
 from cardioinr.fit.warp import sample, sample_frames
 from cardioinr.io import Sequence
 
@@ -62,10 +69,17 @@ class SliceWalls:
 def slice_walls(labels: np.ndarray, lv: int, myo: int, spacing: np.ndarray, device: torch.device) -> SliceWalls | None:
     """:class:`SliceWalls` of ``(X, Y, Z)`` reference labels, or None without a cavity on a slice
     with a wall."""
-    wall = np.argwhere(labels == myo)  # (Nw, 3) ijk
+    return walls_of_masks(labels == lv, labels == myo, spacing, device)
+
+
+def walls_of_masks(cavity: np.ndarray, myocardium: np.ndarray, spacing: np.ndarray,
+                   device: torch.device) -> SliceWalls | None:
+    """:class:`SliceWalls` of ``(X, Y, Z)`` bool cavity and wall masks (from labels, or from the
+    outlines the images show), or None without a cavity on a slice with a wall."""
+    wall = np.argwhere(myocardium)  # (Nw, 3) ijk
     wall = wall[np.argsort(wall[:, 2], kind="stable")]
-    count = np.bincount(wall[:, 2], minlength=labels.shape[2])
-    cavity = (labels == lv) & (count > 0)[None, None, :]
+    count = np.bincount(wall[:, 2], minlength=myocardium.shape[2])
+    cavity = cavity & (count > 0)[None, None, :]
     if not cavity.any():
         return None
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
@@ -132,6 +146,18 @@ class Objective:
                 self.onehot_frames = torch.stack(oh)  # (F, C, X, Y, Z)
                 self.onehot_ref = torch.stack([(ref == c).float() for c in codes])
                 self.onehot = True
+        elif self.dim == 3 and (cfg.w_cavity_follow > 0 or cfg.w_incompress > 0):
+            # No labels: the LV cavity and wall the images show (the outlines that located the
+            # heart) stand in for the labels' in the terms that need them, so that an unlabelled
+            # stack's cavity follows its wall and its myocardium keeps its volume as a labelled
+            # one's (10 mm stacks without labels: docs/groups.md).
+            outline = located_outline(seq)
+            if outline is not None:
+                cavity, wall = outline.masks(seq.shape, seq.spacing)
+                if cfg.w_cavity_follow > 0:
+                    self.walls = walls_of_masks(cavity, wall, seq.spacing, device)
+                if wall.any():
+                    self.myo = torch.from_numpy(wall).float().to(device).unsqueeze(0)
         if cfg.similarity == "lncc":
             p = cfg.patch
             r = torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2

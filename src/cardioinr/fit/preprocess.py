@@ -141,6 +141,19 @@ def _located(image: np.ndarray, spacing: np.ndarray):
     return per_image[key]
 
 
+def located_outline(seq: Sequence):
+    """The LV outlines of ``seq``'s reference frame as its images show them
+    (:class:`cardioinr.fit.localise.LVOutline`), or None when no beating heart or no outline
+    was found. For fits without reference labels: what the labels would have given the
+    label-based terms (the cavity and the wall of each slice)."""
+    from cardioinr.fit.localise import outline_frame
+
+    loc = _located(seq.image, seq.spacing)
+    if not loc.found:
+        return None
+    return outline_frame(seq.image, np.round(np.asarray(seq.spacing, dtype=np.float64), 4), loc, seq.ref_frame)
+
+
 def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
     """Centre (mm, ``(D,)``) and scale (mm) of the normalised coordinates (:func:`heart_frame`)."""
     f = heart_frame(seq)
