@@ -111,6 +111,11 @@ def test_an_unlabelled_stack_follows_the_wall_its_images_show() -> None:
     assert Objective(seq, FitConfig(), torch.device("cpu")).walls is None  # off by default
     none = Objective(seq, FitConfig(w_incompress=0.0), torch.device("cpu"))
     assert none.walls is None and none.myo is None
+    tiny = dict(field=FieldConfig(hidden=16, layers=1), steps=2, points=256, reg_points=128)
+    said = Fitter(FitConfig(w_cavity_follow=0.03, **tiny)).fit(seq, progress=False).metrics["heart_location"]
+    assert said["method"] == "images" and said["outlines_used_by"] == ["cavity follow", "incompressibility"]
+    said = Fitter(FitConfig(w_incompress=0.0, **tiny)).fit(seq, progress=False).metrics["heart_location"]
+    assert "outlines_used_by" not in said  # metrics.json says so only when they were used
 
     plain, follow = _cavity_lag(seq, lab, es, 0.0), _cavity_lag(seq, lab, es, 0.03)  # measured 0.97, 0.19 mm
     assert follow < 0.5 * plain, (plain, follow)

@@ -29,7 +29,7 @@ from cardioinr.fit.device import resolve_device
 from cardioinr.fit.fields import MotionField
 from cardioinr.fit.objective import Objective
 from cardioinr.fit.optim import Adam
-from cardioinr.fit.preprocess import frame_of_reference, frame_reflection, heart_frame
+from cardioinr.fit.preprocess import frame_of_reference, frame_reflection, heart_frame, located_outline
 from cardioinr.fit.warp import propagate_labels
 from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats_regions, within_margin
 from cardioinr.io import Sequence
@@ -285,6 +285,12 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
         # How the normalised frame (where a prior's motion lands) was placed on the heart.
         "heart_location": heart_frame(seq).to_dict(),
     }
+    used = [name for name, w in (("cavity follow", cfg.w_cavity_follow), ("incompressibility", cfg.w_incompress))
+            if w > 0]
+    if (used and seq.ndim_space == 3 and seq.ref_labels is None and out["heart_location"]["method"] == "images"
+            and located_outline(seq) is not None):
+        # an unlabelled stack: the LV outlines found in its images stood in for the labels
+        out["heart_location"]["outlines_used_by"] = used
     if "heart" in folding:
         out["percent_negative_jacobian_heart"] = folding["heart"]["percent_folded"]
     return out

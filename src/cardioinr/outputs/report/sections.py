@@ -113,7 +113,9 @@ def fit_section(f: FitFolder) -> str:
     items.insert(0, ("started from", describe_start(m.get("prior"))))
     loc = m.get("heart_location")
     if isinstance(loc, Mapping) and loc.get("method"):
-        items.insert(1, ("heart located by", f"{loc['method']}: {loc.get('detail', '')}"))
+        used = loc.get("outlines_used_by")
+        extra = f"; its LV outlines stood in for labels ({', '.join(map(str, used))})" if used else ""
+        items.insert(1, ("heart located by", f"{loc['method']}: {loc.get('detail', '')}{extra}"))
     applic = describe_applicability(m.get("prior"))
     if applic is not None:
         items.insert(1, ("prior applicability", applic[0]))
