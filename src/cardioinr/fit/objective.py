@@ -115,6 +115,16 @@ class Objective:
         self.n_levels = len(self.levels)
         self.others = torch.tensor([t for t in range(seq.n_frames) if t != seq.ref_frame], device=device)
         mask = heart_mask(seq)
+        # No labels, a stack: the LV cavity and wall its images show (the outlines that located
+        # the heart) stand in for the labels' in what needs them: where points are sampled, the
+        # cavity-follow term and the incompressibility term (10 mm stacks: docs/groups.md).
+        located = None
+        if seq.ref_labels is None and self.dim == 3:
+            outline = located_outline(seq)
+            if outline is not None:
+                located = outline.masks(seq.shape, seq.spacing)
+                if mask is None and (located[0] | located[1]).any():
+                    mask = located[0] | located[1]
         self.weights = torch.from_numpy(sampling_weights(img[..., seq.ref_frame], mask, cfg)).to(device)
         self.shape = seq.shape
         self.stride = torch.tensor([seq.shape[1] * seq.shape[2], seq.shape[2], 1], device=device)
@@ -146,18 +156,12 @@ class Objective:
                 self.onehot_frames = torch.stack(oh)  # (F, C, X, Y, Z)
                 self.onehot_ref = torch.stack([(ref == c).float() for c in codes])
                 self.onehot = True
-        elif self.dim == 3 and (cfg.w_cavity_follow > 0 or cfg.w_incompress > 0):
-            # No labels: the LV cavity and wall the images show (the outlines that located the
-            # heart) stand in for the labels' in the terms that need them, so that an unlabelled
-            # stack's cavity follows its wall and its myocardium keeps its volume as a labelled
-            # one's (10 mm stacks without labels: docs/groups.md).
-            outline = located_outline(seq)
-            if outline is not None:
-                cavity, wall = outline.masks(seq.shape, seq.spacing)
-                if cfg.w_cavity_follow > 0:
-                    self.walls = walls_of_masks(cavity, wall, seq.spacing, device)
-                if wall.any():
-                    self.myo = torch.from_numpy(wall).float().to(device).unsqueeze(0)
+        elif located is not None:
+            cavity, wall = located
+            if cfg.w_cavity_follow > 0:
+                self.walls = walls_of_masks(cavity, wall, seq.spacing, device)
+            if cfg.w_incompress > 0 and wall.any():
+                self.myo = torch.from_numpy(wall).float().to(device).unsqueeze(0)
         if cfg.similarity == "lncc":
             p = cfg.patch
             r = torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2
