@@ -615,8 +615,7 @@ def _apical_cap(ed: np.ndarray, o: _Outline, slices: np.ndarray, sp: np.ndarray,
     _, off = _star_moments(o.epi[last][None], o.angles)
     c = o.centre_used[last] + off[0] / sp[:2]
     r_last = _radii_about(o.centre_used[last], o.epi[last], o.angles, c, sp)
-    rr = o.radii
-    th, _, p = _polar(ed[:, :, k:k + 1], c[None], sp, float(rr[-1]) + _DR_MM)
+    _, rr, p = _polar(ed[:, :, k:k + 1], c[None], sp, float(o.radii[-1]) + _DR_MM)
     rise = np.maximum(np.gradient(p, _DR_MM, axis=2), 0.0)
     outside = (rr[None, None, :] < _MIN_EDGE_MM) | (rr[None, None, :] > _CAP_REACH * r_last[None, :, None] + 2.0)
     radii = rr[_dp_closed(np.where(outside, _FORBIDDEN, rise), 1)[0]]
