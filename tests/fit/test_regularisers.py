@@ -126,6 +126,24 @@ def test_an_unlabelled_stack_follows_the_wall_its_images_show() -> None:
     assert follow < 0.5 * plain, (plain, follow)
 
 
+def test_an_unlabelled_slice_gets_the_located_myocardium_too() -> None:
+    """A single slice without labels: its located wall is the incompressibility term's
+    myocardium and its heart draws the points, as a labelled slice's; there is no cavity-follow
+    term in 2D (nothing along k)."""
+    from cardioinr.fit.objective import Objective
+
+    ph = make_phantom(group_config("normal", 2, n_frames=6, noise_sigma=0.0, supersample=1), 31000)
+    lab = ph.sequence.labels[0]
+    seq = replace(ph.sequence, labels={}, label_sources={})
+    obj = Objective(seq, FitConfig(w_cavity_follow=0.03), torch.device("cpu"))
+    assert obj.walls is None and obj.myo is not None
+    myo = obj.myo[0].numpy() > 0
+    assert 2 * (myo & (lab == 2)).sum() / (myo.sum() + (lab == 2).sum()) > 0.95  # measured 0.99
+    tiny = dict(field=FieldConfig(hidden=16, layers=1), steps=2, points=256, reg_points=128)
+    said = Fitter(FitConfig(**tiny)).fit(seq, progress=False).metrics["heart_location"]
+    assert said["outlines_used_by"] == ["point sampling", "incompressibility"]
+
+
 def test_slice_walls_group_each_slice_wall_and_keep_cavities_with_a_wall() -> None:
     """The cavity-follow target reads each slice's own wall: the table groups the myocardial
     voxels by slice, and a cavity on a slice without wall (nothing to follow) is left out."""

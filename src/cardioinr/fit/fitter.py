@@ -285,11 +285,12 @@ def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.nd
         # How the normalised frame (where a prior's motion lands) was placed on the heart.
         "heart_location": heart_frame(seq).to_dict(),
     }
-    used = [name for name, w in (("point sampling", cfg.heart_fraction), ("cavity follow", cfg.w_cavity_follow),
+    used = [name for name, w in (("point sampling", cfg.heart_fraction),
+                                 ("cavity follow", cfg.w_cavity_follow if seq.ndim_space == 3 else 0.0),
                                  ("incompressibility", cfg.w_incompress)) if w > 0]
-    if (used and seq.ndim_space == 3 and seq.ref_labels is None and out["heart_location"]["method"] == "images"
+    if (used and seq.ref_labels is None and out["heart_location"]["method"] == "images"
             and located_outline(seq) is not None):
-        # an unlabelled stack: the LV outlines found in its images stood in for the labels
+        # no labels: the LV outlines found in the images stood in for them
         out["heart_location"]["outlines_used_by"] = used
     if "heart" in folding:
         out["percent_negative_jacobian_heart"] = folding["heart"]["percent_folded"]

@@ -115,11 +115,11 @@ class Objective:
         self.n_levels = len(self.levels)
         self.others = torch.tensor([t for t in range(seq.n_frames) if t != seq.ref_frame], device=device)
         mask = heart_mask(seq)
-        # No labels, a stack: the LV cavity and wall its images show (the outlines that located
-        # the heart) stand in for the labels' in what needs them: where points are sampled, the
-        # cavity-follow term and the incompressibility term (10 mm stacks: docs/groups.md).
+        # No labels: the LV cavity and wall the images show (the outlines that located the
+        # heart) stand in for the labels' in what needs them: where points are sampled, the
+        # incompressibility term and, in a stack, the cavity-follow term (docs/groups.md).
         located = None
-        if seq.ref_labels is None and self.dim == 3:
+        if seq.ref_labels is None:
             outline = located_outline(seq)
             if outline is not None:
                 located = outline.masks(seq.shape, seq.spacing)
@@ -158,7 +158,7 @@ class Objective:
                 self.onehot = True
         elif located is not None:
             cavity, wall = located
-            if cfg.w_cavity_follow > 0:
+            if self.dim == 3 and cfg.w_cavity_follow > 0:
                 self.walls = walls_of_masks(cavity, wall, seq.spacing, device)
             if cfg.w_incompress > 0 and wall.any():
                 self.myo = torch.from_numpy(wall).float().to(device).unsqueeze(0)
