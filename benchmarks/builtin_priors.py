@@ -199,7 +199,8 @@ def write_card(name: str, entry: dict, weights: Path, bench: dict | None) -> Pat
               "dyssynchrony. Such hearts still adapt from it, with the step budget doing the regional work; "
               "fine-tuning on such hearts: `cardioinr train-prior --from builtin` (docs/priors/finetune.md).",
               "* Short-axis cines only; the normalised frame is centred on the LV (labels, or the images when "
-              "none are given).",
+              "none are given; then the LV outlines found in the images also stand in for the labels in the "
+              "fit: docs/priors/builtin.md).",
               "* The right ventricle is only in the phantoms, and no RV accuracy is claimed beyond the tables above.",
               ""]
     if dim == 3:
