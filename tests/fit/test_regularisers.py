@@ -1,5 +1,6 @@
 """Regularisers that use the reference labels: the RV free-wall band (incompressibility on the
-RV's unlabelled muscle) and the LV cavity following its wall along the long axis (3D)."""
+RV's unlabelled muscle) and the LV cavity following its wall along the long axis (3D); without
+labels, the LV outlines found in the images standing in for them."""
 
 from __future__ import annotations
 
