@@ -587,6 +587,15 @@ def _propagate(img: np.ndarray, out: _Outline, k0: int, slices: np.ndarray, sp: 
     return _Outline(centres, out.angles, out.radii, polar, endo, epi)
 
 
+def _base_first(o: _Outline, slices: np.ndarray) -> bool:
+    """Whether the LV's base is at the low end of ``slices`` (at least two): the basal half holds
+    more blood than the apical one. (The end slices alone can mislead: an apical outline that
+    reached into the fat or the chest wall can be the larger one.)"""
+    area, _ = _star_moments(o.endo, o.angles)
+    half = len(slices) // 2
+    return bool(area[slices[:half]].sum() >= area[slices[-half:]].sum())
+
+
 def _apical_cap(ed: np.ndarray, o: _Outline, slices: np.ndarray, sp: np.ndarray,
                 kbest: int) -> tuple[int, np.ndarray, np.ndarray] | None:
     """The apical cap: the slice beyond the apical end of ``slices`` outlined as a disk of
@@ -601,9 +610,7 @@ def _apical_cap(ed: np.ndarray, o: _Outline, slices: np.ndarray, sp: np.ndarray,
     """
     if len(slices) < 2:
         return None
-    area, _ = _star_moments(o.endo, o.angles)
-    half = len(slices) // 2
-    base_first = area[slices[:half]].sum() >= area[slices[-half:]].sum()
+    base_first = _base_first(o, slices)
     last = int(slices[-1] if base_first else slices[0])
     k = last + (1 if base_first else -1)
     if not 0 <= k < ed.shape[2]:
@@ -745,12 +752,7 @@ def _trim_base(slices: np.ndarray, o: _Outline, ed: np.ndarray, es: np.ndarray, 
     ref = float(np.nanpercentile(dark[slices], 90)) if np.isfinite(dark[slices]).any() else 0.0
     if not ref > 0:
         return slices
-    area, _ = _star_moments(o.endo, o.angles)
-    # the basal half holds more blood than the apical one (the end slices alone can mislead:
-    # an apical outline that reached into the fat or the chest wall can be the larger one)
-    half = len(slices) // 2
-    base_first = area[slices[:half]].sum() >= area[slices[-half:]].sum()
-    ks = list(slices if base_first else slices[::-1])
+    ks = list(slices if _base_first(o, slices) else slices[::-1])
     outer, _ = _star_moments(o.epi, o.angles)
 
     def not_lv(k: int, below: int) -> bool:
