@@ -249,13 +249,9 @@ def locate_heart(image: np.ndarray, spacing: np.ndarray | tuple) -> HeartLocatio
     span = _robust_range(img)
     if span is None:  # constant
         return not_found(0.0)
-    # Intensities scaled to about [0, 1] by the robust range, clipped to [-0.5, 1.5]; only the
-    # 3D summaries and two frames are ever scaled (scaling the whole cine would cost more than
-    # everything else together).
-    lo, gain = span
-
-    def scaled(a: np.ndarray) -> np.ndarray:
-        return np.clip((a.astype(np.float32) - np.float32(lo)) * np.float32(gain), -0.5, 1.5)
+    # Only the 3D summaries and two frames are ever scaled (_scaled; scaling the whole cine would
+    # cost more than everything else together).
+    gain = span[1]
 
     # 1. is anything beating? (std capped at 1, what the [-0.5, 1.5] clip would allow)
     std = np.minimum(img.std(axis=-1, dtype=np.float32) * np.float32(gain), 1.0)  # (X, Y, Z)
@@ -266,12 +262,11 @@ def locate_heart(image: np.ndarray, spacing: np.ndarray | tuple) -> HeartLocatio
         return not_found(score)
 
     # 2. roughly where: ring filters on the temporal deviation and the temporal maximum
-    sigma_px = (1.0 / sp[0], 1.0 / sp[1], 0.0)  # ~1 mm in-plane: noise off, edges kept
-    tmax = ndi.gaussian_filter(scaled(img.max(axis=-1)), sigma_px)
+    tmax = _smoothed(_scaled(img.max(axis=-1), span), sp)
     c0, kbest, r0 = _coarse_centre(std, tmax, sp)
 
     # 3. outlines: on the temporal maximum (which slices, when is ED), then on end-diastole
-    rmax = min(60.0, 0.5 * max(X * sp[0], Y * sp[1]))
+    rmax = _reach(X, Y, sp)
     seeds = np.tile(c0, (Z, 1))
     first = _outline(tmax, seeds, sp, rmax, iterations=_ITER_FIRST)
     levels = _levels(first, kbest)
@@ -284,8 +279,8 @@ def locate_heart(image: np.ndarray, spacing: np.ndarray | tuple) -> HeartLocatio
         return _coarse(c0, kbest, r0, sp, Z, score)
     curve = img[lv].mean(axis=0)  # mean blood-pool intensity per frame: largest pool at ED
     ted, tes = int(np.argmax(curve)), int(np.argmin(curve))
-    ed_frame, es_frame = scaled(img[..., ted]), scaled(img[..., tes])
-    ed = ndi.gaussian_filter(ed_frame, sigma_px)
+    ed_frame, es_frame = _scaled(img[..., ted], span), _scaled(img[..., tes], span)
+    ed = _smoothed(ed_frame, sp)
     seeds = np.where(run[:, None], first.centre_used, c0[None, :])
     final = _outline(ed, seeds, sp, rmax, iterations=_ITER_FINAL)
     final = _propagate(ed, final, kbest, np.arange(Z), sp, rmax)
@@ -330,14 +325,11 @@ def outline_frame(image: np.ndarray, spacing: np.ndarray | tuple, loc: HeartLoca
     if frame == o.frame:
         return o
     sp = np.asarray(spacing, dtype=np.float64).reshape(-1)[:3]
-    X, Y = image.shape[:2]
     span = _robust_range(image)
     if span is None:
         return None
-    lo, gain = span
-    one = np.clip((np.asarray(image[..., frame], dtype=np.float32) - np.float32(lo)) * np.float32(gain), -0.5, 1.5)
-    one = ndi.gaussian_filter(one, (1.0 / sp[0], 1.0 / sp[1], 0.0))
-    rmax = min(60.0, 0.5 * max(X * sp[0], Y * sp[1]))
+    one = _smoothed(_scaled(image[..., frame], span), sp)
+    rmax = _reach(image.shape[0], image.shape[1], sp)
     drawn = _outline(one, o.centres, sp, rmax, iterations=_ITER_FINAL)
     drawn = _propagate(one, drawn, o.best, o.slices, sp, rmax)
     return LVOutline(frame, o.best, o.slices, drawn.centre_used, drawn.angles, drawn.endo, drawn.epi, o.cap)
@@ -361,6 +353,24 @@ def _robust_range(img: np.ndarray) -> tuple[float, float] | None:
         if not hi > lo:
             return None
     return float(lo), 1.0 / float(hi - lo)
+
+
+def _scaled(a: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+    """``a`` scaled to about [0, 1] by the robust range ``span`` ``(lo, gain)``, clipped to
+    [-0.5, 1.5], float32."""
+    lo, gain = span
+    return np.clip((a.astype(np.float32) - np.float32(lo)) * np.float32(gain), -0.5, 1.5)
+
+
+def _smoothed(a: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """``a`` ``(X, Y, Z)`` blurred ~1 mm in-plane: noise off, edges kept (what outlines are drawn on)."""
+    return ndi.gaussian_filter(a, (1.0 / sp[0], 1.0 / sp[1], 0.0))
+
+
+def _reach(X: int, Y: int, sp: np.ndarray) -> float:
+    """Longest ray (mm) of the polar outlines of an ``X`` x ``Y`` slice: half the field of view,
+    at most 60 mm."""
+    return min(60.0, 0.5 * max(X * sp[0], Y * sp[1]))
 
 
 def _noise_sigma(x: np.ndarray) -> float:
