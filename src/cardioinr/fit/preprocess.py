@@ -124,9 +124,11 @@ def heart_frame(seq: Sequence) -> HeartFrame:
 _LOCATED: dict[int, dict] = {}
 
 
-def _located(image: np.ndarray, spacing: np.ndarray):
-    """:func:`cardioinr.fit.localise.locate_heart` of ``image``, remembered per array."""
-    from cardioinr.fit.localise import locate_heart  # scipy-heavy; labelled fits never need it
+def _located(image: np.ndarray, spacing: np.ndarray, frame: int | None = None):
+    """:func:`cardioinr.fit.localise.locate_heart` of ``image``, remembered per array; with
+    ``frame``, the LV outlines of that frame drawn from it (:func:`~cardioinr.fit.localise.outline_frame`),
+    remembered the same way (the objective and metrics.json both ask for them)."""
+    from cardioinr.fit.localise import locate_heart, outline_frame  # scipy-heavy; labelled fits never need it
 
     # Spacing rounded to 0.1 um: read back from a rotated (oblique) affine it differs in the last
     # bits, which would flip the localiser's discrete choices (grid steps, radii) and move the frame.
@@ -138,7 +140,12 @@ def _located(image: np.ndarray, spacing: np.ndarray):
     key = tuple(sp.tolist())
     if key not in per_image:
         per_image[key] = locate_heart(image, sp)
-    return per_image[key]
+    if frame is None:
+        return per_image[key]
+    if (key, frame) not in per_image:
+        loc = per_image[key]
+        per_image[(key, frame)] = outline_frame(image, sp, loc, frame) if loc.found else None
+    return per_image[(key, frame)]
 
 
 def located_outline(seq: Sequence):
@@ -146,12 +153,7 @@ def located_outline(seq: Sequence):
     (:class:`cardioinr.fit.localise.LVOutline`), or None when no beating heart or no outline
     was found. For fits without reference labels: what the labels would have given the
     label-based terms (the cavity and the wall of each slice)."""
-    from cardioinr.fit.localise import outline_frame
-
-    loc = _located(seq.image, seq.spacing)
-    if not loc.found:
-        return None
-    return outline_frame(seq.image, np.round(np.asarray(seq.spacing, dtype=np.float64), 4), loc, seq.ref_frame)
+    return _located(seq.image, seq.spacing, seq.ref_frame)
 
 
 def frame_of_reference(seq: Sequence) -> tuple[np.ndarray, float]:
