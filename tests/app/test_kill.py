@@ -381,3 +381,34 @@ def test_crash_inside_the_checkpoint_write_keeps_the_training_resumable(cohort: 
     monkeypatch.setattr(priors, "save_prior", real_save)
     assert main(train_args(cohort, out, "--resume")) == 0
     assert load_prior(out).kind == "population" and not state.exists()
+
+
+def test_a_signal_inside_a_finaliser_is_recorded_quietly():
+    """A signal landing inside a finaliser (or weakref callback) raises there, where Python only
+    prints the exception: inside a command that print is dropped (the signal is recorded and
+    reported in one line on exit); other exceptions of finalisers still reach the hook."""
+    import gc
+    import sys
+
+    from cardioinr.app.cli import _SignalState, _signals_as_interrupt, _Terminated
+
+    class Raises:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __del__(self):
+            raise self.exc
+
+    seen = []
+    before = sys.unraisablehook
+    sys.unraisablehook = lambda u: seen.append(type(u.exc_value).__name__)
+    try:
+        with _signals_as_interrupt(_SignalState()):
+            Raises(_Terminated(15))
+            Raises(ValueError("kept"))
+            gc.collect()
+        Raises(_Terminated(15))  # outside a command: reported as before
+        gc.collect()
+    finally:
+        sys.unraisablehook = before
+    assert seen == ["ValueError", "_Terminated"]

@@ -525,6 +525,16 @@ def _signals_as_interrupt(state: _SignalState):
             state.signum = signum
             raise _Terminated(signum)
 
+    # A signal landing inside a finaliser or weakref callback raises there, and Python prints
+    # that exception ("Exception ignored in ...") instead of stopping: the signal is recorded in
+    # ``state`` and reported in one line when the command returns, so that print is only noise.
+    hook = sys.unraisablehook
+
+    def quiet(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, _Terminated):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
     previous = {}
     for name in ("SIGTERM", "SIGHUP", "SIGINT"):
         sig = getattr(signal, name, None)
@@ -540,6 +550,7 @@ def _signals_as_interrupt(state: _SignalState):
         for sig, old in previous.items():
             with contextlib.suppress(OSError, ValueError, TypeError):
                 signal.signal(sig, old)
+        sys.unraisablehook = hook
 
 
 def main(argv: Optional[list[str]] = None) -> int:
