@@ -1,14 +1,18 @@
 """Phantom groups (hypertrophic, dilated, post-infarct, abnormal RV) and ED/ES pairs: each group
 draws the hearts it names, the strong contraction of a hypertrophic heart stays an exact,
-invertible map, and a pair is the cine's two frames with their labels and truth."""
+invertible map, the basal RV is triangular, and a pair is the cine's two frames with their
+labels and truth."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from cardioinr.core.errors import ConfigError
 from cardioinr.phantoms import make_phantom
+from cardioinr.phantoms.anatomy import _in_hull
 from cardioinr.phantoms.config import PhantomConfig
 from cardioinr.phantoms.draw import draw_motion
 from cardioinr.phantoms.groups import GROUPS, HEALTHY_RV, ed_es_pair, group_config
@@ -144,3 +148,79 @@ def test_rv_descent_gain_is_drawn_last_and_off_by_default() -> None:
     assert "rv_descent_gain_range" not in PhantomConfig().to_dict()
     with pytest.raises(ConfigError, match="rv_descent_gain_range"):
         PhantomConfig(dim=3, rv_descent_gain_range=(0.0, 3.0))
+
+
+# -- the triangular basal RV ------------------------------------------------------------------
+
+
+def test_in_hull_of_two_discs_matches_the_union_of_interpolated_discs() -> None:
+    """The closed-form hull test against the hull as the union of the discs interpolated between
+    the two (dense in s), on random discs and points away from the boundary."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    c1, c2 = rng.uniform(-20, 20, (n, 2)), rng.uniform(-20, 20, (n, 2))
+    r1, r2 = rng.uniform(5, 15, n), rng.uniform(0.5, 6, n)
+    p = rng.uniform(-25, 25, (n, 2))
+    s = np.linspace(0.0, 1.0, 2001)[None, :, None]
+    c = c1[:, None] + s * (c2 - c1)[:, None]
+    gap = (np.linalg.norm(p[:, None] - c, axis=2) - (r1[:, None] + s[..., 0] * (r2 - r1)[:, None])).min(axis=1)
+    clear = np.abs(gap) > 1e-3
+    assert clear.sum() > 1900 and 0.1 < (gap < 0).mean() < 0.9
+    got = _in_hull(p, c1, r1, c2, r2)
+    np.testing.assert_array_equal(got[clear], (gap < 0)[clear])
+
+
+def test_basal_rv_is_triangular_and_a_crescent_from_mid_ventricle() -> None:
+    """A group heart's RV has its corner where the geometry puts it at the base (the cavity ends
+    ``rv_corner_mm`` beyond the crescent's rim on the corner's ray), the ray widths the motion uses
+    end where the labels do, and from mid-ventricle down the tissue is the crescent's."""
+    ph = make_phantom(group_config("normal", 3, shape=(96, 96, 6), spacing=(1.6, 1.6, 10.0), **FAST), 31000)
+    g = ph.motion.geometry
+    assert g.rv_corner_mm == pytest.approx(ph.params["rv_corner_mm"]) and 4.0 <= g.rv_corner_mm <= 10.0
+    crescent = replace(g, rv_corner_mm=0.0)
+    c = np.asarray(g.center_mm)
+    a = np.radians(g.rv_corner_deg)
+    e = np.asarray(g.rv_direction)
+    v = np.array([e[0] * np.cos(a) - e[1] * np.sin(a), e[0] * np.sin(a) + e[1] * np.cos(a)])
+    z = g.z_base_mm + 0.5
+    r = np.arange(0.0, 90.0, 0.02)
+    ray = np.c_[c[0] + r * v[0], c[1] + r * v[1], np.full(r.size, z)]
+    end, end0 = r[g.tissue(ray) == 1].max(), r[crescent.tissue(ray) == 1].max()
+    assert end - end0 == pytest.approx(float(g.rv_corner_reach(np.array([z]))[0]), abs=0.05)
+    assert g.rv_corner_reach(np.array([z]))[0] > 0.95 * g.rv_corner_mm
+    # ray widths (the RV motion's) agree with the labels on every ray that crosses the RV
+    ang = np.radians(np.arange(0.0, 360.0, 3.0))
+    u = np.stack([np.cos(ang), np.sin(ang)], 1)
+    zz = np.full(len(ang), z)
+    w = g.rv_ray_width(u, zz)
+    R = np.sqrt(g.epi_r2(zz)) + w
+    on = w > 1.0
+    inside = np.c_[c + (R - 0.05)[:, None] * u, zz][on]
+    outside = np.c_[c + (R + 0.05)[:, None] * u, zz][on]
+    assert on.sum() >= 20
+    assert np.all(g.tissue(inside) == 1) and not np.any(g.tissue(outside) == 1)
+    # mid-ventricle and below: the crescent's tissue, point for point
+    rng = np.random.default_rng(0)
+    z_mid = g.z_base_mm + 0.5 * (g.z_apex_mm - g.z_base_mm)
+    P = np.c_[c[0] + rng.uniform(-60, 60, 20000), c[1] + rng.uniform(-60, 60, 20000), rng.uniform(z_mid, g.z_apex_mm, 20000)]
+    np.testing.assert_array_equal(g.tissue(P), crescent.tissue(P))
+    assert (g.tissue(ray) == 1).sum() > (crescent.tissue(ray) == 1).sum()
+
+
+def test_rv_corner_is_drawn_last_and_off_by_default() -> None:
+    """The corner leaves a seed's other draws as they were (the RV shortening at most lowered to
+    the gradient bound of the wider RV); the default config draws none; 2D hearts have none."""
+    base = PhantomConfig(dim=3, **{**HEALTHY_RV, "rv_corner_mm_range": None})
+    tri = PhantomConfig(dim=3, **HEALTHY_RV)
+    _, p0 = draw_motion(base, np.random.default_rng(5))
+    _, p1 = draw_motion(tri, np.random.default_rng(5))
+    assert "rv_corner_mm" not in p0 and 4.0 <= p1.pop("rv_corner_mm") <= 10.0
+    assert -30.0 <= p1.pop("rv_corner_deg") <= 30.0
+    assert p1.pop("rv_shortening") <= p0.pop("rv_shortening")
+    assert p1.pop("rv_free_wall_motion_mm") <= p0.pop("rv_free_wall_motion_mm")
+    assert p0 == p1
+    assert "rv_corner_mm_range" not in PhantomConfig().to_dict()
+    _, p2 = draw_motion(PhantomConfig(dim=2, **HEALTHY_RV), np.random.default_rng(5))
+    assert "rv_corner_mm" not in p2
+    with pytest.raises(ConfigError, match="rv_corner_mm_range"):
+        PhantomConfig(dim=3, rv_corner_mm_range=(0.0, 30.0))

@@ -1,7 +1,9 @@
 """Synthetic short-axis cine phantoms with analytic ground-truth motion.
 
 A phantom is a left ventricle (LV cavity inside a myocardial ring, tapering toward the apex in
-3D) with a right-ventricular crescent beside it, in a smoothly textured background. Everything
+3D) with a right-ventricular crescent beside it (triangular at the base with
+``rv_corner_mm_range``, as the groups of :mod:`.groups` draw it), in a smoothly textured
+background. Everything
 that is drawn (anatomy, intensities, tags) is a function of the *material* (reference-frame)
 position ``X``. The motion is an analytic forward Lagrangian map ``x_t = phi_t(X) = X + u(X, t)``
 from the reference frame (end-diastole, ED) that is smooth, periodic over the cycle, fold-free,
@@ -35,7 +37,8 @@ round-off and fast, rather than a slow global fixed point):
    :mod:`.groups`) the RV region descends further, its free wall up to ``1 + gain`` times.
 3. *RV*: along each ray from the LV centre through the RV crescent, the band between the
    (deformed) LV epicardium and the RV free wall shortens by a fraction of its width (the free
-   wall moves toward the septum); zero on the LV, fading beyond the free wall. With the RV's
+   wall moves toward the septum; a triangular RV's corner with its ray width,
+   ``HeartGeometry.rv_ray_width``); zero on the LV, fading beyond the free wall. With the RV's
    own descent this stage acts before stage 2, on the material slice.
 4. *Global in-plane translation* (bulk motion, 1-2 mm).
 

@@ -62,6 +62,12 @@ class PhantomConfig:
             base descent (its free wall then descends up to ``1 + gain`` times as far as the LV
             base: the tricuspid annulus's larger excursion); drawn after everything else, and
             only when set, so ``None`` (the default) leaves every phantom bit for bit as it was.
+        rv_corner_mm_range: 3D: a triangular basal RV (real basal short-axis slices show one):
+            how far its corner (the acute margin) sticks out beyond the crescent's rim at the
+            base plane, mm, fading to none at mid-ventricle; the corner's direction is drawn
+            within +-30 degrees of the RV direction. Drawn after everything else, and only when
+            set, so ``None`` (the default: a crescent at every level) leaves every phantom bit for
+            bit as it was.
         max_endo_stretch: the largest radial stretch of the wall next to the endocardium at ES
             (``R_en / (lambda r_en)``; 1 / sqrt of the fraction of cavity cross-section kept);
             draws beyond it are rejected. 1.9 (the default) keeps the normal hearts the first
@@ -97,6 +103,7 @@ class PhantomConfig:
     rv_width_mm_range: Range = (12.0, 20.0)
     rv_shortening_range: Range = (0.35, 0.46)
     rv_descent_gain_range: Range | None = None  # 3D; None: the RV descends with the LV's fading term only
+    rv_corner_mm_range: Range | None = None  # 3D; None: the RV is a crescent at every level
     translation_mm_range: Range = (1.0, 2.0)
     regional_motion_range: Range | None = None  # None: no regional wall-motion abnormality
     regional_extent_deg_range: Range = (60.0, 120.0)
@@ -157,6 +164,8 @@ class PhantomConfig:
             raise ConfigError(f"regional_extent_deg_range must lie within (0, 240] degrees, got {self.regional_extent_deg_range}")
         if self.rv_descent_gain_range is not None and not (0.0 <= self.rv_descent_gain_range[0] and self.rv_descent_gain_range[1] <= 2.0):
             raise ConfigError(f"rv_descent_gain_range must lie within [0, 2], got {self.rv_descent_gain_range}")
+        if self.rv_corner_mm_range is not None and not (0.0 <= self.rv_corner_mm_range[0] and self.rv_corner_mm_range[1] <= 20.0):
+            raise ConfigError(f"rv_corner_mm_range must lie within [0, 20] mm, got {self.rv_corner_mm_range}")
         if not 1.2 <= float(self.max_endo_stretch) <= 4.0:
             raise ConfigError(f"max_endo_stretch must lie within [1.2, 4], got {self.max_endo_stretch}")
         object.__setattr__(self, "max_endo_stretch", float(self.max_endo_stretch))
@@ -177,6 +186,8 @@ class PhantomConfig:
                 del d[k]
         if self.rv_descent_gain_range is None:
             del d["rv_descent_gain_range"]
+        if self.rv_corner_mm_range is None:
+            del d["rv_corner_mm_range"]
         if self.max_endo_stretch == 1.9:
             del d["max_endo_stretch"]
         return d

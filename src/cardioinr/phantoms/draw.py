@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.appearance import PhantomAppearance
 from cardioinr.phantoms.config import PhantomConfig
 from cardioinr.phantoms.motion import PhantomMotion
-from cardioinr.phantoms.motion.rv import effective_rv_width
+from cardioinr.phantoms.motion.rv import effective_rv_width, widest_rv_width
 from cardioinr.phantoms.profiles import _FALLOFF_MAX_SLOPE, segment_weight, segment_weight_slope
 
 __all__ = ["draw_appearance", "draw_motion"]
@@ -227,6 +228,9 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
 
     # after every other draw (and only when asked for): a seed's heart is otherwise unchanged
     rv_gain = float(rng.uniform(*config.rv_descent_gain_range)) if config.dim == 3 and config.rv_descent_gain_range else 0.0
+    triangular = config.dim == 3 and config.rv_corner_mm_range is not None
+    rv_corner = float(rng.uniform(*config.rv_corner_mm_range)) if triangular else 0.0
+    rv_corner_deg = float(rng.uniform(-30.0, 30.0)) if triangular else 0.0
 
     geometry = HeartGeometry(
         dim=config.dim,
@@ -242,7 +246,12 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         z_apex_endo_mm=z_apex_endo,
         z_apex_mm=z_apex,
         rv_length_fraction=rv_length,
+        rv_corner_mm=rv_corner,
+        rv_corner_deg=rv_corner_deg,
     )
+    if rv_corner > 0.0:
+        geometry, rv_short = _fit_rv_corner(geometry, rv_short, fov_hi, margin, falloff_mm)
+        rv_corner = geometry.rv_corner_mm
     motion = PhantomMotion(
         geometry=geometry,
         n_frames=T,
@@ -305,6 +314,8 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         )
         if config.rv_descent_gain_range is not None:
             params["rv_descent_gain"] = rv_gain
+        if triangular:
+            params.update(rv_corner_mm=rv_corner, rv_corner_deg=rv_corner_deg)
     else:
         params["twist_deg"] = twist_base
     if regional:
@@ -326,6 +337,27 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
             regional_peak_radial_strain=(r_ep_c - r_en_c) / (epi - endo) - 1.0,
         )
     return motion, params
+
+
+def _fit_rv_corner(geometry: HeartGeometry, rv_short: float, fov_hi: np.ndarray, margin: float,
+                   falloff_mm: float) -> tuple[HeartGeometry, float]:
+    """A triangular RV's corner kept ``margin`` mm inside the field of view (its reach shortened
+    where it would leave it), and the RV shortening capped for the corner's larger width by the
+    same gradient bound as the crescent's (see ``draw_motion``)."""
+    for _ in range(40):
+        z = np.array([geometry.z_base_mm])
+        _, _, corner, rc, _ = geometry.rv_discs(z, None, np.ones(1))
+        lo, hi = corner[0] - rc[0] - geometry.rv_wall_mm, corner[0] + rc[0] + geometry.rv_wall_mm
+        if np.all(lo >= margin) and np.all(hi <= fov_hi - margin):
+            break
+        geometry = replace(geometry, rv_corner_mm=max(geometry.rv_corner_mm - 1.0, 0.0))
+    w_eff_max = effective_rv_width(widest_rv_width(geometry))
+    rv_short = min(
+        rv_short,
+        _RV_MAX_GRADIENT * (w_eff_max + geometry.rv_wall_mm) / (_FALLOFF_MAX_SLOPE * w_eff_max),
+        _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * w_eff_max),
+    )
+    return geometry, rv_short
 
 
 def draw_appearance(

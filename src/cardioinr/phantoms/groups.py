@@ -24,9 +24,12 @@ Every other group has a healthy right ventricle: its free wall moves toward the 
 gradient bound) and, in 3D, descends along the long axis 1-1.5 times the base descent further
 than its fading share of the LV's (``rv_descent_gain_range``; the tricuspid annulus moves
 farther than the mitral annulus), giving an RV EF from labels of about 40-50 % on a
-mid-ventricular slice and 40-60 % on 10 mm stacks. The :class:`PhantomConfig` defaults keep the
-weaker RV (EF 25-43 %) that the built-in priors were trained on, so their recipe, the golden fit
-and the benchmarks recorded on default phantoms stay reproducible.
+mid-ventricular slice and 40-60 % on 10 mm stacks. In 3D every group's RV is triangular at the
+base, as basal short-axis slices show it, and a crescent from mid-ventricle down: its corner (the
+acute margin) sticks out 4-10 mm beyond the crescent at the base plane (``rv_corner_mm_range``).
+The :class:`PhantomConfig` defaults keep the weaker, crescent-shaped RV (EF 25-43 %) that the
+built-in priors were trained on, so their recipe, the golden fit and the benchmarks recorded on
+default phantoms stay reproducible.
 """
 
 from __future__ import annotations
@@ -42,8 +45,13 @@ from cardioinr.phantoms.render import Phantom
 
 __all__ = ["GROUPS", "HEALTHY_RV", "ed_es_pair", "group_config"]
 
+#: 3D: how far the basal RV's corner sticks out beyond the crescent (every group's RV is
+#: triangular at the base, a crescent from mid-ventricle down; see the module docstring).
+RV_CORNER_MM: tuple[float, float] = (4.0, 10.0)
+
 #: A healthy right ventricle (see the module docstring); every group but ``rv`` has it.
-HEALTHY_RV: dict[str, Any] = {"rv_shortening_range": (0.55, 0.65), "rv_descent_gain_range": (1.0, 1.5)}
+HEALTHY_RV: dict[str, Any] = {"rv_shortening_range": (0.55, 0.65), "rv_descent_gain_range": (1.0, 1.5),
+                               "rv_corner_mm_range": RV_CORNER_MM}
 
 #: Group name -> changes to the :class:`PhantomConfig` ranges (see the module docstring).
 GROUPS: dict[str, dict[str, Any]] = {
@@ -74,6 +82,7 @@ GROUPS: dict[str, dict[str, Any]] = {
         "rv_width_mm_range": (22.0, 30.0),
         "rv_shortening_range": (0.12, 0.25),
         "rv_descent_gain_range": (0.0, 0.3),
+        "rv_corner_mm_range": RV_CORNER_MM,
     },
 }
 

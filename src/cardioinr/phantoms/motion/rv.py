@@ -17,7 +17,7 @@ from cardioinr.phantoms.anatomy import HeartGeometry
 from cardioinr.phantoms.motion.lv import epi_reach_r2
 from cardioinr.phantoms.profiles import falloff, falloff_slope
 
-__all__ = ["RVShortening", "effective_rv_width", "rv_band_weight"]
+__all__ = ["RVShortening", "effective_rv_width", "rv_band_weight", "widest_rv_width"]
 
 
 def _polar(geometry: HeartGeometry, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,16 +29,17 @@ def _polar(geometry: HeartGeometry, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return d, R, u
 
 
-def _ray_width(geometry: HeartGeometry, u: np.ndarray, z: np.ndarray, rep2: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """RV width ``(N,)`` mm along rays ``u`` ``(N, 2)`` from the LV centre: from the LV
-    epicardium (radius ``sqrt(rep2)``) to where the ray leaves the RV disc of size ``scale`` at
-    ``z``; 0 off the crescent."""
-    centre, radius = geometry.rv_circle(z, rep2, scale)
-    dvec = centre - np.asarray(geometry.center_mm)[None, :]
-    b = dvec[:, 0] * u[:, 0] + dvec[:, 1] * u[:, 1]
-    disc = radius**2 - (dvec[:, 0] ** 2 + dvec[:, 1] ** 2 - b * b)
-    rho_out = b + np.sqrt(np.maximum(disc, 0.0))  # where the ray leaves the RV disc
-    return np.where(disc > 0, np.maximum(rho_out - np.sqrt(rep2), 0.0), 0.0)
+def widest_rv_width(geometry: HeartGeometry) -> float:
+    """The largest RV ray width at the base plane, mm: the crescent's width, or more along a
+    triangular RV's corner (found on rays every half degree)."""
+    g = geometry
+    if g.dim == 2 or g.rv_corner_mm <= 0.0:
+        return float(g.rv_width_mm)
+    ang = np.radians(np.arange(-180.0, 180.0, 0.5))
+    e = np.asarray(g.rv_direction, dtype=np.float64)
+    u = np.stack([e[0] * np.cos(ang) - e[1] * np.sin(ang), e[0] * np.sin(ang) + e[1] * np.cos(ang)], axis=1)
+    ones = np.ones(len(ang))
+    return float(max(g.rv_width_mm, g.rv_ray_width(u, g.z_base_mm * ones, g.epi_radius_mm**2 * ones, ones).max()))
 
 
 def effective_rv_width(w: np.ndarray | float) -> np.ndarray | float:
@@ -63,18 +64,35 @@ def rv_band_weight(geometry: HeartGeometry, xy: np.ndarray, r_in: float, falloff
     """A smooth in-plane weight of the RV region at ``xy`` ``(N, 2)`` mm -> ``(N,)`` in [0, 1].
 
     Along each ray from the LV centre: 0 up to ``r_in`` (the LV and its wall), rising across the
-    RV cavity of the base-level crescent to 1 at its free wall, 1 across the wall, fading to 0
-    over ``falloff_mm`` beyond it; scaled by the ray's share of the widest RV width (``w_eff /
-    w_eff`` on the RV direction), so it goes to 0 smoothly at the insertion points. The same
+    RV cavity at the base plane to 1 at its free wall, 1 across the wall, fading to 0
+    over ``falloff_mm`` beyond it; scaled by the ray's share of the crescent's width (``w_eff /
+    w_eff`` on the RV direction), so it goes to 0 smoothly at the insertion points. A triangular
+    RV's corner is wider than the crescent: there the share saturates smoothly at 1 (C1, from
+    0.8), so its free wall descends as the crescent's does on the RV direction. The same
     radial profile as the in-plane shortening (:class:`RVShortening`), independent of ``z`` so
     that a stage moving only ``z`` by it keeps a closed-form inverse.
     """
     g = geometry
     _, R, u = _polar(g, np.asarray(xy, dtype=np.float64))
     ones = np.ones(R.shape)
-    w_eff = effective_rv_width(_ray_width(g, u, g.z_base_mm * ones, g.epi_radius_mm**2 * ones, ones))
+    w_eff = effective_rv_width(g.rv_ray_width(u, g.z_base_mm * ones, g.epi_radius_mm**2 * ones, ones))
     val, _ = _radial_profile(R, r_in, w_eff + g.rv_wall_mm, falloff_mm)
-    return val * w_eff / effective_rv_width(g.rv_width_mm)
+    share = w_eff / effective_rv_width(g.rv_width_mm)
+    if g.dim == 3 and g.rv_corner_mm > 0.0:
+        share = _saturate(share, _SATURATE_FROM)
+    return val * share
+
+
+# where the RV descent's share of a triangular RV's ray width starts to saturate
+_SATURATE_FROM = 0.8
+
+
+def _saturate(r: np.ndarray, lo: float) -> np.ndarray:
+    """``r`` below ``lo``, 1 above ``2 - lo``, and between them the quadratic that joins the two
+    with matching slopes (C1, monotone)."""
+    d = 1.0 - lo
+    mid = r - (r - lo) ** 2 / (4.0 * d)
+    return np.where(r <= lo, r, np.where(r >= 2.0 - lo, 1.0, mid))
 
 
 @dataclass(frozen=True)
@@ -113,7 +131,7 @@ class RVShortening:
         """
         g = self.geometry
         rep2 = g.epi_r2(z)
-        w_eff = effective_rv_width(_ray_width(g, u, z, rep2, g.rv_scale(z)))
+        w_eff = effective_rv_width(g.rv_ray_width(u, z, rep2, g.rv_scale(z)))
         if g.dim == 2:
             # the deformed epicardium is exactly the circle r_ep(p)^2 = R_ep^2 - k R_en^2
             # (with a segment: the circle of the least shrink bounds it)
@@ -150,12 +168,13 @@ class RVShortening:
 
     def sector(self, x: np.ndarray) -> np.ndarray:
         """Indices of points within the RV's angular sector about the LV centre (the crescent
-        lies within +-rv_insertion_deg of the RV direction; elsewhere ``w_eff = 0``)."""
+        lies within +-rv_insertion_deg of the RV direction, a triangular RV's corner within 45
+        degrees beyond; elsewhere ``w_eff = 0``)."""
         g = self.geometry
         dx = x[:, 0] - g.center_mm[0]
         dy = x[:, 1] - g.center_mm[1]
         along = dx * g.rv_direction[0] + dy * g.rv_direction[1]
-        cos_lim = math.cos(math.radians(min(g.rv_insertion_deg + 5.0, 180.0)))
+        cos_lim = math.cos(math.radians(min(g.rv_insertion_deg + (5.0 if g.rv_corner_mm <= 0.0 else 45.0), 180.0)))
         return np.flatnonzero(along > cos_lim * np.hypot(dx, dy))
 
     def forward(self, x: np.ndarray, p: float) -> np.ndarray:
