@@ -127,6 +127,20 @@ def test_report_flags_a_stale_strain_csv(fit_folder, tmp_path):
     assert "strain.csv differs from this report" in doc
 
 
+def test_report_says_when_folds_were_mended(fit_folder, tmp_path):
+    """A fit whose folds were mended (metrics.json ``mended_folds``) says so in the fit section;
+    one without says nothing about it."""
+    out, seq = fit_folder
+    assert "folds mended" not in build_report(out, seq=seq).read_text()
+    copy = tmp_path / "mended"
+    shutil.copytree(out, copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["mended_folds"] = {"folded_voxels_before": 37, "folded_voxels_after": 0, "steps": 60}
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    doc = build_report(copy, seq=seq).read_text()
+    assert "folds mended" in doc and "37 folded voxels" in doc and "0 after 60 mending steps" in doc
+
+
 def test_report_degrades_gracefully_without_inputs(fit_folder, tmp_path):
     out, _ = fit_folder
     bare = tmp_path / "bare"

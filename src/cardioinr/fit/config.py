@@ -31,6 +31,11 @@ class FitConfig:
     heart_fraction: float = 0.3
     w_smooth: float = 0.02
     w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
+    # After the fit, where its grid folds: up to two rounds of this many steps with the folding
+    # barrier on the folded voxels and the field held where the fit ended elsewhere (the sampled
+    # regulariser points rarely land on a fold of a few voxels); 0: off. Costs nothing when
+    # nothing folded (docs/groups.md, "Mending folds").
+    mend_steps: int = 30
     w_incompress: float = 0.05
     # 3D: the cavity's motion along k follows its slice's wall (cavity and wall from the LV and
     # MYO labels, or without labels from the outlines that located the heart). 0 here
@@ -54,8 +59,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
             raise ConfigError(f"unknown similarity {self.similarity!r} (choose from {', '.join(SIMILARITIES)})")
-        if self.steps < 0 or self.points < 16 or self.reg_points < 0:
-            raise ConfigError("steps must be >= 0 and points >= 16")
+        if self.steps < 0 or self.points < 16 or self.reg_points < 0 or self.mend_steps < 0:
+            raise ConfigError("steps, reg_points and mend_steps must be >= 0 and points >= 16")
         if not self.lr > 0:
             raise ConfigError("learning rate must be positive")
         if self.w_cavity_follow < 0 or self.rv_wall_mm < 0:

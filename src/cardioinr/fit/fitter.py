@@ -31,7 +31,7 @@ from cardioinr.fit.objective import Objective
 from cardioinr.fit.optim import Adam
 from cardioinr.fit.preprocess import frame_of_reference, frame_reflection, heart_frame, located_outline
 from cardioinr.fit.warp import propagate_labels
-from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats_regions, within_margin
+from cardioinr.geometry.kinematics import HEART_MARGIN_MM, folding_stats_regions, jacobian_determinant_grid, within_margin
 from cardioinr.io import Sequence
 
 
@@ -87,11 +87,74 @@ class Fitter:
         cfg = self.config
         t0 = time.perf_counter()
         field_ = self.new_field(seq) if init is None else copy.deepcopy(init)
-        history = self.optimise(seq, field_, callback, progress)
+        device = resolve_device(cfg.device)
+        _check_compatible(field_, seq)
+        field_.to(device)
+        problem = Objective(seq, cfg, device)
+        history = self._optimise(field_, problem, callback, progress)
+        disp, folding, mended = self.fitted_grid(field_, problem, history)
         fit_seconds = time.perf_counter() - t0
-        disp, labels = dense_outputs(field_, seq)
-        metrics = _fit_metrics(seq, cfg, history, disp, labels, fit_seconds, time.perf_counter() - t0)
+        labels = carried_labels(seq, disp)
+        metrics = _fit_metrics(seq, cfg, history, disp, fit_seconds, time.perf_counter() - t0, folding)
+        if mended is not None:
+            metrics["mended_folds"] = mended
         return FitResult(field_.cpu(), disp, labels, history, metrics, cfg, seq)
+
+    def fitted_grid(self, field_: MotionField, problem: Objective, history: list[dict]
+                    ) -> tuple[np.ndarray, dict[str, dict], dict | None]:
+        """The fitted field on ``problem.seq``'s grid ``(X, Y, Z, T, 3)`` mm, its folding
+        (:func:`_folding`) and, where it folded, what mending did (:meth:`_mend_folds`; None
+        when nothing folded or mending is off)."""
+        cfg = self.config
+        with torch.no_grad():
+            disp = dense_displacement(field_, problem.seq)
+        folding = _folding(problem.seq, disp)
+        mended = None
+        if folding["all"]["percent_folded"] > 0 and cfg.mend_steps > 0 and cfg.w_fold > 0:
+            disp, mended = self._mend_folds(field_, problem, history, disp)
+            folding = _folding(problem.seq, disp)
+        return disp, folding, mended
+
+    def _mend_folds(self, field_: MotionField, problem: Objective, history: list[dict],
+                    disp: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The fitted grid ``disp`` ``(X, Y, Z, T, 3)``, which folds somewhere, with its folds
+        mended, and what was done.
+
+        The folding barrier acts on regulariser points drawn each step, most of them on the
+        heart; a fold of a few voxels elsewhere (unlabelled tissue next to a strongly
+        contracting ventricle, a compressed RV corner) is rarely drawn, and a fit can end with
+        it. Up to ``_MEND_ROUNDS`` rounds of ``mend_steps`` steps: the barrier on points at and
+        around the voxels that fold, the field held to where the fit ended elsewhere
+        (:meth:`Objective.mend_loss`); each round on the folds the last one left. ``history``
+        is extended by the steps (``"mend": True``)."""
+        cfg = self.config
+        seq = problem.seq
+        pts, before = _folded_points(disp, seq.spacing, seq.ndim_space, cfg.seed)
+        fitted = copy.deepcopy(field_)
+        for p in fitted.parameters():
+            p.requires_grad_(False)
+        latent = None if field_.modulator is None else field_.latent.detach()
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
+        opt = Adam([{"params": [p for p in field_.parameters() if p.requires_grad], "lr": cfg.lr * cfg.lr_final}])
+        n, steps = before, 0
+        for r in range(_MEND_ROUNDS):
+            fold_points = torch.as_tensor(pts, dtype=torch.float32, device=problem.device)
+            for _ in range(cfg.mend_steps):
+                opt.zero_grad(set_to_none=True)
+                total, logs = problem.mend_loss(field_, fitted, fold_points, gen, latent)
+                if not torch.isfinite(total):  # leave the field as the last finite step made it
+                    break
+                total.backward()
+                opt.step()
+                logs.update(step=len(history), mend=True)
+                history.append(logs)
+                steps += 1
+            with torch.no_grad():
+                disp = dense_displacement(field_, seq)
+            pts, n = _folded_points(disp, seq.spacing, seq.ndim_space, cfg.seed + r + 1)
+            if n == 0:
+                break
+        return disp, {"folded_voxels_before": int(before), "folded_voxels_after": int(n), "steps": steps}
 
     # -- optimisation loop -------------------------------------------------------------------
     def optimise(self, seq: Sequence, field_: MotionField, callback: Callable[[int, dict], None] | None = None,
@@ -213,15 +276,50 @@ class Fitter:
         return history
 
 
-def dense_outputs(field_: MotionField, seq: Sequence) -> tuple[np.ndarray, np.ndarray | None]:
-    """The contract's arrays of a fitted field on ``seq``'s grid: the displacement ``(X, Y, Z, T,
-    3)`` float32 mm and the reference labels carried to every frame ``(X, Y, Z, T)`` (None
-    without reference labels)."""
-    disp = field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
-    labels = None
-    if seq.ref_labels is not None:
-        labels = propagate_labels(seq.ref_labels, disp, seq.spacing, sorted(seq.label_map.codes()))
-    return disp, labels
+def dense_displacement(field_: MotionField, seq: Sequence) -> np.ndarray:
+    """The fitted field on ``seq``'s grid: ``(X, Y, Z, T, 3)`` float32 mm."""
+    return field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
+
+
+def carried_labels(seq: Sequence, disp: np.ndarray) -> np.ndarray | None:
+    """``seq``'s reference labels carried to every frame by ``disp`` ``(X, Y, Z, T, 3)``:
+    ``(X, Y, Z, T)`` (None without reference labels)."""
+    if seq.ref_labels is None:
+        return None
+    return propagate_labels(seq.ref_labels, disp, seq.spacing, sorted(seq.label_map.codes()))
+
+
+# Rounds of fold mending (Fitter._mend_folds) and the most points one round puts the barrier on.
+_MEND_ROUNDS = 2
+_MEND_MAX_POINTS = 2048
+# Points per folded voxel: its centre and this many more, jittered within the voxel (the grid's
+# determinant is a central difference over the neighbours, the barrier's is exact at a point).
+_MEND_JITTER = 7
+
+
+def _folded_points(disp: np.ndarray, spacing: np.ndarray, dim: int, seed: int) -> tuple[np.ndarray, int]:
+    """Points ``(N, dim)`` mm at and around the voxels of ``disp`` ``(X, Y, Z, T, 3)`` that fold
+    in any frame (grid ``det F <= 0``), at most ``_MEND_MAX_POINTS``, and how many voxels fold
+    (summed over frames)."""
+    folded = np.zeros(disp.shape[:3], dtype=bool)
+    count = 0
+    for t in range(disp.shape[3]):
+        bad = jacobian_determinant_grid(disp[..., t, :], spacing) <= 0
+        count += int(bad.sum())
+        folded |= bad
+    if count == 0:
+        return np.zeros((0, dim)), 0
+    rng = np.random.default_rng(seed)
+    idx = np.argwhere(folded).astype(np.float64)
+    jit = rng.uniform(-0.5, 0.5, size=(len(idx), _MEND_JITTER, 3))
+    if dim == 2:
+        jit[..., 2] = 0.0
+    pts = np.concatenate([idx[:, None, :], idx[:, None, :] + jit], axis=1).reshape(-1, 3)
+    hi = np.asarray(disp.shape[:3], dtype=np.float64) - 1.0
+    pts = np.clip(pts, 0.0, hi) * np.asarray(spacing, dtype=np.float64)[:3]
+    if len(pts) > _MEND_MAX_POINTS:
+        pts = pts[rng.choice(len(pts), _MEND_MAX_POINTS, replace=False)]
+    return pts[:, :dim], count
 
 
 def evaluate_loss(field_: MotionField, seq: Sequence, config: FitConfig | None = None, repeats: int = 4,
@@ -261,16 +359,23 @@ def _check_compatible(field_: MotionField, seq: Sequence) -> None:
         field_.set_frame(field_.centre, float(field_.scale), seq.n_frames, seq.ref_frame)
 
 
-def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray,
-                 labels: np.ndarray | None, fit_seconds: float, total_seconds: float) -> dict:
-    steps = [h for h in history if "loss" in h]
-    last = steps[-1] if steps else {}
+def _folding(seq: Sequence, disp: np.ndarray) -> dict[str, dict]:
+    """Folding of the fitted grid ``disp`` (:func:`folding_stats_regions`): ``"all"`` of it and,
+    with reference labels, ``"heart"`` (the labelled heart and a margin)."""
     heart = None if seq.ref_labels is None else np.isin(seq.ref_labels, list(seq.label_map.codes()))
     regions = {"all": None}
     if heart is not None and heart.any():
         # The heart region of `cardioinr evaluate` too, so the two report the same figure.
         regions["heart"] = within_margin(heart, seq.spacing, HEART_MARGIN_MM)
-    folding = folding_stats_regions(disp, seq.spacing, regions)
+    return folding_stats_regions(disp, seq.spacing, regions)
+
+
+def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray, fit_seconds: float,
+                 total_seconds: float, folding: dict[str, dict] | None = None) -> dict:
+    """metrics.json's fit figures (``folding``: :func:`_folding` of ``disp`` when already known)."""
+    steps = [h for h in history if "loss" in h and not h.get("mend")]  # the fit's; mending says its own
+    last = steps[-1] if steps else {}
+    folding = _folding(seq, disp) if folding is None else folding
     fold_all = folding["all"]
     out = {
         "fit_seconds": round(fit_seconds, 3),

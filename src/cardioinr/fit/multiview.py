@@ -37,7 +37,7 @@ from cardioinr.core.errors import InputError
 from cardioinr.fit.config import FitConfig
 from cardioinr.fit.device import resolve_device
 from cardioinr.fit.fields import MotionField
-from cardioinr.fit.fitter import Fitter, FitResult, _check_compatible, _fit_metrics, dense_outputs
+from cardioinr.fit.fitter import Fitter, FitResult, _check_compatible, _fit_metrics, carried_labels
 from cardioinr.fit.losses import lncc_loss, mse_loss, ncc_loss
 from cardioinr.fit.objective import Objective
 from cardioinr.fit.optim import Adam
@@ -385,8 +385,10 @@ def fit_study(study: Study, config: FitConfig | None = None, views: ViewsConfig 
     problem = StudyObjective(study, cfg, vcfg, device)
     align_hist = problem.align_only(vcfg.align_steps, cfg.seed)
     history = fitter._optimise(field_, problem, None, progress)
+    # the stack's grid is the contract's: its folds are mended (the views are not read again)
+    disp, folding, mended = fitter.fitted_grid(field_, problem.sax, history)
     fit_seconds = time.perf_counter() - t0
-    disp, labels = dense_outputs(field_, sax)
+    labels = carried_labels(sax, disp)
     view_fits = []
     for name, view in study.views()[1:]:
         vd = view_displacement(field_, view, sax)
@@ -396,7 +398,9 @@ def fit_study(study: Study, config: FitConfig | None = None, views: ViewsConfig 
             inplane[..., 2] = 0.0  # a single slice carries its labels in its plane
             vl = propagate_labels(view.ref_labels, inplane, view.spacing, sorted(view.label_map.codes()))
         view_fits.append(ViewFit(name, view, vd, vl))
-    metrics = _fit_metrics(sax, cfg, history, disp, labels, fit_seconds, time.perf_counter() - t0)
+    metrics = _fit_metrics(sax, cfg, history, disp, fit_seconds, time.perf_counter() - t0, folding)
+    if mended is not None:
+        metrics["mended_folds"] = mended
     metrics["views"] = {
         "names": study.view_names,
         "settings": vcfg.to_dict(),

@@ -216,7 +216,7 @@ def write_fit_records(result: "FitResult", out_dir: str | Path, extra_metrics: d
                      "frame_interval_ms": seq.frame_interval_ms, "ref_frame": seq.ref_frame,
                      "label_map": seq.label_map.as_dict(), "source": seq.meta.get("source")},
         "config": result.config.to_dict(),
-        "loss_curve": [h.get("loss") for h in result.history if "loss" in h][:: max(1, len(result.history) // 200)],
+        "loss_curve": [h.get("loss") for h in result.history if "loss" in h and not h.get("mend")][:: max(1, len(result.history) // 200)],
         "inputs": _input_checksums(seq, extra_metrics),
     })
     warnings = _output_warnings(result)

@@ -116,6 +116,10 @@ def fit_section(f: FitFolder) -> str:
         used = loc.get("outlines_used_by")
         extra = f"; its LV outlines stood in for labels ({', '.join(map(str, used))})" if used else ""
         items.insert(1, ("heart located by", f"{loc['method']}: {loc.get('detail', '')}{extra}"))
+    mended = m.get("mended_folds")
+    if isinstance(mended, Mapping) and "folded_voxels_before" in mended:
+        items.append(("folds mended", f"{mended['folded_voxels_before']} folded voxels (summed over frames) when the "
+                      f"fit ended, {mended.get('folded_voxels_after', '?')} after {mended.get('steps', '?')} mending steps"))
     applic = describe_applicability(m.get("prior"))
     if applic is not None:
         items.insert(1, ("prior applicability", applic[0]))
