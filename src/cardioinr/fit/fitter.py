@@ -372,7 +372,7 @@ def _folding(seq: Sequence, disp: np.ndarray) -> dict[str, dict]:
 
 def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray, fit_seconds: float,
                  total_seconds: float, folding: dict[str, dict] | None = None) -> dict:
-    """metrics.json's fit figures (``folding``: :func:`_folding` of ``disp`` when already known)."""
+    """The fit's figures that metrics.json records (``folding``: :func:`_folding` of ``disp`` when already known)."""
     steps = [h for h in history if "loss" in h and not h.get("mend")]  # the fit's; mending says its own
     last = steps[-1] if steps else {}
     folding = _folding(seq, disp) if folding is None else folding
