@@ -183,7 +183,7 @@ def test_a_fit_that_ends_folded_is_mended() -> None:
     info = mended.metrics["mended_folds"]
     assert info["folded_voxels_before"] >= 8 and info["folded_voxels_after"] == 0
     assert mended.metrics["percent_negative_jacobian"] == 0.0
-    assert sum(1 for h in mended.history if h.get("mend")) == info["steps"] and info["steps"] in (30, 60)
+    assert sum(1 for h in mended.history if h.get("mend")) == info["steps"] and info["steps"] in (30, 60, 90)
     # the fold is undone where it is; the motion away from it stays what the field had (a
     # SIREN moves everywhere a little: median 0.01 mm here)
     change = np.abs(mended.displacement - kept.displacement)[..., :2]

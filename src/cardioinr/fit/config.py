@@ -31,7 +31,7 @@ class FitConfig:
     heart_fraction: float = 0.3
     w_smooth: float = 0.02
     w_fold: float = 10.0  # only acts below det 0.2; 1.0 left rare folds on tagged cines
-    # After the fit, where its grid folds: up to two rounds of this many steps with the folding
+    # After the fit, where its grid folds: up to three rounds of this many steps with the folding
     # barrier on the folded voxels and the field held where the fit ended elsewhere (the sampled
     # regulariser points rarely land on a fold of a few voxels); 0: off. Costs nothing when
     # nothing folded (docs/groups.md, "Mending folds").

@@ -125,7 +125,7 @@ class Fitter:
         contracting ventricle, a compressed RV corner) is rarely drawn, and a fit can end with
         it. Up to ``_MEND_ROUNDS`` rounds of ``mend_steps`` steps: the barrier on points at and
         around the voxels that fold, the field held to where the fit ended elsewhere
-        (:meth:`Objective.mend_loss`); each round on the folds the last one left. ``history``
+        (:meth:`Objective.mend_loss`); each round adds the folds the last one left. ``history``
         is extended by the steps (``"mend": True``)."""
         cfg = self.config
         seq = problem.seq
@@ -137,8 +137,11 @@ class Fitter:
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
         opt = Adam([{"params": [p for p in field_.parameters() if p.requires_grad], "lr": cfg.lr * cfg.lr_final}])
         n, steps = before, 0
+        fold_points = torch.zeros(0, seq.ndim_space, device=problem.device)
         for r in range(_MEND_ROUNDS):
-            fold_points = torch.as_tensor(pts, dtype=torch.float32, device=problem.device)
+            # the folds of earlier rounds stay under the barrier: the pull back toward the fitted
+            # field would fold them again
+            fold_points = torch.cat([fold_points, torch.as_tensor(pts, dtype=torch.float32, device=problem.device)])
             for _ in range(cfg.mend_steps):
                 opt.zero_grad(set_to_none=True)
                 total, logs = problem.mend_loss(field_, fitted, fold_points, gen, latent)
@@ -290,7 +293,7 @@ def carried_labels(seq: Sequence, disp: np.ndarray) -> np.ndarray | None:
 
 
 # Rounds of fold mending (Fitter._mend_folds) and the most points one round puts the barrier on.
-_MEND_ROUNDS = 2
+_MEND_ROUNDS = 3
 _MEND_MAX_POINTS = 2048
 # Points per folded voxel: its centre and this many more, jittered within the voxel (the grid's
 # determinant is a central difference over the neighbours, the barrier's is exact at a point).
