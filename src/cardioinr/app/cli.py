@@ -219,7 +219,8 @@ def fit(
     save_fit(result, out, extra_metrics=extra, report=not no_report)
     m = result.metrics
     mended = m.get("mended_folds")
-    mended_note = f" ({mended['folded_voxels_before']} folded voxels mended in {mended['steps']} steps)" if mended else ""
+    mended_note = (f" (mended: {mended['folded_voxels_before']} -> {mended['folded_voxels_after']} folded voxels "
+                   f"in {mended['steps']} steps)" if mended else "")
     typer.echo(
         f"fitted {seq.name}: {m['steps']} steps in {m['fit_seconds']:.1f} s, "
         f"{m['percent_negative_jacobian']:.3f} % folded voxels{mended_note} -> {out}"
