@@ -87,10 +87,7 @@ class Fitter:
         cfg = self.config
         t0 = time.perf_counter()
         field_ = self.new_field(seq) if init is None else copy.deepcopy(init)
-        device = resolve_device(cfg.device)
-        _check_compatible(field_, seq)
-        field_.to(device)
-        problem = Objective(seq, cfg, device)
+        problem = self._problem(seq, field_)
         history = self._optimise(field_, problem, callback, progress)
         disp, folding, mended = self.fitted_grid(field_, problem, history)
         fit_seconds = time.perf_counter() - t0
@@ -166,10 +163,15 @@ class Fitter:
 
         For a field with a latent code, the first ``latent_steps`` steps move only the code
         (auto-decoder adaptation), then all weights and the code together."""
+        return self._optimise(field_, self._problem(seq, field_), callback, progress)
+
+    def _problem(self, seq: Sequence, field_: MotionField) -> Objective:
+        """The loss of fitting ``field_`` to ``seq``, on the configured device (``field_`` is
+        checked against ``seq`` and moved there)."""
         device = resolve_device(self.config.device)
         _check_compatible(field_, seq)
         field_.to(device)
-        return self._optimise(field_, Objective(seq, self.config, device), callback, progress)
+        return Objective(seq, self.config, device)
 
     def _optimise(self, field_: MotionField, problem: Objective, callback, progress: bool) -> list[dict]:
         cfg = self.config
@@ -279,6 +281,12 @@ class Fitter:
         return history
 
 
+def fit_steps(history: list[dict]) -> list[dict]:
+    """The entries of a fit's ``history`` that are its own steps: not restarts, not the steps
+    that mended folds afterwards (``"mend": True``)."""
+    return [h for h in history if "loss" in h and not h.get("mend")]
+
+
 def dense_displacement(field_: MotionField, seq: Sequence) -> np.ndarray:
     """The fitted field on ``seq``'s grid: ``(X, Y, Z, T, 3)`` float32 mm."""
     return field_.dense(seq.shape, torch.as_tensor(seq.spacing)).cpu().numpy().astype(np.float32)
@@ -376,7 +384,7 @@ def _folding(seq: Sequence, disp: np.ndarray) -> dict[str, dict]:
 def _fit_metrics(seq: Sequence, cfg: FitConfig, history: list[dict], disp: np.ndarray, fit_seconds: float,
                  total_seconds: float, folding: dict[str, dict] | None = None) -> dict:
     """The fit's figures that metrics.json records (``folding``: :func:`_folding` of ``disp`` when already known)."""
-    steps = [h for h in history if "loss" in h and not h.get("mend")]  # the fit's; mending says its own
+    steps = fit_steps(history)  # mending says its own
     last = steps[-1] if steps else {}
     folding = _folding(seq, disp) if folding is None else folding
     fold_all = folding["all"]
@@ -411,4 +419,4 @@ def fit_sequence(seq: Sequence, config: FitConfig | None = None, init: MotionFie
     return Fitter(config).fit(seq, init=init, progress=progress)
 
 
-__all__ = ["FitResult", "Fitter", "evaluate_loss", "evaluate_losses", "fit_sequence"]
+__all__ = ["FitResult", "Fitter", "evaluate_loss", "evaluate_losses", "fit_sequence", "fit_steps"]

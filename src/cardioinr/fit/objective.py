@@ -326,15 +326,14 @@ class Objective:
         rather than fitted anew (more steps of the full loss moved Sunnybrook's end-systolic
         LV by 0.001-0.004 Dice)."""
         cfg = self.cfg
-        basis = field_.basis()[self.others]  # (T-1, 2K)
         xr = self.sample_points(max(cfg.reg_points, _MEND_MIN_POINTS), gen, jitter_z=True)
-        coeffs_r, jac_c = field_.coefficients_and_jacobian(xr, latent)
+        u, jac_r = field_.displacement_and_jacobian(xr, self.others, latent)  # (M, T-1, D), (M, T-1, D, D)
         with torch.no_grad():
-            target = torch.einsum("nkd,tk->tnd", fitted.coefficients(xr, latent), basis)
-        stay = (torch.einsum("nkd,tk->tnd", coeffs_r, basis) - target).pow(2).sum(-1).mean()
-        det_r = det_f_from_grad_u(torch.einsum("nkij,tk->ntij", jac_c, basis))
-        _, jac_m = field_.coefficients_and_jacobian(fold_points, latent)
-        det_m = det_f_from_grad_u(torch.einsum("nkij,tk->ntij", jac_m, basis))
+            target = fitted(xr, self.others, latent)
+        stay = (u - target).pow(2).sum(-1).mean()
+        det_r = det_f_from_grad_u(jac_r)
+        _, jac_m = field_.displacement_and_jacobian(fold_points, self.others, latent)
+        det_m = det_f_from_grad_u(jac_m)
         barrier = folding_loss(det_m)
         total = stay + cfg.w_fold * folding_loss(det_r) + _MEND_GAIN * cfg.w_fold * barrier
         return total, {"loss": total.item(), "stay": stay.item(), "mend_fold": barrier.item(),

@@ -205,6 +205,7 @@ def write_fit_records(result: "FitResult", out_dir: str | Path, extra_metrics: d
     checksums, warnings, ``extra_metrics``) in a folder :func:`prepare_fit_folder` made."""
     from cardioinr import __version__
     from cardioinr.fit import save_field
+    from cardioinr.fit.fitter import fit_steps
 
     out = Path(out_dir)
     seq = result.sequence
@@ -216,7 +217,7 @@ def write_fit_records(result: "FitResult", out_dir: str | Path, extra_metrics: d
                      "frame_interval_ms": seq.frame_interval_ms, "ref_frame": seq.ref_frame,
                      "label_map": seq.label_map.as_dict(), "source": seq.meta.get("source")},
         "config": result.config.to_dict(),
-        "loss_curve": [h.get("loss") for h in result.history if "loss" in h and not h.get("mend")][:: max(1, len(result.history) // 200)],
+        "loss_curve": [h.get("loss") for h in fit_steps(result.history)][:: max(1, len(result.history) // 200)],
         "inputs": _input_checksums(seq, extra_metrics),
     })
     warnings = _output_warnings(result)
