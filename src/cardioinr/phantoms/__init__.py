@@ -64,6 +64,7 @@ Modules, in the order of the pipeline:
 - :mod:`.appearance`: :class:`PhantomAppearance`, the material intensity;
 - :mod:`.draw`: :func:`draw_motion`, :func:`draw_appearance`, the random physiology;
 - :mod:`.render`: :func:`make_phantom`, sampling a drawn case on the voxel grid;
+- :mod:`.truth`: :class:`TruthField`, the analytic motion as a field (exact-gradient strain of the truth);
 - :mod:`.views`: :func:`make_phantom_study`, long-axis views of a 3D phantom and misalignment;
 - :mod:`.write`: :func:`write_cases`, :func:`write_studies`, :func:`phantom_truth_paths`, the files on disk.
 """
@@ -75,6 +76,7 @@ from cardioinr.phantoms.draw import draw_appearance, draw_motion
 from cardioinr.phantoms.motion import PhantomMotion
 from cardioinr.phantoms.profiles import contraction_profile, falloff, falloff_slope
 from cardioinr.phantoms.render import Phantom, case_seed, make_phantom
+from cardioinr.phantoms.truth import TruthField
 from cardioinr.phantoms.views import (
     FOUR_CHAMBER_ANGLE_DEG,
     LAX_PIXEL_MM,
@@ -97,6 +99,7 @@ __all__ = [
     "PhantomMotion",
     "HeartGeometry",
     "Range",
+    "TruthField",
     "SeedLike",
     "contraction_profile",
     "draw_appearance",

@@ -17,6 +17,7 @@ from cardioinr.phantoms.appearance import PhantomAppearance
 from cardioinr.phantoms.config import PhantomConfig, SeedLike
 from cardioinr.phantoms.draw import draw_appearance, draw_motion
 from cardioinr.phantoms.motion import PhantomMotion
+from cardioinr.phantoms.truth import TruthField
 
 __all__ = ["Phantom", "add_rician_noise", "case_seed", "make_phantom", "render_points"]
 
@@ -52,6 +53,11 @@ class Phantom:
     @property
     def spacing(self) -> np.ndarray:
         return np.asarray(self.config.spacing)
+
+    def truth_field(self) -> TruthField:
+        """The true motion as a continuous field over the sequence's frames (exact gradients for
+        :func:`cardioinr.analysis.strain.analyse_field`, the analysis a fit's strain gets)."""
+        return TruthField(self.motion, self.sequence.ndim_space, self.sequence.n_frames)
 
 
 def _subvoxel_offsets(config: PhantomConfig) -> np.ndarray:
