@@ -264,3 +264,23 @@ def test_report_renders_in_headless_chromium(fit_folder, tmp_path):
     assert img.std() > 20
     assert img[:40].mean() < 80
     assert len(np.unique(img.reshape(-1, 3)[::7], axis=0)) > 200
+
+
+def test_long_axis_caveat_only_for_thick_short_axis_stacks_without_views():
+    """A 3D fit of thick short-axis slices alone gets the caveat on its longitudinal strain; thin
+    slices, a multi-view fit (metrics.json ``views``) and a single slice do not."""
+    from types import SimpleNamespace
+
+    from cardioinr.outputs.report.sections import long_axis_caveat
+
+    def strain(dim, spacing, long_axis=(0.0, 0.0, 1.0)):
+        return SimpleNamespace(dim=dim, spacing=np.asarray(spacing), frame=SimpleNamespace(long_axis=np.asarray(long_axis)))
+
+    text = long_axis_caveat(strain(3, (1.6, 1.6, 10.0)), {})
+    assert text is not None and "10 mm" in text and "--lax" in text
+    assert long_axis_caveat(strain(3, (1.6, 1.6, 10.0)), {"views": {"names": ["4ch"]}}) is None
+    assert long_axis_caveat(strain(3, (1.6, 1.6, 2.0)), {}) is None
+    assert long_axis_caveat(strain(2, (1.6, 1.6, 10.0)), {}) is None
+    # a stack whose long axis runs along i: the step along it is the i spacing
+    assert long_axis_caveat(strain(3, (8.0, 1.6, 1.6), (1.0, 0.0, 0.0)), {}) is not None
+    assert long_axis_caveat(strain(3, (1.6, 1.6, 8.0), (1.0, 0.0, 0.0)), {}) is None
