@@ -194,7 +194,7 @@ def long_axis_caveat(s: StrainResult, metrics: Mapping[str, Any]) -> str | None:
         return None
     return (f"Longitudinal strain (and GLS) here come from short-axis slices {step:.3g} mm apart alone, which "
             "barely see motion along the long axis: on phantom stacks with 10 mm slices the stack alone "
-            "under-estimated peak midwall GLS by up to 5 points (with long-axis views within 2). "
+            "under-estimated peak midwall GLS by 0.5-5.3 points (with long-axis views within 2). "
             "Fit with the long-axis cines (--lax) for GLS.")
 
 
