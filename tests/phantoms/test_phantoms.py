@@ -456,6 +456,34 @@ def test_tag_grid_is_periodic_and_fades():
     assert spectrum(img_t[..., late])[near].sum() < 0.9 * spec[near].sum()
 
 
+def test_blood_tags_wash_out_when_asked():
+    """``blood_tag_washout``: the blood's tags fade linearly to nothing by that fraction of the
+    cycle (real SPAMM: flowing blood replaces the tagged blood); the muscle keeps its tags; the
+    default (None) and the ED frame are as before."""
+    kw = dict(dim=2, n_frames=10, noise_sigma=0.0, tagged=True)
+    keep = make_phantom(PhantomConfig(**kw), 4)
+    wash = make_phantom(PhantomConfig(blood_tag_washout=0.1, **kw), 4)
+    never = make_phantom(PhantomConfig(blood_tag_washout=0.0, **kw), 4)
+    assert "blood_tag_washout" not in keep.params and wash.params["blood_tag_washout"] == 0.1
+    ed = keep.config.ed_frame
+    np.testing.assert_array_equal(wash.sequence.image[..., ed], keep.sequence.image[..., ed])
+    st = np.ones((3, 3, 1), bool)
+    for t in (ed, (ed + 2) % 10, (ed + 5) % 10):
+        lab = keep.labels[..., t]
+        blood = ndimage.binary_erosion(lab == 3, st, iterations=2)
+        muscle = ndimage.binary_erosion(lab == 2, st, iterations=1)
+        assert blood.sum() > 50 and muscle.sum() > 50
+        # the muscle's tags do not depend on the blood's
+        np.testing.assert_allclose(wash.sequence.image[..., t][muscle], keep.sequence.image[..., t][muscle], atol=1e-6)
+        tagged_var = keep.sequence.image[..., t][blood].var()
+        assert tagged_var > 1e-3
+        assert never.sequence.image[..., t][blood].var() < 1e-3 * tagged_var  # never tagged: uniform blood
+        if t != ed:  # phase >= 0.2 > 0.1: washed out
+            assert wash.sequence.image[..., t][blood].var() < 1e-3 * tagged_var
+    with pytest.raises(ConfigError, match="blood_tag_washout"):
+        PhantomConfig(blood_tag_washout=1.5)
+
+
 def test_rician_noise_level_matches_config():
     kw = dict(dim=2, n_frames=4, supersample=1)
     clean = make_phantom(PhantomConfig(noise_sigma=0.0, **kw), 9)

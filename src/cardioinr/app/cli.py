@@ -48,6 +48,10 @@ def synth(
     n: int = typer.Option(4, "--n", min=1, help="Number of cases."),
     dim: int = typer.Option(2, "--dim", min=2, max=3, help="2 for 2D+t slices, 3 for 3D+t stacks."),
     tagged: bool = typer.Option(False, "--tagged", help="Add a SPAMM tag grid."),
+    blood_tag_washout: Optional[float] = typer.Option(
+        None, "--blood-tag-washout", min=0.0, max=1.0, metavar="FRACTION",
+        help="With --tagged: the blood's tags fade to nothing by this fraction of the cycle after ED, as "
+             "flowing blood replaces tagged blood in a real SPAMM cine (about 0.1); default: the blood keeps its tags."),
     seed: int = typer.Option(0, "--seed", help="Random seed (cases are reproducible)."),
     ef: Optional[str] = typer.Option(None, "--ef", help="EF range LO,HI (fractions, e.g. 0.15,0.35; default 0.5,0.7), "
                                                          "before any regional abnormality."),
@@ -85,6 +89,10 @@ def synth(
     lax = tuple(v for v in names if v != "sax")
     if (lax or misalign > 0) and dim != 3:
         raise ConfigError("--views with long-axis views and --misalign need --dim 3")
+    if blood_tag_washout is not None:
+        if not tagged:
+            raise ConfigError("--blood-tag-washout needs --tagged")
+        changes["blood_tag_washout"] = blood_tag_washout
     config = group_config(group, dim, tagged=tagged, **changes)
     if lax or misalign > 0:
         manifest = write_studies(out, n=n, config=config, seed=seed, views=lax, misalign_mm=misalign)

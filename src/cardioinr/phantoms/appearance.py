@@ -54,6 +54,7 @@ class PhantomAppearance:
         myo_waves, myo_phases: a finer texture of the muscle (free wall too), so rotation
             and shear of the tissue are visible in the image as in real heterogeneous tissue.
         tag_*: SPAMM grid (see :class:`PhantomConfig`); ``tag_offset_mm`` is its random phase.
+        blood_tag_washout: see :class:`PhantomConfig` (None: the blood keeps its tags).
     """
 
     geometry: HeartGeometry
@@ -74,10 +75,20 @@ class PhantomAppearance:
     tag_offset_mm: tuple[float, float] = (0.0, 0.0)
     tag_depth: float = 0.7
     tag_fade: float = 0.3
+    blood_tag_washout: float | None = None
 
     def tag_contrast(self, phase: float) -> float:
         """Tag depth at a cycle phase (tags are laid at ED and fade with T1)."""
         return self.tag_depth * (1.0 - self.tag_fade) ** float(phase) if self.tagged else 0.0
+
+    def blood_tag_contrast(self, phase: float) -> float:
+        """Tag depth of the blood at a cycle phase: the tissue's, or washing out linearly to 0
+        at phase ``blood_tag_washout``."""
+        c = self.tag_contrast(phase)
+        w = self.blood_tag_washout
+        if w is None:
+            return c
+        return c * max(0.0, 1.0 - float(phase) / w) if w > 0 else 0.0
 
     def intensity(self, X: np.ndarray, phase: float = 0.0) -> np.ndarray:
         """Noise-free intensity at material points ``(N, 3)`` mm at a cycle phase -> ``(N,)``."""
@@ -97,5 +108,10 @@ class PhantomAppearance:
             u = (X[:, 0] * math.cos(a) + X[:, 1] * math.sin(a) - self.tag_offset_mm[0]) * k
             v = (-X[:, 0] * math.sin(a) + X[:, 1] * math.cos(a) - self.tag_offset_mm[1]) * k
             grid = np.cos(u.astype(np.float32)) ** 2 * np.cos(v.astype(np.float32)) ** 2  # float32: fast
-            out *= 1.0 - c * (1.0 - grid)
+            if self.blood_tag_washout is None:
+                out *= 1.0 - c * (1.0 - grid)
+            else:
+                blood = (tissue == _LV) | (tissue == _RV) | (tissue == _ATRIUM)
+                depth = np.where(blood, self.blood_tag_contrast(phase), c).astype(np.float32)  # as the scalar path
+                out *= 1.0 - depth * (1.0 - grid)
         return out

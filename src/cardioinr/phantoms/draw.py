@@ -390,6 +390,7 @@ def draw_appearance(
         tag_offset_mm=(float(rng.uniform(0, config.tag_spacing_mm)), float(rng.uniform(0, config.tag_spacing_mm))),
         tag_depth=config.tag_depth,
         tag_fade=config.tag_fade,
+        blood_tag_washout=config.blood_tag_washout,
     )
     info = {
         "background_mean": app.background_mean,
@@ -402,4 +403,6 @@ def draw_appearance(
         info.update(
             tag_spacing_mm=app.tag_spacing_mm, tag_angle_deg=app.tag_angle_deg, tag_depth=app.tag_depth, tag_fade=app.tag_fade
         )
+        if app.blood_tag_washout is not None:  # only when asked: default phantoms' records stay as they were
+            info["blood_tag_washout"] = app.blood_tag_washout
     return app, info
