@@ -31,6 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -56,6 +57,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--settings", default="{}", help="JSON of fit settings to change")
     ap.add_argument("--kinds", default="cine,tagged")
+    ap.add_argument("--tagged-fit", action="store_true",
+                    help="fit the tagged kind as 'cardioinr fit --tagged' does (sequential similarity)")
     ap.add_argument("--blood-washout", type=float, default=None,
                     help="tagged kind: the blood's tags wash out by this cycle fraction (real SPAMM ~0.1; "
                          "PhantomConfig.blood_tag_washout); default: the blood keeps its tags")
@@ -74,19 +77,22 @@ def main() -> None:
             full = ph.sequence
             seq = replace(full, labels={full.ref_frame: full.labels[full.ref_frame]}, label_sources={})
             t0 = time.perf_counter()
-            start = choose_start(seq, args.prior, explicit=settings, device="cpu")
-            cfg = start.fit_config(replace(FitConfig(), **settings))
+            case_settings = dict(settings, sequential=True) if args.tagged_fit and kind == "tagged" else settings
+            start = choose_start(seq, args.prior, explicit=case_settings, device="cpu")
+            cfg = start.fit_config(replace(FitConfig(), **case_settings))
             init, _ = start.init_field(seq, "auto", cfg)
             res = Fitter(cfg).fit(seq, init=init)
             sec = time.perf_counter() - t0
             fit_r, fit_c = peaks_of(analyse_fit_result(res).summary())
             common = dict(label_map=seq.label_map, ref_frame=seq.ref_frame, affine=seq.affine)
+            myo = seq.ref_labels == seq.label_map.myo  # (X, Y, Z): myocardial EPE over every frame
             tru_r, tru_c = peaks_of(analyse_field(ph.truth_field(), seq.spacing, seq.ref_labels, **common).summary())
             fd_r, fd_c = peaks_of(analyse_displacement(ph.displacement, seq.spacing, seq.ref_labels, **common).summary())
             row = {"kind": kind, "seed": seed, "steps": res.metrics["steps"], "seconds": round(sec, 1),
                    "radial_fit": fit_r, "radial_truth": tru_r, "radial_error": fit_r - tru_r,
                    "circ_fit": fit_c, "circ_truth": tru_c, "circ_error": fit_c - tru_c,
                    "radial_truth_fd": fd_r, "circ_truth_fd": fd_c,
+                   "epe_myo": float(np.linalg.norm(res.displacement - ph.displacement, axis=-1)[myo].mean()),
                    "radial_analytic": 100 * ph.params["peak_radial_strain"],
                    "circ_analytic": 100 * ph.params["peak_circumferential_strain"]}
             rows.append(row)
@@ -101,7 +107,8 @@ def main() -> None:
     for kind in args.kinds.split(","):
         rk = [r for r in rows if r["kind"] == kind]
         lines.append(f"\n{kind}: worst |GRS error| {max(abs(r['radial_error']) for r in rk):.1f} points, "
-                     f"worst |GCS error| {max(abs(r['circ_error']) for r in rk):.1f} points")
+                     f"worst |GCS error| {max(abs(r['circ_error']) for r in rk):.1f} points, "
+                     f"mean myocardial EPE {np.mean([r['epe_myo'] for r in rk]):.3f} mm")
     md = "\n".join(lines)
     print(md)
     (args.out / "strain2d.md").write_text(md + "\n")

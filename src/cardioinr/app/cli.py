@@ -152,6 +152,10 @@ def fit(
     steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default from the config)."),
     model: Optional[str] = typer.Option(None, "--model", help="Field model: siren, fourier or hashgrid."),
     similarity: Optional[str] = typer.Option(None, "--similarity", help="ncc, lncc or mse."),
+    tagged: bool = typer.Option(
+        False, "--tagged",
+        help="A tagged (SPAMM) cine: each frame is compared with the one before it instead of with the reference, "
+             "whose blood tags flowing blood washes out (fit setting 'sequential')."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with fit settings."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed and device give the same field)."),
@@ -210,6 +214,8 @@ def fit(
         changes["steps"] = steps
     if similarity is not None:
         changes["similarity"] = similarity
+    if tagged:
+        changes["sequential"] = True
     if model is not None and start.prior is None:  # with a prior the architecture is the prior's (checked above)
         changes["field"] = dc_replace(cfg.field, model=model)
     cfg = dc_replace(cfg, **changes)

@@ -120,6 +120,9 @@ class Objective:
             self.levels.append(lvl)  # (T, X, Y, Z)
         self.n_levels = len(self.levels)
         self.others = torch.tensor([t for t in range(seq.n_frames) if t != seq.ref_frame], device=device)
+        # rows of ``others`` in cycle order from the reference (the sequential similarity's pairs)
+        lag = [(t - seq.ref_frame) % seq.n_frames for t in self.others.tolist()]
+        self.cycle_order = torch.tensor(sorted(range(len(lag)), key=lag.__getitem__), dtype=torch.long, device=device)
         mask = heart_mask(seq)
         # No labels: the LV cavity and wall the images show (the outlines that located the
         # heart) stand in for the labels' in what needs them: where points are sampled, the
@@ -267,13 +270,17 @@ class Objective:
         else:
             fixed = sample(frames[ref_t].unsqueeze(0), x, self.spacing).t()  # (1, N)
             moving = sample_frames(frames[self.others], x.unsqueeze(0) + u, self.spacing)  # (T-1, N)
+        if cfg.sequential:  # frame k+1 against frame k along the cycle, the reference first
+            chain = torch.cat([fixed, moving[self.cycle_order]], 0)  # (T, N)
+            fixed, moving = chain[:-1], chain[1:]  # (T-1, N) each
+        n_fixed = fixed.shape[0]
         if cfg.similarity == "ncc":
             sim = ncc_loss(fixed.t(), moving.t())
         elif cfg.similarity == "mse":
             sim = mse_loss(fixed.t(), moving.t())
         else:
             p = self.patch_offsets.shape[0]
-            sim = lncc_loss(fixed.t().reshape(-1, p, 1), moving.t().reshape(-1, p, moving.shape[0]))
+            sim = lncc_loss(fixed.t().reshape(-1, p, n_fixed), moving.t().reshape(-1, p, moving.shape[0]))
         total = sim
         logs = {"sim": sim.item()}
         if cfg.w_temporal > 0:
