@@ -29,9 +29,9 @@ class FitConfig:
     # Compare each frame with the one before it (cycle order from the reference) instead of with
     # the reference. For cines whose reference shows what no later frame does: a tagged (SPAMM)
     # cine tags the blood at end-diastole and flowing blood washes it out within ~100 ms. On
-    # phantoms with that washout the tagged strain peaks were 9-11 points off against the
-    # reference and within 1.7 this way; on plain cines it costs accuracy (2D groups EPE 0.593
-    # -> 0.752 mm), so it is off unless asked (``fit --tagged``; docs/multiview.md).
+    # phantoms with that washout the radial strain peaks were 8-11 points off against the
+    # reference and within -0.9..+2.4 this way (8 seeds); on plain cines it costs accuracy (2D
+    # groups EPE 0.593 -> 0.778 mm), so it is off unless asked (``fit --tagged``; docs/multiview.md).
     sequential: bool = False
     patch: int = 5  # local NCC patch width, voxels
     edge_fraction: float = 0.4
