@@ -32,6 +32,7 @@ class FitConfig:
     # phantoms with that washout the radial strain peaks were 8-11 points off against the
     # reference and within -0.9..+2.4 this way (8 seeds); on plain cines it costs accuracy (2D
     # groups EPE 0.593 -> 0.778 mm), so it is off unless asked (``fit --tagged``; docs/multiview.md).
+    # In a multi-view fit it applies to the stack; the long-axis views keep their reference.
     sequential: bool = False
     patch: int = 5  # local NCC patch width, voxels
     edge_fraction: float = 0.4
