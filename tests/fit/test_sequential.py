@@ -93,3 +93,31 @@ def test_fit_tagged_flag_sets_the_sequential_similarity(tmp_path: Path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["sequential"] is True
     assert np.isfinite(metrics["steps"])
+
+
+def test_tag_grid_tells_tagged_from_plain_cines():
+    from cardioinr.fit.preprocess import TAG_GRID_RATIO, tag_grid
+
+    for seed in (0, 1):
+        for tagged in (False, True):
+            ph = make_phantom(PhantomConfig(dim=2, tagged=tagged, n_frames=4, tag_spacing_mm=7.0), seed)
+            ratio, period = tag_grid(ph.sequence.image[:, :, 0, ph.sequence.ref_frame], ph.sequence.spacing)
+            if tagged:
+                assert ratio > 1.5 * TAG_GRID_RATIO and period == pytest.approx(7.0, abs=0.5)
+            else:
+                assert ratio < 0.3 * TAG_GRID_RATIO
+
+
+def test_fit_hints_tagged_for_a_tagged_slice(tmp_path: Path, capsys):
+    from cardioinr.app.cli import main
+
+    for tagged in (False, True):
+        data = tmp_path / f"data{int(tagged)}"
+        assert main(["synth", "--out", str(data), "--n", "1", "--seed", "4"] + (["--tagged"] if tagged else [])) == 0
+        case = json.loads((data / "manifest.json").read_text())["cases"][0]
+        capsys.readouterr()
+        for flag in ([], ["--tagged"]):
+            assert main(["fit", str(data / case["image"]), "--out", str(tmp_path / f"fit{int(tagged)}{len(flag)}"),
+                         "--steps", "1", "--quiet", "--no-report", *flag]) == 0
+            said = capsys.readouterr().out
+            assert ("fit with --tagged" in said) == (tagged and not flag), said

@@ -200,6 +200,8 @@ def fit(
         seq = _with_view(seq, view, sequence)
     if align_views and (study is None or not study.lax):
         raise ConfigError("--align-views needs long-axis views (--lax or a study folder)")
+    if seq.is_2d and not tagged:
+        _hint_tagged(seq)
     if formats is not None and "vtk" in formats and seq.ref_labels is None:
         raise ConfigError("--export vtk: the meshes are cut from the reference labels; pass --seg (or export itk only)")
     from cardioinr.priors import check_through_plane, choose_start
@@ -241,6 +243,16 @@ def fit(
     )
     if formats is not None:
         _export(out, formats, None)
+
+
+def _hint_tagged(seq) -> None:
+    """A note when a single slice's reference frame shows a tag grid and --tagged was not given."""
+    from cardioinr.fit.preprocess import TAG_GRID_RATIO, tag_grid
+
+    ratio, period = tag_grid(seq.image[:, :, 0, seq.ref_frame], seq.spacing)
+    if ratio >= TAG_GRID_RATIO:
+        typer.echo(f"note: {seq.name}: the reference frame shows a periodic grid ({period:.1f} mm); if this is a tagged "
+                   "cine, fit with --tagged (its blood tags wash out after the reference)")
 
 
 def _with_view(seq, view: str, path: Path):
