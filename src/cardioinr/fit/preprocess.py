@@ -203,9 +203,8 @@ def tag_grid(frame: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
     a = np.asarray(frame, dtype=np.float64)
     a = (a - a.mean()) * np.outer(np.hanning(a.shape[0]), np.hanning(a.shape[1]))
     power = np.abs(np.fft.fft2(a)) ** 2
-    fi = np.fft.fftfreq(a.shape[0])[:, None] / float(spacing[0])  # cycles per mm
-    fj = np.fft.fftfreq(a.shape[1])[None, :] / float(spacing[1])
-    cyc_px = np.hypot(np.fft.fftfreq(a.shape[0])[:, None], np.fft.fftfreq(a.shape[1])[None, :])
+    fi, fj = np.fft.fftfreq(a.shape[0])[:, None], np.fft.fftfreq(a.shape[1])[None, :]  # cycles per pixel
+    cyc_px = np.hypot(fi, fj)
     band = (cyc_px > 1.0 / 12.0) & (cyc_px < 1.0 / 3.0)
     if not band.any():
         return 0.0, float("nan")
@@ -213,7 +212,7 @@ def tag_grid(frame: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
     k = np.unravel_index(int(np.argmax(p)), p.shape)
     median = float(np.median(power[band]))
     ratio = float(p[k] / median) if median > 0 else 0.0
-    return ratio, float(1.0 / max(np.hypot(fi[k[0], 0], fj[0, k[1]]), 1e-9))
+    return ratio, float(1.0 / max(np.hypot(fi[k[0], 0] / float(spacing[0]), fj[0, k[1]] / float(spacing[1])), 1e-9))
 
 
 def sampling_weights(ref: np.ndarray, mask: np.ndarray | None, cfg: FitConfig) -> np.ndarray:

@@ -108,10 +108,9 @@ class PhantomAppearance:
             u = (X[:, 0] * math.cos(a) + X[:, 1] * math.sin(a) - self.tag_offset_mm[0]) * k
             v = (-X[:, 0] * math.sin(a) + X[:, 1] * math.cos(a) - self.tag_offset_mm[1]) * k
             grid = np.cos(u.astype(np.float32)) ** 2 * np.cos(v.astype(np.float32)) ** 2  # float32: fast
-            if self.blood_tag_washout is None:
-                out *= 1.0 - c * (1.0 - grid)
-            else:
+            depth = c
+            if self.blood_tag_washout is not None:  # float32 like the scalar: the same values where it is c
                 blood = (tissue == _LV) | (tissue == _RV) | (tissue == _ATRIUM)
-                depth = np.where(blood, self.blood_tag_contrast(phase), c).astype(np.float32)  # as the scalar path
-                out *= 1.0 - depth * (1.0 - grid)
+                depth = np.where(blood, self.blood_tag_contrast(phase), c).astype(np.float32)
+            out *= 1.0 - depth * (1.0 - grid)
         return out

@@ -184,17 +184,9 @@ def draw_motion(config: PhantomConfig, rng: np.random.Generator) -> tuple[Phanto
         centre = fov_centre - (lo_b + hi_b) / 2.0 + rng.uniform(-4.0, 4.0, size=2)
         if np.any(centre + lo_b < margin) or np.any(centre + hi_b > fov_hi - margin):
             continue
-        rv_short = float(rng.uniform(*config.rv_shortening_range))
-        # |d u / d R| of the RV stage along a ray is rv_short w_eff B'(R): at most
-        # rv_short w_eff 1.5 / (w_eff + wall) across the band (w_eff = w^2 / (w + 3) is largest on
-        # the RV direction, where the ray width is the crescent's width w) and rv_short w_eff
-        # 1.5 / falloff beyond it
-        w_eff_max = effective_rv_width(rv_width)
-        rv_short = min(
-            rv_short,
-            _RV_MAX_GRADIENT * (w_eff_max + rv_wall) / (_FALLOFF_MAX_SLOPE * w_eff_max),
-            _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * w_eff_max),
-        )
+        # the crescent's ray width is largest on the RV direction, where it is its width
+        rv_short = min(float(rng.uniform(*config.rv_shortening_range)),
+                       _rv_shortening_cap(effective_rv_width(rv_width), rv_wall, falloff_mm))
         break
     else:  # pragma: no cover - only with absurd ranges
         raise ConfigError("could not draw a plausible heart from the configured ranges; widen them")
@@ -351,13 +343,19 @@ def _fit_rv_corner(geometry: HeartGeometry, rv_short: float, fov_hi: np.ndarray,
         if np.all(lo >= margin) and np.all(hi <= fov_hi - margin):
             break
         geometry = replace(geometry, rv_corner_mm=max(geometry.rv_corner_mm - 1.0, 0.0))
-    w_eff_max = effective_rv_width(widest_rv_width(geometry))
-    rv_short = min(
-        rv_short,
-        _RV_MAX_GRADIENT * (w_eff_max + geometry.rv_wall_mm) / (_FALLOFF_MAX_SLOPE * w_eff_max),
-        _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * w_eff_max),
-    )
-    return geometry, rv_short
+    cap = _rv_shortening_cap(effective_rv_width(widest_rv_width(geometry)), geometry.rv_wall_mm, falloff_mm)
+    return geometry, min(rv_short, cap)
+
+
+def _rv_shortening_cap(w_eff_max: float, rv_wall: float, falloff_mm: float) -> float:
+    """The largest RV shortening whose motion keeps ``|grad u| <= _RV_MAX_GRADIENT``.
+
+    ``|d u / d R|`` of the RV stage along a ray is ``rv_short w_eff B'(R)``: at most
+    ``rv_short w_eff 1.5 / (w_eff + wall)`` across the band and ``rv_short w_eff 1.5 / falloff``
+    beyond it, where ``w_eff_max`` (:func:`effective_rv_width` of the widest ray) is the largest
+    ``w_eff``."""
+    return min(_RV_MAX_GRADIENT * (w_eff_max + rv_wall) / (_FALLOFF_MAX_SLOPE * w_eff_max),
+               _RV_MAX_GRADIENT * falloff_mm / (_FALLOFF_MAX_SLOPE * w_eff_max))
 
 
 def draw_appearance(
