@@ -284,3 +284,23 @@ def test_long_axis_caveat_only_for_thick_short_axis_stacks_without_views():
     # a stack whose long axis runs along i: the step along it is the i spacing
     assert long_axis_caveat(strain(3, (8.0, 1.6, 1.6), (1.0, 0.0, 0.0)), {}) is not None
     assert long_axis_caveat(strain(3, (1.6, 1.6, 8.0), (1.0, 0.0, 0.0)), {}) is None
+
+
+def test_rv_ef_caveat_only_for_thick_stacks_with_an_rv():
+    """The RV EF of labels carried through thick short-axis slices gets its caveat (with or
+    without long-axis views: it is the labels'); thin slices, a single slice and a fit without an
+    RV label do not."""
+    from types import SimpleNamespace
+
+    from cardioinr.outputs.report.sections import rv_ef_caveat
+
+    def strain(dim, spacing, rv=True, long_axis=(0.0, 0.0, 1.0)):
+        return SimpleNamespace(dim=dim, spacing=np.asarray(spacing), frame=SimpleNamespace(long_axis=np.asarray(long_axis)),
+                               rv_cavity=np.array([100.0, 60.0, 90.0]) if rv else None)
+
+    text = rv_ef_caveat(strain(3, (1.6, 1.6, 10.0)))
+    assert text is not None and "10 mm" in text and "over-estimated" in text
+    assert rv_ef_caveat(strain(3, (1.6, 1.6, 10.0), rv=False)) is None
+    assert rv_ef_caveat(strain(3, (1.6, 1.6, 2.0))) is None
+    assert rv_ef_caveat(strain(2, (1.6, 1.6, 10.0))) is None
+    assert rv_ef_caveat(strain(3, (8.0, 1.6, 1.6), long_axis=(1.0, 0.0, 0.0))) is not None

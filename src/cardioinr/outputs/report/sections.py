@@ -37,7 +37,7 @@ from cardioinr.outputs.report.markup import Raw, esc, flatten, img, kv, note, nu
 from cardioinr.outputs.tables import read_strain_csv
 
 __all__ = ["SECTIONS", "accuracy_section", "bullseye_section", "cavity_section", "fit_section", "folding_section",
-           "input_section", "long_axis_caveat", "motion_section", "strain_section"]
+           "input_section", "long_axis_caveat", "long_axis_step_mm", "motion_section", "rv_ef_caveat", "strain_section"]
 # Sections every report has, in order (a multi-view fit adds "views" after "fit").
 SECTIONS = ("input", "fit", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
 
@@ -181,6 +181,13 @@ def _compare_csv(f: FitFolder, s: StrainResult) -> str:
 THICK_SLICE_MM = 5.0
 
 
+def long_axis_step_mm(s: StrainResult) -> float:
+    """The grid's step along the analysis' long axis, mm: a short-axis stack's slice spacing (the
+    long axis's direction cosines weight the three voxel sizes)."""
+    la = np.abs(np.asarray(s.frame.long_axis, dtype=np.float64))
+    return float(la @ np.asarray(s.spacing, dtype=np.float64) / max(float(la.sum()), 1e-9))
+
+
 def long_axis_caveat(s: StrainResult, metrics: Mapping[str, Any]) -> str | None:
     """The caveat on longitudinal strain from a short-axis stack alone (None: 2D, thin slices, or
     a multi-view fit). Measured (docs/multiview.md, eighth session): on four phantom stacks with
@@ -188,14 +195,32 @@ def long_axis_caveat(s: StrainResult, metrics: Mapping[str, Any]) -> str | None:
     truth's, with long-axis views within -0.3..+1.8."""
     if s.dim != 3 or metrics.get("views"):
         return None
-    la = np.abs(np.asarray(s.frame.long_axis, dtype=np.float64))
-    step = float(la @ np.asarray(s.spacing, dtype=np.float64) / max(float(la.sum()), 1e-9))
+    step = long_axis_step_mm(s)
     if step < THICK_SLICE_MM:
         return None
     return (f"Longitudinal strain (and GLS) here come from short-axis slices {step:.3g} mm apart alone, which "
             "barely see motion along the long axis: on phantom stacks with 10 mm slices the stack alone "
             "under-estimated peak midwall GLS by 0.5-5.3 points (with long-axis views within 2). "
             "Fit with the long-axis cines (--lax) for GLS.")
+
+
+def rv_ef_caveat(s: StrainResult) -> str | None:
+    """The caveat on the RV EF of labels carried through a short-axis stack of thick slices (None:
+    2D, thin slices, or no RV label). Long-axis views do not lift it: it is the labels', not the
+    motion's. Measured (docs/groups.md, ninth session): on ten phantom stacks with 10 mm slices the
+    ED labels carried by the phantoms' exact motion gave an RV EF 1.2-13.6 points above the truth's
+    on every one (the RV's apical tip enters the apical slice as the heart shortens, and 10 mm ED
+    labels hold no anatomy between slices), where the LV's EF from the fits was within 1.4."""
+    if s.dim != 3 or getattr(s, "rv_cavity", None) is None:
+        return None
+    step = long_axis_step_mm(s)
+    if step < THICK_SLICE_MM:
+        return None
+    return (f"The RV EF comes from labels carried on short-axis slices {step:.3g} mm apart, which do not hold "
+            "the RV's shape between slices: as the heart shortens, its apical tip enters slices that held "
+            "none of it at end-diastole. On phantom stacks with 10 mm slices, labels carried by the exact "
+            "motion gave an RV EF 1-14 points above the truth's, never below: read it as likely "
+            "over-estimated.")
 
 
 def strain_section(f: FitFolder, s: StrainResult | None, why: str | None) -> str:
@@ -264,6 +289,9 @@ def cavity_section(s: StrainResult | None, why: str | None) -> str:
     src = "propagated labels" if s.cavity is not None else "∫ det F over the reference cavity (no propagated labels)"
     body = kv(items) + f'<p class="muted">EF = (max − min) / max of the LV cavity {what} from {esc(src)}.' \
         + (" A single slice gives an area fraction, not a volumetric EF." if s.dim == 2 else "") + "</p>"
+    caveat = rv_ef_caveat(s)
+    if caveat:
+        body += note(caveat)
     return section("cavity", "LV cavity, ejection fraction and rotation", body + img(cavity_figure(s), "cavity curve"))
 
 
