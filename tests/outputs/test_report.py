@@ -304,3 +304,14 @@ def test_rv_ef_caveat_only_for_thick_stacks_with_an_rv():
     assert rv_ef_caveat(strain(3, (1.6, 1.6, 2.0))) is None
     assert rv_ef_caveat(strain(2, (1.6, 1.6, 10.0))) is None
     assert rv_ef_caveat(strain(3, (8.0, 1.6, 1.6), long_axis=(1.0, 0.0, 0.0))) is not None
+
+
+def test_single_slice_caveat_only_for_one_slice():
+    """A single short-axis slice's strain gets the through-plane caveat; a stack does not."""
+    from types import SimpleNamespace
+
+    from cardioinr.outputs.report.sections import single_slice_caveat
+
+    text = single_slice_caveat(SimpleNamespace(dim=2))
+    assert text is not None and "through" in text and "--lax" in text
+    assert single_slice_caveat(SimpleNamespace(dim=3)) is None
