@@ -37,8 +37,8 @@ from cardioinr.outputs.report.markup import Raw, esc, flatten, img, kv, note, nu
 from cardioinr.outputs.tables import read_strain_csv
 
 __all__ = ["SECTIONS", "accuracy_section", "bullseye_section", "cavity_section", "fit_section", "folding_section",
-           "input_section", "long_axis_caveat", "long_axis_step_mm", "motion_section", "rv_ef_caveat", "single_slice_caveat",
-           "strain_section"]
+           "input_section", "long_axis_caveat", "long_axis_step_mm", "motion_section", "rv_ef_caveat",
+           "single_slice_caveat", "strain_section"]
 # Sections every report has, in order (a multi-view fit adds "views" after "fit").
 SECTIONS = ("input", "fit", "strain", "bullseye", "cavity", "motion", "folding", "accuracy")
 
@@ -215,9 +215,10 @@ def single_slice_caveat(s: StrainResult) -> str | None:
     if s.dim != 2:
         return None
     return ("One slice cannot follow tissue that moves through it, and the heart's tissue moves several "
-            "millimetres through a short-axis slice as it shortens (most near the base): on mid-ventricular slices of phantom hearts (material "
-            "moving 4-7 mm through them) the peaks here were off by up to 9 points (radial) and 4 "
-            "(circumferential). Fit a short-axis stack, with the long-axis cines (--lax), for strain to compare.")
+            "millimetres through a short-axis slice as it shortens (most near the base): on mid-ventricular "
+            "slices of phantom hearts (material moving 4-7 mm through them) the peaks here were off by up to "
+            "9 points (radial) and 4 (circumferential). Fit a short-axis stack, with the long-axis cines "
+            "(--lax), for strain to compare.")
 
 
 def rv_ef_caveat(s: StrainResult) -> str | None:
