@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,8 @@ SMALL = PhantomConfig(dim=2, shape=(56, 56, 1), spacing=(2.0, 2.0, 8.0), n_frame
 FIELD = FieldConfig(hidden=32, layers=2)
 FIT = FitConfig(field=FIELD, points=256, reg_points=64)
 ATOL = 1e-5
+# What a rank's C++ runtime prints when std::terminate ends it (see _torchrun_train_prior).
+GLOO_ABORT = "terminate called without an active exception"
 KINDS = ("population", "autodecoder", "meta", "consensus", "encoder")
 
 
@@ -107,6 +110,16 @@ def _torchrun_train_prior(data: Path, cfg: PriorConfig, out: Path, *extra: str):
            "-m", "cardioinr.app.cli", "train-prior", str(data), *extra, "--out", str(out),
            "--config", str(cfg_file), "--threads", "1", "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and GLOO_ABORT in proc.stderr:
+        # A rank's C++ runtime called std::terminate (a thread still joinable when destroyed, as
+        # gloo's threads can be at teardown; pytorch/pytorch#179291 describes one such path).
+        # Seen twice in this project's CI, never in 24 runs here (quiet or with both cores
+        # loaded), with no Python error from either rank. Once more from a clean folder, said
+        # aloud; any other failure, or the same one twice, fails the test.
+        warnings.warn(f"torchrun: a rank aborted ({GLOO_ABORT!r}); running the command once more", stacklevel=2)
+        for leftover in (out, Path(str(out) + ".state")):
+            leftover.unlink(missing_ok=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return load_prior(out)
 
