@@ -72,7 +72,8 @@ def fit_scenario(ps, scenario: str, prior: str, settings: dict, views_settings: 
         res = Fitter(cfg).fit(sax, init=init)
     else:
         study = Study.of(sax, {v: _ref_only(s) for v, s in ps.study.lax.items()}, name=ps.study.name)
-        vc = ViewsConfig(**{**(views_settings or {}), "align": scenario.endswith("align")})
+        given = {"w_incompress": None} if "w_incompress" in settings else {}  # as the command: the fit's own wins
+        vc = ViewsConfig(**{**given, **(views_settings or {}), "align": scenario.endswith("align")})
         res = fit_study(study, cfg, vc, init=init)
     return res, time.perf_counter() - t0
 

@@ -88,6 +88,14 @@ def test_fit_study_outputs_every_view(aligned):
         assert np.all(vf.displacement[..., view.ref_frame, :] == 0)
         assert vf.labels.shape == view.shape + (view.n_frames,)
     assert res.metrics["views"]["names"] == ["sax", "2ch", "4ch"]
+    # with long-axis views the myocardium's incompressibility weight is the views' (recorded as fitted)
+    assert res.config.w_incompress == ViewsConfig().w_incompress != FitConfig().w_incompress
+
+
+def test_views_incompressibility_weight_none_keeps_the_fits(aligned):
+    cfg = FitConfig(steps=2, points=256, reg_points=64, w_incompress=0.07)
+    res = fit_study(aligned.study, cfg, ViewsConfig(lax_points=128, w_incompress=None))
+    assert res.config.w_incompress == 0.07
 
 
 def test_fit_command_on_a_study_folder(tmp_path):
@@ -107,6 +115,15 @@ def test_fit_command_on_a_study_folder(tmp_path):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     assert m["views"]["aligned"] is True and set(m["views"]["shifts_mm"]) == {"sax", "2ch", "4ch"}
+    assert m["config"]["w_incompress"] == ViewsConfig().w_incompress
+    # a weight the user's settings file names wins over the views' default
+    (tmp_path / "fit.json").write_text(json.dumps({"fit": {"w_incompress": 0.07}}))
+    out2 = tmp_path / "fit2"
+    r = CliRunner().invoke(app, ["fit", str(case / "sa.nii.gz"), "--lax", str(case / "la_2ch.nii.gz"),
+                                 "--out", str(out2), "--steps", "2", "--prior", "none", "--quiet", "--no-report",
+                                 "--config", str(tmp_path / "fit.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out2 / "metrics.json").read_text())["config"]["w_incompress"] == 0.07
 
 
 def test_study_needs_a_crossing_view(aligned):

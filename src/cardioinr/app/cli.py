@@ -229,7 +229,9 @@ def fit(
     if study is not None and study.lax:
         from cardioinr.fit.multiview import ViewsConfig, fit_study
 
-        result = fit_study(study, cfg, ViewsConfig(align=align_views), init=init, progress=not quiet)
+        # a weight the user's config file names wins over the views' own
+        views_cfg = ViewsConfig(align=align_views, **({"w_incompress": None} if "w_incompress" in explicit else {}))
+        result = fit_study(study, cfg, views_cfg, init=init, progress=not quiet)
     else:
         result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)
