@@ -76,7 +76,7 @@ class ViewsConfig:
             (replaces :attr:`FitConfig.w_incompress`; None keeps the fit's). The views show the
             longitudinal shortening a thick stack misses, so volume conservation then ties the
             wall's thickening to the right shortening; at the stack's 0.05 the myocardium of
-            the mid-apical slices gained 4-19 % of volume at end-systole and the radial peak was
+            the mid-apical slices gained 3-21 % of volume at end-systole and the radial peak was
             up to 2.3 points high. At 0.1, on 8 held-out 10 mm phantom hearts: radial peaks
             within -1.4..+1.9 points (before -1.4..+2.3), 3D EPE 0.44-0.78 mm (0.49-0.83). Not
             for the stack alone, whose longitudinal shortening is too short: a stronger term
