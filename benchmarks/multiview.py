@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from cardioinr.analysis.metrics import dice  # noqa: E402
 from cardioinr.analysis.strain import analyse_field, analyse_fit_result  # noqa: E402
 from cardioinr.fit import FitConfig, Fitter  # noqa: E402
-from cardioinr.fit.multiview import ViewsConfig, fit_study  # noqa: E402
+from cardioinr.fit.multiview import fit_study, views_config  # noqa: E402
 from cardioinr.io import Study  # noqa: E402
 from cardioinr.phantoms.groups import group_config  # noqa: E402
 from cardioinr.phantoms.views import make_phantom_study  # noqa: E402
@@ -72,8 +72,7 @@ def fit_scenario(ps, scenario: str, prior: str, settings: dict, views_settings: 
         res = Fitter(cfg).fit(sax, init=init)
     else:
         study = Study.of(sax, {v: _ref_only(s) for v, s in ps.study.lax.items()}, name=ps.study.name)
-        given = {"w_incompress": None} if "w_incompress" in settings else {}  # as the command: the fit's own wins
-        vc = ViewsConfig(**{**given, **(views_settings or {}), "align": scenario.endswith("align")})
+        vc = views_config(settings, **{**(views_settings or {}), "align": scenario.endswith("align")})
         res = fit_study(study, cfg, vc, init=init)
     return res, time.perf_counter() - t0
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from cardioinr.fit import FitConfig
-from cardioinr.fit.multiview import StudyObjective, ViewsConfig, fit_study, view_displacement, view_transform
+from cardioinr.fit.multiview import (
+    StudyObjective,
+    ViewsConfig,
+    fit_study,
+    view_displacement,
+    view_transform,
+    views_config,
+)
 from cardioinr.io import Study
 from cardioinr.phantoms import PhantomConfig
 from cardioinr.phantoms.views import make_phantom_study
@@ -90,6 +97,12 @@ def test_fit_study_outputs_every_view(aligned):
     assert res.metrics["views"]["names"] == ["sax", "2ch", "4ch"]
     # with long-axis views the myocardium's incompressibility weight is the views' (recorded as fitted)
     assert res.config.w_incompress == ViewsConfig().w_incompress != FitConfig().w_incompress
+
+
+def test_views_config_lets_a_named_incompressibility_weight_win():
+    assert views_config({}).w_incompress == ViewsConfig().w_incompress
+    assert views_config({"w_incompress": 0.07}, align=True) == ViewsConfig(align=True, w_incompress=None)
+    assert views_config({"steps": 5}, w_incompress=0.2).w_incompress == 0.2
 
 
 def test_views_incompressibility_weight_none_keeps_the_fits(aligned):

@@ -227,11 +227,9 @@ def fit(
     if applic and applic.get("in_distribution") is False:
         typer.echo(f"warning: {seq.name} lies {applic['summary']}", err=True)
     if study is not None and study.lax:
-        from cardioinr.fit.multiview import ViewsConfig, fit_study
+        from cardioinr.fit.multiview import fit_study, views_config
 
-        # a weight the user's config file names wins over the views' own
-        views_cfg = ViewsConfig(align=align_views, **({"w_incompress": None} if "w_incompress" in explicit else {}))
-        result = fit_study(study, cfg, views_cfg, init=init, progress=not quiet)
+        result = fit_study(study, cfg, views_config(explicit, align=align_views), init=init, progress=not quiet)
     else:
         result = Fitter(cfg).fit(seq, init=init, progress=not quiet)
     save_fit(result, out, extra_metrics=extra, report=not no_report)

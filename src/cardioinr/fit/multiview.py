@@ -46,7 +46,8 @@ from cardioinr.io import Sequence, Study, phase_to_sax_frame
 
 _SLAB_SAMPLES = 5  # samples across the other image's slab in the intersection term
 
-__all__ = ["StudyFitResult", "StudyObjective", "ViewFit", "ViewsConfig", "fit_study", "view_transform"]
+__all__ = ["StudyFitResult", "StudyObjective", "ViewFit", "ViewsConfig", "fit_study", "view_transform",
+           "views_config"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,15 @@ class ViewsConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def views_config(explicit: dict, **changes) -> ViewsConfig:
+    """:class:`ViewsConfig` with ``changes``, under the fit settings a user named (``explicit``,
+    e.g. :func:`cardioinr.fit.explicit_settings` of a settings file): a ``w_incompress`` the user
+    set wins over the views' own weight."""
+    if "w_incompress" in explicit:
+        changes.setdefault("w_incompress", None)
+    return ViewsConfig(**changes)
 
 
 def view_transform(view: Sequence, sax: Sequence) -> tuple[np.ndarray, np.ndarray]:
