@@ -59,7 +59,7 @@ def slice_case(group: str, seed: int) -> tuple[Sequence, np.ndarray, dict]:
     seq = ph.sequence
     ref, lm, sp = seq.ref_frame, seq.label_map, np.asarray(seq.spacing, dtype=np.float64)
     k = mid_slice(ph.labels[..., ref], lm.lv)
-    truth = np.ascontiguousarray(ph.displacement[:, :, k:k + 1]).copy()
+    truth = ph.displacement[:, :, k:k + 1].copy()  # C-contiguous, and ours to change
     es = int(seq.meta["es_frame"])
     myo = ph.labels[:, :, k, ref] == lm.myo
     through = float(np.abs(truth[:, :, 0, es, 2][myo]).mean())  # what the slice cannot follow
